@@ -1,0 +1,108 @@
+//! The typed errors of keel-raft. Input from peers, storage and callers never
+//! panics the core: it is refused with one of these, carrying the reason.
+
+use crate::message::{Index, NodeId, Term};
+
+/// What a [`Storage`](crate::Storage) implementation can report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The entry was removed by log compaction.
+    #[error("log entry {0} has been compacted")]
+    Compacted(Index),
+    /// The entry is beyond the end of the stored log.
+    #[error("log entry {0} is not available")]
+    Unavailable(Index),
+    /// Anything else: an I/O error, a corrupt record. The string says what.
+    #[error("storage failed: {0}")]
+    Other(String),
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Node ids must be non-zero.
+    #[error("node id must not be 0")]
+    ZeroId,
+    /// The heartbeat interval must be at least one tick.
+    #[error("heartbeat_tick must be at least 1")]
+    ZeroHeartbeat,
+    /// Elections must wait longer than a heartbeat interval.
+    #[error("election_tick ({election}) must be greater than heartbeat_tick ({heartbeat})")]
+    ElectionNotAboveHeartbeat {
+        /// The configured election timeout in ticks.
+        election: u32,
+        /// The configured heartbeat interval in ticks.
+        heartbeat: u32,
+    },
+    /// The inflight window must allow at least one message.
+    #[error("max_inflight_msgs must be at least 1")]
+    ZeroInflight,
+    /// A byte limit that must be positive was zero.
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
+    /// The initial membership has no voters.
+    #[error("the initial configuration has no voters")]
+    NoVoters,
+    /// The applied index handed in is beyond the commit index in storage.
+    #[error("applied index {applied} is beyond the stored commit index {commit}")]
+    AppliedBeyondCommit {
+        /// The applied index from the configuration.
+        applied: Index,
+        /// The commit index found in storage.
+        commit: Index,
+    },
+    /// Storage could not be read while starting.
+    #[error("reading initial state: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// Why a proposal was refused. The caller may retry, elsewhere or later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// Only the leader accepts proposals; `leader` is the one this node knows of.
+    #[error("not the leader (leader is {leader:?})")]
+    NotLeader {
+        /// The current leader, if this node knows one.
+        leader: Option<NodeId>,
+    },
+    /// The leader holds too many uncommitted bytes; retry once some commit.
+    #[error("too many uncommitted bytes at the leader ({pending} pending, limit {limit})")]
+    UncommittedSizeExceeded {
+        /// Uncommitted payload bytes at the leader right now.
+        pending: u64,
+        /// The configured cap.
+        limit: u64,
+    },
+}
+
+/// Why a message from a peer was refused. The message is dropped and the node
+/// carries on; the reason is for the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// The message was addressed to another node.
+    #[error("message addressed to node {to}, this is node {me}")]
+    WrongRecipient {
+        /// The message's `to`.
+        to: NodeId,
+        /// This node's id.
+        me: NodeId,
+    },
+    /// The sender is not a member of this node's configuration.
+    #[error("message from unknown peer {0}")]
+    UnknownPeer(NodeId),
+    /// A message whose fields contradict each other or the sender's term.
+    #[error("invalid {kind} from {from} at term {term}: {reason}")]
+    InvalidMessage {
+        /// The sender.
+        from: NodeId,
+        /// The message kind.
+        kind: &'static str,
+        /// The message's term.
+        term: Term,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading the log failed while handling the message.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}

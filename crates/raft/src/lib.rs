@@ -1,0 +1,67 @@
+//! # keel-raft
+//!
+//! A Raft consensus state machine with no I/O: no threads, no clock, no
+//! sockets, no files, and no randomness but the seeded generator handed in.
+//! The caller feeds it ticks, peer messages and proposals through a
+//! [`RawNode`], and takes back a [`Ready`] batch: hard state and entries to
+//! persist, messages to send, committed entries to apply. Because every
+//! output is a function of the inputs, a whole cluster can run inside a
+//! deterministic simulator (keel-sim) and any failure replays from its seed.
+//!
+//! Implemented: leader election with randomized timeouts, PreVote and
+//! CheckQuorum; log replication with fast conflict backtracking, per-peer
+//! probe/replicate flow control with pipelining and an inflight window bounded
+//! by count and bytes, batching of proposals per Ready, and a cap on the
+//! leader's uncommitted bytes.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use keel_raft::{Config, MemStorage, RawNode, Role};
+//! use rand::SeedableRng;
+//!
+//! // A cluster of one elects itself and commits at once.
+//! let storage = MemStorage::with_voters(&[1]);
+//! let rng = Box::new(rand::rngs::StdRng::seed_from_u64(7));
+//! let mut node = RawNode::new(Config::new(1), storage.clone(), rng).unwrap();
+//! node.campaign();
+//! let mut applied = Vec::new();
+//! let mut proposed = false;
+//! for _ in 0..10 {
+//!     if node.role() == Role::Leader && !proposed {
+//!         node.propose(Bytes::from_static(b"hello")).unwrap();
+//!         proposed = true;
+//!     }
+//!     let ready = node.ready();
+//!     storage.append(&ready.entries).unwrap();
+//!     if let Some(hs) = ready.hard_state {
+//!         storage.set_hard_state(hs);
+//!     }
+//!     applied.extend(ready.committed_entries.into_iter().filter(|e| !e.data.is_empty()));
+//!     node.advance();
+//! }
+//! assert_eq!(applied[0].data, Bytes::from_static(b"hello"));
+//! ```
+
+mod config;
+mod error;
+mod inflights;
+mod log;
+mod log_unstable;
+mod message;
+mod progress;
+pub mod quorum;
+mod raft;
+mod raw_node;
+mod replication;
+mod storage;
+
+pub use config::Config;
+pub use error::{ConfigError, ProposeError, StepError, StorageError};
+pub use message::{
+    Append, AppendResponse, ConfState, Entry, EntryId, EntryKind, HardState, Heartbeat, Index,
+    Message, MessageBody, NodeId, Term, VoteRequest, VoteResponse, ENTRY_OVERHEAD_BYTES,
+};
+pub use progress::ProgressState;
+pub use raft::{Role, SoftState};
+pub use raw_node::{RawNode, Ready, Status};
+pub use storage::{InitialState, MemStorage, Storage};

@@ -1,0 +1,207 @@
+//! The data that crosses the boundary of the state machine: log entries, the
+//! durable hard state, and the messages peers exchange.
+//!
+//! Every type here is plain data. Encoding them for a wire or a disk is the
+//! caller's business (keel-node and keel-wal do it), so the core never
+//! allocates a buffer it does not need.
+
+use bytes::Bytes;
+
+/// Identifies a member of the cluster. Zero is never a valid id.
+pub type NodeId = u64;
+/// A Raft term. Terms start at zero and only grow.
+pub type Term = u64;
+/// A position in the replicated log. The first real entry has index 1.
+pub type Index = u64;
+
+/// Fixed per-entry overhead counted towards message size limits, on top of the
+/// payload, so that a flood of empty entries is still bounded.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
+
+/// What an entry carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// An application command (or, with an empty payload, the no-op a new
+    /// leader appends to commit entries of earlier terms).
+    Normal,
+}
+
+/// One record of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The term of the leader that created the entry.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: Index,
+    /// What the payload means.
+    pub kind: EntryKind,
+    /// The application's payload, shared and never copied by the core.
+    pub data: Bytes,
+}
+
+impl Entry {
+    /// A normal entry carrying `data`.
+    pub fn normal(term: Term, index: Index, data: Bytes) -> Self {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data,
+        }
+    }
+
+    /// Bytes this entry counts for in message and inflight size limits.
+    pub fn size(&self) -> u64 {
+        self.data.len() as u64 + ENTRY_OVERHEAD_BYTES
+    }
+
+    /// Bytes of application payload (what the uncommitted-size cap counts).
+    pub fn payload_size(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// The (term, index) pair that names this entry.
+    pub fn id(&self) -> EntryId {
+        EntryId {
+            term: self.term,
+            index: self.index,
+        }
+    }
+}
+
+/// The name of an entry: its index and the term it was created in. Two logs
+/// that hold entries with the same id hold the same entry (Log Matching).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct EntryId {
+    /// The term of the entry.
+    pub term: Term,
+    /// The index of the entry.
+    pub index: Index,
+}
+
+/// The state that must be durable before any message depending on it leaves
+/// the node: the current term, the vote cast in it, and the commit index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: Term,
+    /// The candidate this node voted for in `term`, if any.
+    pub vote: Option<NodeId>,
+    /// The highest index known to be committed.
+    pub commit: Index,
+}
+
+/// The set of members at a point in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ConfState {
+    /// Members that vote and count towards quorums, sorted.
+    pub voters: Vec<NodeId>,
+    /// Members that receive the log but do not vote, sorted.
+    pub learners: Vec<NodeId>,
+}
+
+/// A message between two peers. Every message carries the sender's term, so
+/// that a receiver can apply the rule "a higher term wins" before anything
+/// else (Raft §5.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The sender.
+    pub from: NodeId,
+    /// The receiver.
+    pub to: NodeId,
+    /// The sender's term (for a pre-vote request: the term it would campaign in).
+    pub term: Term,
+    /// What the message says.
+    pub body: MessageBody,
+}
+
+/// The kinds of messages peers exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// Leader → follower: entries to append after `prev`, and the leader's commit index.
+    Append(Append),
+    /// Follower → leader: the outcome of an [`Append`].
+    AppendResponse(AppendResponse),
+    /// Leader → follower: "I am still here", with a commit index safe for the follower.
+    Heartbeat(Heartbeat),
+    /// Follower → leader: the follower is alive and follows this leader.
+    HeartbeatResponse,
+    /// Candidate → voter: a request for a vote (or a pre-vote).
+    Vote(VoteRequest),
+    /// Voter → candidate: the answer to a [`VoteRequest`].
+    VoteResponse(VoteResponse),
+}
+
+/// The AppendEntries request (Raft §5.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Append {
+    /// Index of the entry just before `entries`.
+    pub prev_index: Index,
+    /// Term of the entry at `prev_index`.
+    pub prev_term: Term,
+    /// Entries to append, with consecutive indexes starting at `prev_index + 1`.
+    pub entries: Vec<Entry>,
+    /// The leader's commit index.
+    pub commit: Index,
+}
+
+/// The answer to an [`Append`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendResponse {
+    /// The follower's log matches the leader's up to and including `index`.
+    Accepted {
+        /// The last index known to match.
+        index: Index,
+    },
+    /// The follower's log has no entry at `rejected_index` with the expected term.
+    Rejected {
+        /// The `prev_index` of the rejected append.
+        rejected_index: Index,
+        /// Fast backtracking hint: the largest index in the follower's log whose
+        /// term is at most the rejected `prev_term`.
+        hint_index: Index,
+        /// The term of the follower's entry at `hint_index`.
+        hint_term: Term,
+    },
+}
+
+/// The heartbeat a leader sends every heartbeat interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// A commit index no greater than what the follower is known to hold.
+    pub commit: Index,
+}
+
+/// The RequestVote request (Raft §5.2, §5.4.1), also used for pre-votes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteRequest {
+    /// A pre-vote asks "would you vote for me?" without changing anyone's term.
+    pub pre_vote: bool,
+    /// The candidate's last log entry, for the up-to-date check.
+    pub last: EntryId,
+}
+
+/// The answer to a [`VoteRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteResponse {
+    /// Whether this answers a pre-vote.
+    pub pre_vote: bool,
+    /// Whether the vote is granted.
+    pub granted: bool,
+}
+
+impl Message {
+    /// A short name of the message kind, for logs and errors.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.body {
+            MessageBody::Append(_) => "Append",
+            MessageBody::AppendResponse(_) => "AppendResponse",
+            MessageBody::Heartbeat(_) => "Heartbeat",
+            MessageBody::HeartbeatResponse => "HeartbeatResponse",
+            MessageBody::Vote(v) if v.pre_vote => "PreVote",
+            MessageBody::Vote(_) => "Vote",
+            MessageBody::VoteResponse(v) if v.pre_vote => "PreVoteResponse",
+            MessageBody::VoteResponse(_) => "VoteResponse",
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! What the leader knows about one peer's log, and how it decides what to send.
+//!
+//! A peer is either being *probed* (the leader does not know where their logs
+//! match, so it sends one append at a time and waits) or *replicated to*
+//! (logs match up to `matched`, so the leader streams appends optimistically,
+//! bounded by the inflight window).
+
+use crate::inflights::Inflights;
+use crate::message::Index;
+
+/// How the leader sends to a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// One append per round trip until the match point is found.
+    Probe,
+    /// Pipelined appends, up to the inflight window.
+    Replicate,
+}
+
+/// The leader's view of one peer.
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    /// The highest index known to be replicated on the peer.
+    pub(crate) matched: Index,
+    /// The next index to send.
+    pub(crate) next: Index,
+    pub(crate) state: ProgressState,
+    /// In probe state: an append is outstanding, wait for its answer.
+    pub(crate) probe_sent: bool,
+    /// Heard from within the current election timeout (for CheckQuorum).
+    pub(crate) recent_active: bool,
+    /// Send an append at the next flush even if it carries no entries.
+    pub(crate) force_send: bool,
+    /// The highest commit index sent to the peer.
+    pub(crate) sent_commit: Index,
+    pub(crate) inflights: Inflights,
+}
+
+impl Progress {
+    /// A peer about which nothing is known yet; probing starts at `next`.
+    pub(crate) fn new(next: Index, max_inflight: usize, max_inflight_bytes: u64) -> Self {
+        Progress {
+            matched: 0,
+            next,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            recent_active: false,
+            force_send: false,
+            sent_commit: 0,
+            inflights: Inflights::new(max_inflight, max_inflight_bytes),
+        }
+    }
+
+    /// Back to probing from just after the match point.
+    pub(crate) fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.next = self.matched + 1;
+        self.probe_sent = false;
+        self.inflights.reset();
+    }
+
+    /// Logs match: start pipelining from just after the match point.
+    pub(crate) fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next = self.matched + 1;
+        self.inflights.reset();
+    }
+
+    /// The peer acknowledged `index`. Returns whether that is news.
+    pub(crate) fn maybe_update(&mut self, index: Index) -> bool {
+        let updated = index > self.matched;
+        if updated {
+            self.matched = index;
+            self.probe_sent = false;
+        }
+        self.next = self.next.max(index + 1);
+        updated
+    }
+
+    /// The peer rejected an append at `rejected`, and its log is known to hold
+    /// nothing useful beyond `hint`. Returns false if the rejection is stale
+    /// (answers an append sent before something we learned since).
+    pub(crate) fn maybe_decrease_to(&mut self, rejected: Index, hint: Index) -> bool {
+        if self.state == ProgressState::Replicate {
+            if rejected <= self.matched {
+                return false;
+            }
+            self.next = self.matched + 1;
+            return true;
+        }
+        if self.next != rejected + 1 {
+            return false;
+        }
+        self.next = rejected.min(hint + 1).max(self.matched + 1);
+        self.probe_sent = false;
+        true
+    }
+
+    /// Whether sending must wait for an answer.
+    pub(crate) fn is_paused(&self) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflights.full(),
+        }
+    }
+
+    /// Records that an append carrying `count` entries (`bytes` in total, the
+    /// last at `last_index`) and commit `commit` was sent.
+    pub(crate) fn sent_append(&mut self, last_index: Index, count: usize, bytes: u64, commit: Index) {
+        match self.state {
+            ProgressState::Replicate => {
+                if count > 0 {
+                    self.next = last_index + 1;
+                    self.inflights.add(last_index, bytes);
+                }
+            }
+            ProgressState::Probe => self.probe_sent = true,
+        }
+        self.sent_commit = self.sent_commit.max(commit.min(last_index));
+        self.force_send = false;
+    }
+
+    /// Whether the peer could advance its commit index if told `commit`: it
+    /// holds (or was sent) entries past the commit index it last heard of.
+    pub(crate) fn can_bump_commit(&self, commit: Index) -> bool {
+        commit.min(self.next - 1) > self.sent_commit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sends_one_at_a_time() {
+        let mut p = Progress::new(5, 10, u64::MAX);
+        assert!(!p.is_paused());
+        p.sent_append(7, 3, 30, 0);
+        assert!(p.is_paused());
+        assert_eq!(p.next, 5, "probing does not move next optimistically");
+        assert!(p.maybe_update(7));
+        assert!(!p.is_paused());
+    }
+
+    #[test]
+    fn replicate_pipelines_until_window_full() {
+        let mut p = Progress::new(1, 2, u64::MAX);
+        p.maybe_update(0);
+        p.become_replicate();
+        p.sent_append(3, 3, 30, 0);
+        assert_eq!(p.next, 4);
+        assert!(!p.is_paused());
+        p.sent_append(5, 2, 20, 0);
+        assert!(p.is_paused());
+        p.maybe_update(3);
+        p.inflights.free_le(3);
+        assert!(!p.is_paused());
+    }
+
+    #[test]
+    fn stale_rejections_are_ignored() {
+        let mut p = Progress::new(10, 10, u64::MAX);
+        assert!(!p.maybe_decrease_to(5, 4), "probe: not the index we sent");
+        assert!(p.maybe_decrease_to(9, 3));
+        assert_eq!(p.next, 4, "jumps straight to the hint");
+        p.maybe_update(4);
+        p.become_replicate();
+        assert!(!p.maybe_decrease_to(4, 0), "replicate: already matched");
+        assert!(p.maybe_decrease_to(7, 0));
+        assert_eq!(p.next, 5);
+    }
+
+    #[test]
+    fn decrease_never_goes_below_match() {
+        let mut p = Progress::new(10, 10, u64::MAX);
+        p.matched = 6;
+        assert!(p.maybe_decrease_to(9, 2));
+        assert_eq!(p.next, 7);
+    }
+
+    #[test]
+    fn commit_bumps_only_when_useful() {
+        let mut p = Progress::new(5, 10, u64::MAX);
+        assert!(p.can_bump_commit(3));
+        p.sent_append(4, 0, 0, 3);
+        assert!(!p.can_bump_commit(3));
+        assert!(p.can_bump_commit(4));
+        p.sent_append(4, 0, 0, 9);
+        assert!(!p.can_bump_commit(9), "the peer holds nothing past 4 to commit");
+    }
+}

@@ -1,0 +1,213 @@
+//! The public face of the core: feed it ticks, messages and proposals; take a
+//! [`Ready`] batch of work; do the work; call [`RawNode::advance`].
+
+use bytes::Bytes;
+use rand::RngCore;
+
+use crate::config::Config;
+use crate::error::{ConfigError, ProposeError, StepError, StorageError};
+use crate::message::{Entry, EntryId, HardState, Index, Message, NodeId, Term};
+use crate::raft::{Raft, Role, SoftState};
+use crate::storage::Storage;
+
+/// A batch of work for the caller, taken with [`RawNode::ready`].
+///
+/// Handle it in this order:
+/// 1. send [`messages`](Ready::messages) (they may go before anything is durable);
+/// 2. persist [`entries`](Ready::entries) (replacing any stored suffix they
+///    conflict with) and then [`hard_state`](Ready::hard_state), and sync;
+/// 3. send [`persisted_messages`](Ready::persisted_messages);
+/// 4. apply [`committed_entries`](Ready::committed_entries) in order;
+/// 5. call [`RawNode::advance`].
+#[derive(Debug, Default)]
+#[must_use = "a Ready holds work that must be done before advance()"]
+pub struct Ready {
+    /// Leadership or role changed since the last Ready.
+    pub soft_state: Option<SoftState>,
+    /// The hard state to persist, if it changed.
+    pub hard_state: Option<HardState>,
+    /// Entries to append to durable storage.
+    pub entries: Vec<Entry>,
+    /// Messages that may be sent at once (the leader's appends and heartbeats).
+    pub messages: Vec<Message>,
+    /// Messages to send only after `entries` and `hard_state` are durable.
+    pub persisted_messages: Vec<Message>,
+    /// Committed entries to apply to the state machine, in log order.
+    pub committed_entries: Vec<Entry>,
+}
+
+impl Ready {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.soft_state.is_none()
+            && self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.persisted_messages.is_empty()
+            && self.committed_entries.is_empty()
+    }
+}
+
+/// A snapshot of a node's state for observers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node's id.
+    pub id: NodeId,
+    /// Term, vote and commit index.
+    pub hard_state: HardState,
+    /// Role and known leader.
+    pub soft_state: SoftState,
+    /// The last index handed to the application and acknowledged by `advance`.
+    pub applied: Index,
+    /// The id of the last entry in the log.
+    pub last: EntryId,
+}
+
+/// A Raft node with no I/O of its own. Single-threaded: wrap it in whatever
+/// runtime drives it.
+pub struct RawNode<S> {
+    raft: Raft<S>,
+    prev_hard_state: HardState,
+    prev_soft_state: SoftState,
+    /// The last entry handed out for persisting and not yet acknowledged.
+    persisting: Option<EntryId>,
+}
+
+impl<S: Storage> RawNode<S> {
+    /// Starts (or restarts) a node over `storage`, with randomness from `rng`
+    /// (seed it for reproducible runs).
+    pub fn new(
+        config: Config,
+        storage: S,
+        rng: Box<dyn RngCore + Send>,
+    ) -> Result<Self, ConfigError> {
+        let raft = Raft::new(config, storage, rng)?;
+        Ok(RawNode {
+            prev_hard_state: raft.hard_state(),
+            prev_soft_state: raft.soft_state(),
+            raft,
+            persisting: None,
+        })
+    }
+
+    /// Advances logical time by one tick: election timeouts, heartbeats and
+    /// CheckQuorum are all counted in ticks.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Starts an election now (a pre-vote first, if enabled). Does nothing on
+    /// a leader or a non-voter.
+    pub fn campaign(&mut self) {
+        self.raft.hup();
+    }
+
+    /// Proposes a command. On the leader, returns the id the entry will have
+    /// if it commits; the entry may still be lost if leadership changes, which
+    /// shows as a different entry applied at that index.
+    pub fn propose(&mut self, data: Bytes) -> Result<EntryId, ProposeError> {
+        self.raft.propose(data)
+    }
+
+    /// Handles a message from a peer. An error means the message was dropped,
+    /// and says why; the node is unaffected and keeps running.
+    pub fn step(&mut self, message: Message) -> Result<(), StepError> {
+        self.raft.step(message)
+    }
+
+    /// Whether [`ready`](Self::ready) would return work.
+    pub fn has_ready(&self) -> bool {
+        self.raft.has_pending_output()
+            || !self.raft.log.pending_entries().is_empty()
+            || self.raft.log.has_entries_to_apply()
+            || self.raft.hard_state() != self.prev_hard_state
+            || self.raft.soft_state() != self.prev_soft_state
+    }
+
+    /// Takes the pending work. Each entry and message is handed out once.
+    pub fn ready(&mut self) -> Ready {
+        let raft = &mut self.raft;
+        raft.flush_appends();
+        let entries = raft.log.pending_entries().to_vec();
+        raft.log.mark_in_progress();
+        if let Some(last) = entries.last() {
+            self.persisting = Some(last.id());
+        }
+        let committed_entries = match raft
+            .log
+            .take_entries_to_apply(raft.config.max_committed_size_per_ready)
+        {
+            Ok(entries) => entries,
+            Err(e) => {
+                // Leave them for the next Ready; the caller sees the error in its logs.
+                tracing::error!(id = raft.id, error = %e, "reading committed entries");
+                Vec::new()
+            }
+        };
+        raft.release_uncommitted(&committed_entries);
+        let hs = raft.hard_state();
+        let hard_state = (hs != self.prev_hard_state).then_some(hs);
+        self.prev_hard_state = hs;
+        let ss = raft.soft_state();
+        let soft_state = (ss != self.prev_soft_state).then_some(ss);
+        self.prev_soft_state = ss;
+        Ready {
+            soft_state,
+            hard_state,
+            entries,
+            messages: std::mem::take(&mut raft.msgs),
+            persisted_messages: std::mem::take(&mut raft.msgs_after_persist),
+            committed_entries,
+        }
+    }
+
+    /// Everything handed out by [`ready`](Self::ready) so far has been
+    /// persisted, sent and applied.
+    pub fn advance(&mut self) {
+        if let Some(id) = self.persisting.take() {
+            self.raft.on_persisted(id);
+        }
+        self.raft.log.applied_to_handed_out();
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.raft.id
+    }
+
+    /// The current state, for observers and tests.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.raft.id,
+            hard_state: self.raft.hard_state(),
+            soft_state: self.raft.soft_state(),
+            applied: self.raft.log.applied(),
+            last: self.raft.log.last_id(),
+        }
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.raft.role
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.leader
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.raft.term
+    }
+
+    /// Log entries in `[low, high)` (stored or unstable), for inspection.
+    pub fn entries(&self, low: Index, high: Index) -> Result<Vec<Entry>, StorageError> {
+        self.raft.log.slice(low, high, u64::MAX)
+    }
+
+    /// The storage this node reads its durable log through.
+    pub fn storage(&self) -> &S {
+        self.raft.log.storage()
+    }
+}
