@@ -201,6 +201,11 @@ impl<S: Storage> RawNode<S> {
         self.raft.term
     }
 
+    /// The term of the log entry at `index`, for inspection.
+    pub fn log_term(&self, index: Index) -> Result<Term, StorageError> {
+        self.raft.log.term(index)
+    }
+
     /// Log entries in `[low, high)` (stored or unstable), for inspection.
     pub fn entries(&self, low: Index, high: Index) -> Result<Vec<Entry>, StorageError> {
         self.raft.log.slice(low, high, u64::MAX)

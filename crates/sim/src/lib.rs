@@ -1,1 +1,18 @@
-pub fn placeholder() {}
+//! # keel-sim
+//!
+//! A deterministic simulator for keel-raft clusters. Nodes, network and
+//! clients run in virtual time from one seed: messages are delayed,
+//! reordered, duplicated and lost; links are cut one way or both; nodes crash
+//! (even halfway through handling a `Ready`) and restart with only what they
+//! persisted. After every step the [`checker`] verifies Raft's safety
+//! properties; once faults stop, the run must make progress within a bound.
+//! A failure names its seed and the command that replays it.
+
+pub mod checker;
+pub mod network;
+pub mod scenario;
+pub mod simulation;
+
+pub use checker::{Property, Violation};
+pub use scenario::Scenario;
+pub use simulation::{run, Failure, RunReport, SimOptions, Simulation, Tamper};

@@ -1,0 +1,328 @@
+//! The safety properties of Raft, checked as the simulation runs. Each check
+//! is incremental, so that it can run after every step of a long simulation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use keel_raft::{Entry, Index, NodeId, Term};
+
+/// Which property broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Property {
+    /// At most one leader per term.
+    ElectionSafety,
+    /// Same index and term ⇒ same entry and identical prefix.
+    LogMatching,
+    /// A committed entry is in the log of every leader of a later term.
+    LeaderCompleteness,
+    /// No two nodes apply different entries at one index; each node applies
+    /// every index once, in order.
+    StateMachineSafety,
+    /// Commit and applied indexes never go backwards on a node.
+    Monotonicity,
+    /// Once faults stop, a leader is elected and every proposal commits in time.
+    Liveness,
+    /// The node itself or its storage reported something impossible.
+    NodeError,
+}
+
+/// A broken property, with what was seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The property.
+    pub property: Property,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} violated: {}", self.property, self.detail)
+    }
+}
+
+fn violation(property: Property, detail: String) -> Result<(), Violation> {
+    Err(Violation { property, detail })
+}
+
+/// What the checker remembers about an entry it has seen in some log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SeenEntry {
+    data: Bytes,
+    prev_term: Term,
+}
+
+/// An entry some node reported committed.
+#[derive(Clone, Debug)]
+struct CommittedEntry {
+    term: Term,
+    data: Bytes,
+    /// The lowest term of a node seen holding it as committed: the entry was
+    /// committed by a leader of this term or earlier.
+    committed_by_term: Term,
+}
+
+/// The global record the properties are checked against.
+#[derive(Debug, Default)]
+pub struct Checker {
+    leaders: BTreeMap<Term, NodeId>,
+    /// Every (index, term) any log has held: the entry and the term before it.
+    /// Log Matching holds exactly when this map is consistent, by induction
+    /// on the index.
+    seen: BTreeMap<(Index, Term), SeenEntry>,
+    committed: BTreeMap<Index, CommittedEntry>,
+    applied: BTreeMap<Index, (Term, Bytes)>,
+    /// Per node: the highest commit index seen in memory during the current
+    /// life, the highest persisted one, and the highest applied one.
+    commit_in_life: BTreeMap<NodeId, Index>,
+    commit_durable: BTreeMap<NodeId, Index>,
+    applied_by_node: BTreeMap<NodeId, Index>,
+    /// Leaders already checked for completeness, by (node, term).
+    checked_leaders: BTreeMap<(NodeId, Term), ()>,
+}
+
+impl Checker {
+    /// Election Safety: `node` is leader in `term`.
+    pub fn observe_leader(&mut self, node: NodeId, term: Term) -> Result<(), Violation> {
+        match self.leaders.insert(term, node) {
+            Some(other) if other != node => violation(
+                Property::ElectionSafety,
+                format!("nodes {other} and {node} are both leader in term {term}"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `(node, term)` still needs a Leader Completeness check.
+    pub fn needs_completeness_check(&mut self, node: NodeId, term: Term) -> bool {
+        self.checked_leaders.insert((node, term), ()).is_none()
+    }
+
+    /// Leader Completeness: a new leader of `term` must hold every entry
+    /// committed by a leader of an earlier term. `term_at` reads its log.
+    pub fn check_leader_log(
+        &self,
+        node: NodeId,
+        term: Term,
+        term_at: impl Fn(Index) -> Option<Term>,
+    ) -> Result<(), Violation> {
+        // By Log Matching it is enough to find the highest such entry.
+        let Some((index, entry)) = self
+            .committed
+            .iter()
+            .rev()
+            .find(|(_, c)| c.committed_by_term < term)
+        else {
+            return Ok(());
+        };
+        match term_at(*index) {
+            Some(t) if t == entry.term => Ok(()),
+            found => violation(
+                Property::LeaderCompleteness,
+                format!(
+                    "node {node} became leader of term {term} without committed entry {index} \
+                     (term {}, committed by term {}); its log has {found:?} there",
+                    entry.term, entry.committed_by_term
+                ),
+            ),
+        }
+    }
+
+    /// Log Matching: `node`'s log holds `entries`, the first of which follows
+    /// an entry of term `prev_term`.
+    pub fn observe_log(&mut self, node: NodeId, prev_term: Term, entries: &[Entry]) -> Result<(), Violation> {
+        let mut prev_term = prev_term;
+        for e in entries {
+            let seen = SeenEntry {
+                data: e.data.clone(),
+                prev_term,
+            };
+            match self.seen.get(&(e.index, e.term)) {
+                Some(existing) if *existing != seen => {
+                    return violation(
+                        Property::LogMatching,
+                        format!(
+                            "node {node} holds entry {}/{} as {:?} after term {}, another log as {:?} after term {}",
+                            e.index, e.term, seen.data, seen.prev_term, existing.data, existing.prev_term
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    self.seen.insert((e.index, e.term), seen);
+                }
+            }
+            prev_term = e.term;
+        }
+        Ok(())
+    }
+
+    /// `node`, in `term`, holds `entries` as committed.
+    pub fn observe_committed(&mut self, node: NodeId, term: Term, entries: &[Entry]) -> Result<(), Violation> {
+        for e in entries {
+            match self.committed.get_mut(&e.index) {
+                Some(c) if c.term != e.term || c.data != e.data => {
+                    return violation(
+                        Property::StateMachineSafety,
+                        format!(
+                            "node {node} committed {}/{} but {}/{} was committed before",
+                            e.index, e.term, e.index, c.term
+                        ),
+                    );
+                }
+                Some(c) => c.committed_by_term = c.committed_by_term.min(term),
+                None => {
+                    self.committed.insert(
+                        e.index,
+                        CommittedEntry {
+                            term: e.term,
+                            data: e.data.clone(),
+                            committed_by_term: term,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// State Machine Safety: `node` applies `entry` next.
+    pub fn observe_apply(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
+        let last = self.applied_by_node.entry(node).or_default();
+        if entry.index != *last + 1 {
+            return violation(
+                Property::StateMachineSafety,
+                format!("node {node} applied {} right after {}", entry.index, last),
+            );
+        }
+        *last = entry.index;
+        match self.applied.get(&entry.index) {
+            Some((t, d)) if *t != entry.term || *d != entry.data => violation(
+                Property::StateMachineSafety,
+                format!(
+                    "node {node} applied {}/{} where another node applied {}/{}",
+                    entry.index, entry.term, entry.index, t
+                ),
+            ),
+            Some(_) => Ok(()),
+            None => {
+                self.applied.insert(entry.index, (entry.term, entry.data.clone()));
+                Ok(())
+            }
+        }
+    }
+
+    /// The applied index a node resumes from after a restart.
+    pub fn applied_index(&self, node: NodeId) -> Index {
+        self.applied_by_node.get(&node).copied().unwrap_or(0)
+    }
+
+    /// Monotonicity: `node`'s in-memory commit index is `commit`.
+    pub fn observe_commit(&mut self, node: NodeId, commit: Index) -> Result<(), Violation> {
+        let last = self.commit_in_life.entry(node).or_default();
+        if commit < *last {
+            return violation(
+                Property::Monotonicity,
+                format!("node {node} commit index went from {last} back to {commit}"),
+            );
+        }
+        *last = commit;
+        let applied = self.applied_index(node);
+        if applied > commit {
+            return violation(
+                Property::Monotonicity,
+                format!("node {node} applied {applied} beyond its commit index {commit}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Monotonicity across restarts: `node` persists commit index `commit`.
+    pub fn observe_durable_commit(&mut self, node: NodeId, commit: Index) -> Result<(), Violation> {
+        let last = self.commit_durable.entry(node).or_default();
+        if commit < *last {
+            return violation(
+                Property::Monotonicity,
+                format!("node {node} persisted commit index {commit} after {last}"),
+            );
+        }
+        *last = commit;
+        Ok(())
+    }
+
+    /// `node` restarted: its in-memory state starts again from disk.
+    pub fn observe_restart(&mut self, node: NodeId) {
+        let durable = self.commit_durable.get(&node).copied().unwrap_or(0);
+        self.commit_in_life.insert(node, durable);
+    }
+
+    /// The highest index any node has applied.
+    pub fn max_applied(&self) -> Index {
+        self.applied.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// The payload applied at `index`, if any node applied it.
+    pub fn applied_entry(&self, index: Index) -> Option<&Bytes> {
+        self.applied.get(&index).map(|(_, d)| d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ent(term: Term, index: Index, data: &'static [u8]) -> Entry {
+        Entry::normal(term, index, Bytes::from_static(data))
+    }
+
+    #[test]
+    fn two_leaders_in_one_term_are_caught() {
+        let mut c = Checker::default();
+        c.observe_leader(1, 3).unwrap();
+        c.observe_leader(1, 3).unwrap();
+        c.observe_leader(2, 4).unwrap();
+        assert_eq!(c.observe_leader(2, 3).unwrap_err().property, Property::ElectionSafety);
+    }
+
+    #[test]
+    fn diverging_logs_are_caught() {
+        let mut c = Checker::default();
+        c.observe_log(1, 0, &[ent(1, 1, b"a"), ent(1, 2, b"b")]).unwrap();
+        c.observe_log(2, 0, &[ent(1, 1, b"a")]).unwrap();
+        let err = c.observe_log(2, 1, &[ent(1, 2, b"x")]).unwrap_err();
+        assert_eq!(err.property, Property::LogMatching);
+        // Same entry, different history before it.
+        let err = c.observe_log(3, 2, &[ent(1, 2, b"b")]).unwrap_err();
+        assert_eq!(err.property, Property::LogMatching);
+    }
+
+    #[test]
+    fn applying_different_entries_is_caught() {
+        let mut c = Checker::default();
+        c.observe_apply(1, &ent(1, 1, b"a")).unwrap();
+        assert!(c.observe_apply(2, &ent(2, 1, b"b")).is_err());
+        assert!(c.observe_apply(1, &ent(1, 3, b"c")).is_err(), "a gap");
+    }
+
+    #[test]
+    fn leader_missing_a_committed_entry_is_caught() {
+        let mut c = Checker::default();
+        c.observe_committed(1, 2, &[ent(2, 1, b"a")]).unwrap();
+        let log = |i: Index| (i == 1).then_some(1);
+        assert!(c.check_leader_log(3, 2, log).is_ok(), "same-term leaders are exempt");
+        let err = c.check_leader_log(3, 3, log).unwrap_err();
+        assert_eq!(err.property, Property::LeaderCompleteness);
+    }
+
+    #[test]
+    fn commit_going_back_is_caught() {
+        let mut c = Checker::default();
+        c.observe_commit(1, 5).unwrap();
+        assert!(c.observe_commit(1, 4).is_err());
+        c.observe_durable_commit(1, 3).unwrap();
+        c.observe_restart(1);
+        c.observe_commit(1, 3).unwrap();
+        assert!(c.observe_durable_commit(1, 2).is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! The checkers can fail: clusters with a deliberately broken node must be
+//! caught, while the same seeds with honest nodes pass.
+
+use keel_raft::{AppendResponse, Message, MessageBody, NodeId};
+use keel_sim::{run, Property, Scenario, SimOptions, Simulation, Tamper};
+
+const LIAR: NodeId = 3;
+const SEEDS: u64 = 60;
+
+/// Grants every vote and pre-vote it is asked for, even a second one in a term.
+struct LyingVoter;
+
+impl Tamper for LyingVoter {
+    fn outgoing(&mut self, m: &mut Message) {
+        if m.from == LIAR {
+            if let MessageBody::VoteResponse(r) = &mut m.body {
+                r.granted = true;
+            }
+        }
+    }
+}
+
+/// Claims to hold entries it refused: turns each rejection into an acknowledgement.
+struct LyingAcker;
+
+impl Tamper for LyingAcker {
+    fn outgoing(&mut self, m: &mut Message) {
+        if m.from == LIAR {
+            if let MessageBody::AppendResponse(AppendResponse::Rejected { rejected_index, .. }) = m.body {
+                m.body = MessageBody::AppendResponse(AppendResponse::Accepted { index: rejected_index });
+            }
+        }
+    }
+}
+
+fn options(seed: u64) -> SimOptions {
+    let mut options = SimOptions::new(seed);
+    options.scenario = Scenario::Chaos;
+    options
+}
+
+/// Runs SEEDS seeds with a broken node; returns the properties caught.
+fn caught(make: impl Fn() -> Box<dyn Tamper>) -> Vec<Property> {
+    (0..SEEDS)
+        .filter_map(|seed| Simulation::new(options(seed)).with_tamper(make()).run().err())
+        .map(|f| f.violation.property)
+        .collect()
+}
+
+#[test]
+fn honest_control_runs_pass() {
+    for seed in 0..SEEDS {
+        if let Err(f) = run(options(seed)) {
+            panic!("honest run failed: {f}");
+        }
+    }
+}
+
+#[test]
+fn a_node_that_votes_twice_breaks_election_safety() {
+    let props = caught(|| Box::new(LyingVoter));
+    assert!(
+        props.contains(&Property::ElectionSafety),
+        "two leaders in one term should have been caught; saw {props:?}"
+    );
+}
+
+#[test]
+fn a_node_that_acks_what_it_lacks_breaks_commit_safety() {
+    let props = caught(|| Box::new(LyingAcker));
+    let safety = [
+        Property::LeaderCompleteness,
+        Property::StateMachineSafety,
+        Property::LogMatching,
+    ];
+    assert!(
+        props.iter().any(|p| safety.contains(p)),
+        "lost committed entries should have been caught; saw {props:?}"
+    );
+}

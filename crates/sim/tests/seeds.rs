@@ -1,0 +1,72 @@
+//! The seeded simulation runs of `cargo test`: every scenario, 3 and 5 nodes.
+//! Set `KEEL_SIM_SOAK=N` to run N seeds per scenario and size instead.
+
+use keel_sim::{run, Scenario, SimOptions};
+
+const DEFAULT_SEEDS: u64 = 110;
+
+fn seeds_per_size() -> u64 {
+    std::env::var("KEEL_SIM_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_SEEDS)
+}
+
+/// Runs `seeds_per_size()` seeds of `scenario` on 3 and on 5 nodes; fails
+/// listing every failing seed with the command that replays it.
+fn run_scenario(scenario: Scenario) {
+    let seeds = seeds_per_size();
+    let mut failures = Vec::new();
+    for nodes in [3, 5] {
+        for seed in 0..seeds {
+            let mut options = SimOptions::new(seed);
+            options.nodes = nodes;
+            options.scenario = scenario;
+            if let Err(failure) = run(options) {
+                failures.push(failure.to_string());
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} runs failed:\n{}",
+        failures.len(),
+        2 * seeds,
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn calm() {
+    run_scenario(Scenario::Calm);
+}
+
+#[test]
+fn lossy() {
+    run_scenario(Scenario::Lossy);
+}
+
+#[test]
+fn partitions() {
+    run_scenario(Scenario::Partitions);
+}
+
+#[test]
+fn crashes() {
+    run_scenario(Scenario::Crashes);
+}
+
+#[test]
+fn chaos() {
+    run_scenario(Scenario::Chaos);
+}
+
+#[test]
+fn a_seed_replays_identically() {
+    let mut options = SimOptions::new(42);
+    options.nodes = 5;
+    let first = run(options.clone()).expect("seed 42 passes");
+    let second = run(options).expect("seed 42 passes");
+    assert_eq!(first, second);
+    assert!(first.applied > 0 && first.crashes > 0 && first.dropped > 0, "{first:?}");
+}
