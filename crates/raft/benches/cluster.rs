@@ -125,7 +125,9 @@ fn route(peers: &[Inbox], batches: &mut [Vec<Message>], messages: Vec<Message>) 
 async fn client(leader: Inbox, ops: u64) {
     for _ in 0..ops {
         let (tx, rx) = oneshot::channel();
-        leader.send(Input::Propose(Bytes::new(), tx)).expect("leader runs");
+        leader
+            .send(Input::Propose(Bytes::new(), tx))
+            .expect("leader runs");
         rx.await.expect("answered").expect("applied");
     }
 }
@@ -147,7 +149,9 @@ async fn measure(clients: u64, total_ops: u64) -> f64 {
     // Node 1 campaigns at start: wait until it accepts a command.
     loop {
         let (tx, rx) = oneshot::channel();
-        peers[0].send(Input::Propose(Bytes::new(), tx)).expect("node runs");
+        peers[0]
+            .send(Input::Propose(Bytes::new(), tx))
+            .expect("node runs");
         if rx.await == Ok(Ok(())) {
             break;
         }
@@ -177,7 +181,13 @@ fn main() {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--ops" => ops = it.next().and_then(|v| v.parse().ok()),
-            "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(runs).max(1),
+            "--runs" => {
+                runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(runs)
+                    .max(1)
+            }
             "--bench" => {}
             other => {
                 if let Ok(n) = other.parse() {
@@ -196,8 +206,12 @@ fn main() {
         .expect("runtime");
     println!("keel-raft cluster bench: 3 nodes, in-memory, empty commands, 2 worker threads");
     for c in clients {
-        let total = ops.unwrap_or(if c == 1 { 100_000 } else { 2_000_000 }).max(c);
-        let mut rates: Vec<f64> = (0..runs).map(|_| runtime.block_on(measure(c, total))).collect();
+        let total = ops
+            .unwrap_or(if c == 1 { 100_000 } else { 2_000_000 })
+            .max(c);
+        let mut rates: Vec<f64> = (0..runs)
+            .map(|_| runtime.block_on(measure(c, total)))
+            .collect();
         rates.sort_by(|a, b| a.total_cmp(b));
         println!(
             "clients {c:>5}: median {:>10.0} ops/s  (min {:.0}, max {:.0}; {runs} runs of {total} ops)",

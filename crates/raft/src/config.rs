@@ -75,7 +75,10 @@ impl Config {
             ("max_size_per_msg", self.max_size_per_msg),
             ("max_inflight_bytes", self.max_inflight_bytes),
             ("max_uncommitted_size", self.max_uncommitted_size),
-            ("max_committed_size_per_ready", self.max_committed_size_per_ready),
+            (
+                "max_committed_size_per_ready",
+                self.max_committed_size_per_ready,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit(name));
@@ -99,9 +102,15 @@ mod tests {
         assert_eq!(Config::new(0).validate(), Err(ConfigError::ZeroId));
         let mut c = Config::new(1);
         c.election_tick = 1;
-        assert!(matches!(c.validate(), Err(ConfigError::ElectionNotAboveHeartbeat { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ElectionNotAboveHeartbeat { .. })
+        ));
         let mut c = Config::new(1);
         c.max_inflight_bytes = 0;
-        assert_eq!(c.validate(), Err(ConfigError::ZeroLimit("max_inflight_bytes")));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroLimit("max_inflight_bytes"))
+        );
     }
 }

@@ -221,7 +221,11 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Entries from `low` to the end of the log, at most `max_size` bytes.
-    pub(crate) fn entries_from(&self, low: Index, max_size: u64) -> Result<Vec<Entry>, StorageError> {
+    pub(crate) fn entries_from(
+        &self,
+        low: Index,
+        max_size: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         self.slice(low, self.last_index() + 1, max_size)
     }
 
@@ -248,7 +252,10 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Hands out the next committed entries to apply (at most `max_size` bytes).
-    pub(crate) fn take_entries_to_apply(&mut self, max_size: u64) -> Result<Vec<Entry>, StorageError> {
+    pub(crate) fn take_entries_to_apply(
+        &mut self,
+        max_size: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         if !self.has_entries_to_apply() {
             return Ok(Vec::new());
         }
@@ -277,7 +284,11 @@ mod tests {
 
     fn log_with(terms: &[Term]) -> RaftLog<MemStorage> {
         let s = MemStorage::with_voters(&[1]);
-        let ents: Vec<Entry> = terms.iter().enumerate().map(|(i, t)| ent(*t, i as u64 + 1)).collect();
+        let ents: Vec<Entry> = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ent(*t, i as u64 + 1))
+            .collect();
         s.append(&ents).unwrap();
         RaftLog::new(s, 0, 0).unwrap()
     }
@@ -290,7 +301,10 @@ mod tests {
     fn up_to_date_compares_last_term_then_index() {
         let log = log_with(&[1, 2, 2]);
         assert!(log.is_up_to_date(id(3, 1)), "higher last term wins");
-        assert!(!log.is_up_to_date(id(1, 10)), "lower last term loses even if longer");
+        assert!(
+            !log.is_up_to_date(id(1, 10)),
+            "lower last term loses even if longer"
+        );
         assert!(log.is_up_to_date(id(2, 3)), "same term, same length");
         assert!(!log.is_up_to_date(id(2, 2)), "same term, shorter");
     }
@@ -298,12 +312,23 @@ mod tests {
     #[test]
     fn append_consistency_check() {
         let mut log = log_with(&[1, 2, 2]);
-        assert_eq!(log.maybe_append(id(3, 3), 0, &[]), Err(AppendRefusal::Mismatch), "wrong term");
-        assert_eq!(log.maybe_append(id(2, 4), 0, &[]), Err(AppendRefusal::Mismatch), "missing");
+        assert_eq!(
+            log.maybe_append(id(3, 3), 0, &[]),
+            Err(AppendRefusal::Mismatch),
+            "wrong term"
+        );
+        assert_eq!(
+            log.maybe_append(id(2, 4), 0, &[]),
+            Err(AppendRefusal::Mismatch),
+            "missing"
+        );
         assert_eq!(log.maybe_append(id(2, 3), 2, &[ent(3, 4)]), Ok(4));
         assert_eq!(log.committed(), 2);
         // A conflicting suffix is replaced.
-        assert_eq!(log.maybe_append(id(1, 1), 2, &[ent(2, 2), ent(4, 3)]), Ok(3));
+        assert_eq!(
+            log.maybe_append(id(1, 1), 2, &[ent(2, 2), ent(4, 3)]),
+            Ok(3)
+        );
         assert_eq!(log.last_id(), id(4, 3));
         // A stale, shorter append does not truncate matching entries beyond it.
         assert_eq!(log.maybe_append(id(1, 1), 2, &[ent(2, 2)]), Ok(2));
@@ -324,7 +349,11 @@ mod tests {
     fn commit_is_clamped_to_last_new_entry() {
         let mut log = log_with(&[1, 1, 1, 1]);
         assert_eq!(log.maybe_append(id(1, 1), 4, &[]), Ok(1));
-        assert_eq!(log.committed(), 1, "entries beyond the append are unverified");
+        assert_eq!(
+            log.committed(),
+            1,
+            "entries beyond the append are unverified"
+        );
     }
 
     #[test]
@@ -341,7 +370,10 @@ mod tests {
         let mut log = log_with(&[1, 1]);
         log.append(&[ent(2, 3), ent(2, 4)]);
         let all = log.entries_from(1, u64::MAX).unwrap();
-        assert_eq!(all.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(
+            all.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
         assert_eq!(log.slice(2, 4, u64::MAX).unwrap().len(), 2);
         assert_eq!(log.slice(1, 4, 0).unwrap().len(), 1);
         assert!(log.slice(1, 6, u64::MAX).is_err());

@@ -107,7 +107,9 @@ mod tests {
     use bytes::Bytes;
 
     fn ents(term: Term, range: std::ops::RangeInclusive<Index>) -> Vec<Entry> {
-        range.map(|i| Entry::normal(term, i, Bytes::new())).collect()
+        range
+            .map(|i| Entry::normal(term, i, Bytes::new()))
+            .collect()
     }
 
     #[test]
@@ -129,7 +131,11 @@ mod tests {
         u.truncate_and_append(&ents(1, 1..=3));
         u.mark_in_progress();
         u.truncate_and_append(&ents(2, 2..=2));
-        assert_eq!(u.pending().len(), 1, "the replacement needs persisting again");
+        assert_eq!(
+            u.pending().len(),
+            1,
+            "the replacement needs persisting again"
+        );
         u.stable_to(EntryId { term: 1, index: 3 });
         assert_eq!(u.last_index(), Some(2));
         u.stable_to(EntryId { term: 2, index: 2 });

@@ -106,7 +106,13 @@ impl Progress {
 
     /// Records that an append carrying `count` entries (`bytes` in total, the
     /// last at `last_index`) and commit `commit` was sent.
-    pub(crate) fn sent_append(&mut self, last_index: Index, count: usize, bytes: u64, commit: Index) {
+    pub(crate) fn sent_append(
+        &mut self,
+        last_index: Index,
+        count: usize,
+        bytes: u64,
+        commit: Index,
+    ) {
         match self.state {
             ProgressState::Replicate => {
                 if count > 0 {
@@ -186,6 +192,9 @@ mod tests {
         assert!(!p.can_bump_commit(3));
         assert!(p.can_bump_commit(4));
         p.sent_append(4, 0, 0, 9);
-        assert!(!p.can_bump_commit(9), "the peer holds nothing past 4 to commit");
+        assert!(
+            !p.can_bump_commit(9),
+            "the peer holds nothing past 4 to commit"
+        );
     }
 }

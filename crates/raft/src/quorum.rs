@@ -159,9 +159,16 @@ mod tests {
     fn committed_index_is_the_majority_minimum() {
         let c = MajorityConfig::new([1, 2, 3]);
         assert_eq!(c.committed_index(acks(&[(1, 5), (2, 3), (3, 1)])), 3);
-        assert_eq!(c.committed_index(acks(&[(1, 5)])), 0, "one of three is no majority");
+        assert_eq!(
+            c.committed_index(acks(&[(1, 5)])),
+            0,
+            "one of three is no majority"
+        );
         let c5 = MajorityConfig::new([1, 2, 3, 4, 5]);
-        assert_eq!(c5.committed_index(acks(&[(1, 9), (2, 8), (3, 7), (4, 1)])), 7);
+        assert_eq!(
+            c5.committed_index(acks(&[(1, 9), (2, 8), (3, 7), (4, 1)])),
+            7
+        );
         let big = MajorityConfig::new(1..=9);
         assert_eq!(big.committed_index(|id| Some(id)), 5);
     }
@@ -172,10 +179,19 @@ mod tests {
         let v = |m: &'static [(NodeId, bool)]| move |id| m.iter().find(|p| p.0 == id).map(|p| p.1);
         assert_eq!(c.vote_result(v(&[(1, true)])), VoteResult::Pending);
         assert_eq!(c.vote_result(v(&[(1, true), (2, true)])), VoteResult::Won);
-        assert_eq!(c.vote_result(v(&[(1, true), (2, false)])), VoteResult::Pending);
-        assert_eq!(c.vote_result(v(&[(1, true), (2, false), (3, false)])), VoteResult::Lost);
+        assert_eq!(
+            c.vote_result(v(&[(1, true), (2, false)])),
+            VoteResult::Pending
+        );
+        assert_eq!(
+            c.vote_result(v(&[(1, true), (2, false), (3, false)])),
+            VoteResult::Lost
+        );
         let even = MajorityConfig::new([1, 2, 3, 4]);
-        assert_eq!(even.vote_result(v(&[(1, true), (2, true)])), VoteResult::Pending);
+        assert_eq!(
+            even.vote_result(v(&[(1, true), (2, true)])),
+            VoteResult::Pending
+        );
     }
 
     #[test]
@@ -184,7 +200,11 @@ mod tests {
             incoming: MajorityConfig::new([1, 2, 3]),
             outgoing: MajorityConfig::new([3, 4, 5]),
         };
-        assert_eq!(j.committed_index(acks(&[(1, 9), (2, 9), (3, 4), (4, 2)])), 2, "outgoing half holds it back");
+        assert_eq!(
+            j.committed_index(acks(&[(1, 9), (2, 9), (3, 4), (4, 2)])),
+            2,
+            "outgoing half holds it back"
+        );
         let votes = |id| Some(id <= 3);
         assert_eq!(j.vote_result(votes), VoteResult::Lost);
         assert_eq!(j.ids().len(), 5);

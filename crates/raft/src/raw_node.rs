@@ -216,3 +216,11 @@ impl<S: Storage> RawNode<S> {
         self.raft.log.storage()
     }
 }
+
+#[cfg(test)]
+impl<S> RawNode<S> {
+    /// The state machine inside, for the rule-by-rule tests in `raft::tests`.
+    pub(crate) fn raft(&self) -> &Raft<S> {
+        &self.raft
+    }
+}

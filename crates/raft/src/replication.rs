@@ -16,7 +16,9 @@ impl<S: Storage> Raft<S> {
     /// flush, so proposals made between two `Ready`s leave as one append per peer.
     pub(crate) fn propose(&mut self, data: Bytes) -> Result<EntryId, ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         let size = data.len() as u64;
         let limit = self.config.max_uncommitted_size;
@@ -170,7 +172,12 @@ impl<S: Storage> Raft<S> {
         if !std::mem::take(&mut self.pending_flush) || self.role != Role::Leader {
             return;
         }
-        let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&id| id != self.id).collect();
+        let peers: Vec<NodeId> = self
+            .progress
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect();
         for to in peers {
             self.send_pending_appends(to);
         }
@@ -201,10 +208,13 @@ impl<S: Storage> Raft<S> {
     fn send_append(&mut self, to: NodeId) -> bool {
         let pr = &self.progress[&to];
         let prev_index = pr.next - 1;
-        let entries = self
-            .log
-            .term(prev_index)
-            .and_then(|prev_term| Ok((prev_term, self.log.entries_from(pr.next, self.config.max_size_per_msg)?)));
+        let entries = self.log.term(prev_index).and_then(|prev_term| {
+            Ok((
+                prev_term,
+                self.log
+                    .entries_from(pr.next, self.config.max_size_per_msg)?,
+            ))
+        });
         let (prev_term, entries) = match entries {
             Ok(found) => found,
             Err(e) => {

@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(s.entries(1, 4, 0).unwrap().len(), 1);
         assert_eq!(s.entries(1, 4, 2 * ENTRY).unwrap().len(), 2);
         assert_eq!(s.entries(1, 4, u64::MAX).unwrap().len(), 3);
-        assert!(matches!(s.entries(1, 5, u64::MAX), Err(StorageError::Unavailable(_))));
+        assert!(matches!(
+            s.entries(1, 5, u64::MAX),
+            Err(StorageError::Unavailable(_))
+        ));
         assert!(s.term(4).is_err());
     }
 

@@ -131,7 +131,12 @@ impl Checker {
 
     /// Log Matching: `node`'s log holds `entries`, the first of which follows
     /// an entry of term `prev_term`.
-    pub fn observe_log(&mut self, node: NodeId, prev_term: Term, entries: &[Entry]) -> Result<(), Violation> {
+    pub fn observe_log(
+        &mut self,
+        node: NodeId,
+        prev_term: Term,
+        entries: &[Entry],
+    ) -> Result<(), Violation> {
         let mut prev_term = prev_term;
         for e in entries {
             let seen = SeenEntry {
@@ -159,7 +164,12 @@ impl Checker {
     }
 
     /// `node`, in `term`, holds `entries` as committed.
-    pub fn observe_committed(&mut self, node: NodeId, term: Term, entries: &[Entry]) -> Result<(), Violation> {
+    pub fn observe_committed(
+        &mut self,
+        node: NodeId,
+        term: Term,
+        entries: &[Entry],
+    ) -> Result<(), Violation> {
         for e in entries {
             match self.committed.get_mut(&e.index) {
                 Some(c) if c.term != e.term || c.data != e.data => {
@@ -207,7 +217,8 @@ impl Checker {
             ),
             Some(_) => Ok(()),
             None => {
-                self.applied.insert(entry.index, (entry.term, entry.data.clone()));
+                self.applied
+                    .insert(entry.index, (entry.term, entry.data.clone()));
                 Ok(())
             }
         }
@@ -282,13 +293,17 @@ mod tests {
         c.observe_leader(1, 3).unwrap();
         c.observe_leader(1, 3).unwrap();
         c.observe_leader(2, 4).unwrap();
-        assert_eq!(c.observe_leader(2, 3).unwrap_err().property, Property::ElectionSafety);
+        assert_eq!(
+            c.observe_leader(2, 3).unwrap_err().property,
+            Property::ElectionSafety
+        );
     }
 
     #[test]
     fn diverging_logs_are_caught() {
         let mut c = Checker::default();
-        c.observe_log(1, 0, &[ent(1, 1, b"a"), ent(1, 2, b"b")]).unwrap();
+        c.observe_log(1, 0, &[ent(1, 1, b"a"), ent(1, 2, b"b")])
+            .unwrap();
         c.observe_log(2, 0, &[ent(1, 1, b"a")]).unwrap();
         let err = c.observe_log(2, 1, &[ent(1, 2, b"x")]).unwrap_err();
         assert_eq!(err.property, Property::LogMatching);
@@ -310,7 +325,10 @@ mod tests {
         let mut c = Checker::default();
         c.observe_committed(1, 2, &[ent(2, 1, b"a")]).unwrap();
         let log = |i: Index| (i == 1).then_some(1);
-        assert!(c.check_leader_log(3, 2, log).is_ok(), "same-term leaders are exempt");
+        assert!(
+            c.check_leader_log(3, 2, log).is_ok(),
+            "same-term leaders are exempt"
+        );
         let err = c.check_leader_log(3, 3, log).unwrap_err();
         assert_eq!(err.property, Property::LeaderCompleteness);
     }

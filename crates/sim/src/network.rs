@@ -99,7 +99,8 @@ impl Network {
             1
         };
         for _ in 0..copies {
-            let delay = rng.random_range(self.faults.min_delay.max(1)..=self.faults.max_delay.max(1));
+            let delay =
+                rng.random_range(self.faults.min_delay.max(1)..=self.faults.max_delay.max(1));
             self.seq += 1;
             self.queue.push(Reverse(InFlight {
                 deliver_at: now + delay,

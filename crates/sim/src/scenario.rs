@@ -80,6 +80,8 @@ impl FromStr for Scenario {
         Scenario::ALL
             .into_iter()
             .find(|sc| sc.to_string() == s)
-            .ok_or_else(|| format!("unknown scenario {s:?} (calm, lossy, partitions, crashes, chaos)"))
+            .ok_or_else(|| {
+                format!("unknown scenario {s:?} (calm, lossy, partitions, crashes, chaos)")
+            })
     }
 }

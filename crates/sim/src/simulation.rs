@@ -186,7 +186,11 @@ impl Simulation {
                 (id, node)
             })
             .collect();
-        let crash_in_ready = if options.scenario.crashes() { 0.002 } else { 0.0 };
+        let crash_in_ready = if options.scenario.crashes() {
+            0.002
+        } else {
+            0.0
+        };
         let mut sim = Simulation {
             options,
             rng,
@@ -266,7 +270,12 @@ impl Simulation {
                     let s = r.status();
                     out.push(format!(
                         "{id}:{:?} term {} commit {} applied {} last {}/{}",
-                        s.soft_state.role, s.hard_state.term, s.hard_state.commit, n.applied, s.last.index, s.last.term
+                        s.soft_state.role,
+                        s.hard_state.term,
+                        s.hard_state.commit,
+                        n.applied,
+                        s.last.index,
+                        s.last.term
                     ));
                 }
                 None => out.push(format!("{id}:down")),
@@ -283,14 +292,18 @@ impl Simulation {
         let Some(leader) = self.current_leader() else {
             return false;
         };
-        let status = self.nodes[&leader].raft.as_ref().expect("leader is up").status();
+        let status = self.nodes[&leader]
+            .raft
+            .as_ref()
+            .expect("leader is up")
+            .status();
         let target = status.hard_state.commit;
         target == status.last.index
             && self.nodes.values().all(|n| {
                 n.applied == target
-                    && n.raft
-                        .as_ref()
-                        .is_some_and(|r| r.leader() == Some(leader) && r.term() == status.hard_state.term)
+                    && n.raft.as_ref().is_some_and(|r| {
+                        r.leader() == Some(leader) && r.term() == status.hard_state.term
+                    })
             })
     }
 
@@ -389,7 +402,8 @@ impl Simulation {
                 self.net.partition(&[vec![isolated], rest]);
             }
             1 => {
-                let (a, b): (Vec<NodeId>, Vec<NodeId>) = (1..=n).partition(|_| self.rng.random_bool(0.5));
+                let (a, b): (Vec<NodeId>, Vec<NodeId>) =
+                    (1..=n).partition(|_| self.rng.random_bool(0.5));
                 self.trace(format_args!("partition: {a:?} | {b:?}"));
                 self.net.partition(&[a, b]);
             }
@@ -414,7 +428,10 @@ impl Simulation {
         node.raft = None;
         node.restart_at = Some(self.now + downtime);
         self.report.crashes += 1;
-        self.trace(format_args!("node {id} crashes, back in {} ticks", downtime / STEPS_PER_TICK));
+        self.trace(format_args!(
+            "node {id} crashes, back in {} ticks",
+            downtime / STEPS_PER_TICK
+        ));
     }
 
     fn start(&mut self, id: NodeId) -> Step {
@@ -441,7 +458,10 @@ impl Simulation {
             return Ok(());
         };
         if self.options.verbose {
-            println!("[{:>6}] {} -> {} t{} {:?}", self.now, m.from, m.to, m.term, m.body);
+            println!(
+                "[{:>6}] {} -> {} t{} {:?}",
+                self.now, m.from, m.to, m.term, m.body
+            );
         }
         match raft.step(m) {
             Ok(()) => Ok(()),
@@ -477,13 +497,16 @@ impl Simulation {
         }
         let ready = raft.ready();
         if let Some(first) = ready.entries.first() {
-            let prev_term = raft
-                .log_term(first.index - 1)
-                .map_err(|e| node_error(format!("node {id} lost the entry before its new ones: {e}")))?;
+            let prev_term = raft.log_term(first.index - 1).map_err(|e| {
+                node_error(format!("node {id} lost the entry before its new ones: {e}"))
+            })?;
             self.checker.observe_log(id, prev_term, &ready.entries)?;
         }
         if let Some(ss) = ready.soft_state {
-            self.trace(format_args!("node {id} is {:?}, leader {:?}", ss.role, ss.leader));
+            self.trace(format_args!(
+                "node {id} is {:?}, leader {:?}",
+                ss.role, ss.leader
+            ));
         }
         self.send_all(ready.messages);
 
@@ -493,9 +516,11 @@ impl Simulation {
             return Ok(());
         }
         let node = self.nodes.get_mut(&id).expect("known id");
-        node.disk
-            .append(&ready.entries)
-            .map_err(|e| node_error(format!("node {id} handed out entries that do not fit its log: {e}")))?;
+        node.disk.append(&ready.entries).map_err(|e| {
+            node_error(format!(
+                "node {id} handed out entries that do not fit its log: {e}"
+            ))
+        })?;
         if let Some(hs) = ready.hard_state {
             node.disk.set_hard_state(hs);
             self.checker.observe_durable_commit(id, hs.commit)?;
@@ -542,14 +567,17 @@ impl Simulation {
             if commit > node.commit_reported {
                 let entries = raft
                     .entries(node.commit_reported + 1, commit + 1)
-                    .map_err(|e| node_error(format!("node {id} cannot read committed entries: {e}")))?;
+                    .map_err(|e| {
+                        node_error(format!("node {id} cannot read committed entries: {e}"))
+                    })?;
                 self.checker.observe_committed(id, term, &entries)?;
                 node.commit_reported = commit;
             }
             if status.soft_state.role == Role::Leader {
                 self.checker.observe_leader(id, term)?;
                 if self.checker.needs_completeness_check(id, term) {
-                    self.checker.check_leader_log(id, term, |i| raft.log_term(i).ok())?;
+                    self.checker
+                        .check_leader_log(id, term, |i| raft.log_term(i).ok())?;
                 }
             }
         }
@@ -559,7 +587,8 @@ impl Simulation {
     fn new_command(&mut self) {
         self.next_command += 1;
         self.report.commands += 1;
-        self.pending.insert(self.next_command, Pending { accepted_by: None });
+        self.pending
+            .insert(self.next_command, Pending { accepted_by: None });
         self.propose(self.next_command);
     }
 
@@ -575,7 +604,10 @@ impl Simulation {
         let due: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.accepted_by.is_none_or(|(node, term)| !self.leads(node, term)))
+            .filter(|(_, p)| {
+                p.accepted_by
+                    .is_none_or(|(node, term)| !self.leads(node, term))
+            })
             .map(|(c, _)| *c)
             .take(32)
             .collect();
@@ -590,15 +622,23 @@ impl Simulation {
         };
         let padding = self.rng.random_range(0..64);
         let data = encode_command(command, padding);
-        let raft = self.nodes.get_mut(&leader).and_then(|n| n.raft.as_mut()).expect("leader is up");
+        let raft = self
+            .nodes
+            .get_mut(&leader)
+            .and_then(|n| n.raft.as_mut())
+            .expect("leader is up");
         match raft.propose(data) {
             Ok(id) => {
-                self.trace(format_args!("command {command} proposed at {}/{} on {leader}", id.index, id.term));
+                self.trace(format_args!(
+                    "command {command} proposed at {}/{} on {leader}",
+                    id.index, id.term
+                ));
                 if let Some(p) = self.pending.get_mut(&command) {
                     p.accepted_by = Some((leader, id.term));
                 }
             }
-            Err(ProposeError::UncommittedSizeExceeded { .. }) | Err(ProposeError::NotLeader { .. }) => {}
+            Err(ProposeError::UncommittedSizeExceeded { .. })
+            | Err(ProposeError::NotLeader { .. }) => {}
         }
     }
 }
@@ -612,7 +652,8 @@ fn encode_command(command: u64, padding: usize) -> Bytes {
 }
 
 fn decode_command(data: &[u8]) -> Option<u64> {
-    data.get(..8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    data.get(..8)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// Runs one seed.

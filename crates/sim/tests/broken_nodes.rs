@@ -26,8 +26,13 @@ struct LyingAcker;
 impl Tamper for LyingAcker {
     fn outgoing(&mut self, m: &mut Message) {
         if m.from == LIAR {
-            if let MessageBody::AppendResponse(AppendResponse::Rejected { rejected_index, .. }) = m.body {
-                m.body = MessageBody::AppendResponse(AppendResponse::Accepted { index: rejected_index });
+            if let MessageBody::AppendResponse(AppendResponse::Rejected {
+                rejected_index, ..
+            }) = m.body
+            {
+                m.body = MessageBody::AppendResponse(AppendResponse::Accepted {
+                    index: rejected_index,
+                });
             }
         }
     }
@@ -42,7 +47,12 @@ fn options(seed: u64) -> SimOptions {
 /// Runs SEEDS seeds with a broken node; returns the properties caught.
 fn caught(make: impl Fn() -> Box<dyn Tamper>) -> Vec<Property> {
     (0..SEEDS)
-        .filter_map(|seed| Simulation::new(options(seed)).with_tamper(make()).run().err())
+        .filter_map(|seed| {
+            Simulation::new(options(seed))
+                .with_tamper(make())
+                .run()
+                .err()
+        })
         .map(|f| f.violation.property)
         .collect()
 }

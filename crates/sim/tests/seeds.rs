@@ -68,5 +68,8 @@ fn a_seed_replays_identically() {
     let first = run(options.clone()).expect("seed 42 passes");
     let second = run(options).expect("seed 42 passes");
     assert_eq!(first, second);
-    assert!(first.applied > 0 && first.crashes > 0 && first.dropped > 0, "{first:?}");
+    assert!(
+        first.applied > 0 && first.crashes > 0 && first.dropped > 0,
+        "{first:?}"
+    );
 }
