@@ -97,7 +97,7 @@ impl<S: Storage> RaftLog<S> {
 
     /// The term of the entry at `index`.
     pub(crate) fn term(&self, index: Index) -> Result<Term, StorageError> {
-        if index + 1 < self.first_index {
+        if index < self.first_index.saturating_sub(1) {
             return Err(StorageError::Compacted(index));
         }
         if index > self.last_index() {

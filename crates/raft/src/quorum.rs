@@ -170,7 +170,7 @@ mod tests {
             7
         );
         let big = MajorityConfig::new(1..=9);
-        assert_eq!(big.committed_index(|id| Some(id)), 5);
+        assert_eq!(big.committed_index(Some), 5);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::error::{ConfigError, StepError, StorageError};
 use crate::log::{AppendRefusal, RaftLog};
 use crate::message::{
-    Append, AppendResponse, EntryId, HardState, Heartbeat, Message, MessageBody, NodeId,
-    Term, VoteRequest, VoteResponse,
+    Append, AppendResponse, EntryId, HardState, Heartbeat, Message, MessageBody, NodeId, Term,
+    VoteRequest, VoteResponse,
 };
 use crate::progress::Progress;
 use crate::quorum::{JointConfig, VoteResult};
@@ -170,13 +170,16 @@ impl<S: Storage> Raft<S> {
         self.leader = None;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
-        self.randomized_election_timeout = self.config.election_tick
-            + self.rng.random_range(0..self.config.election_tick);
+        self.randomized_election_timeout =
+            self.config.election_tick + self.rng.random_range(0..self.config.election_tick);
         self.votes.clear();
         self.uncommitted_size = 0;
         let next = self.log.last_index() + 1;
         let persisted = self.log.persisted_index();
-        let (max_msgs, max_bytes) = (self.config.max_inflight_msgs, self.config.max_inflight_bytes);
+        let (max_msgs, max_bytes) = (
+            self.config.max_inflight_msgs,
+            self.config.max_inflight_bytes,
+        );
         self.progress = self
             .members
             .iter()
@@ -241,6 +244,11 @@ impl<S: Storage> Raft<S> {
         if self.role == Role::Leader || !self.promotable() {
             return;
         }
+        if self.term == Term::MAX {
+            // Only a broken peer gets us here; a next term would overflow.
+            tracing::error!(id = self.id, "term space exhausted, cannot campaign");
+            return;
+        }
         self.campaign(self.config.pre_vote);
     }
 
@@ -257,7 +265,12 @@ impl<S: Storage> Raft<S> {
             return self.won_election(pre_vote);
         }
         let last = self.log.last_id();
-        let peers: Vec<NodeId> = self.voters.ids().into_iter().filter(|&id| id != self.id).collect();
+        let peers: Vec<NodeId> = self
+            .voters
+            .ids()
+            .into_iter()
+            .filter(|&id| id != self.id)
+            .collect();
         for to in peers {
             self.send_after_persist(
                 to,
@@ -302,7 +315,11 @@ impl<S: Storage> Raft<S> {
         if self.election_elapsed >= self.config.election_tick {
             self.election_elapsed = 0;
             if self.config.check_quorum && !self.quorum_recently_active() {
-                tracing::info!(id = self.id, term = self.term, "lost contact with a quorum, stepping down");
+                tracing::info!(
+                    id = self.id,
+                    term = self.term,
+                    "lost contact with a quorum, stepping down"
+                );
                 self.become_follower(self.term, None);
                 return;
             }
@@ -318,9 +335,9 @@ impl<S: Storage> Raft<S> {
     fn quorum_recently_active(&mut self) -> bool {
         let me = self.id;
         let progress = &self.progress;
-        let result = self.voters.vote_result(|id| {
-            Some(id == me || progress.get(&id).is_some_and(|p| p.recent_active))
-        });
+        let result = self
+            .voters
+            .vote_result(|id| Some(id == me || progress.get(&id).is_some_and(|p| p.recent_active)));
         for (id, pr) in self.progress.iter_mut() {
             pr.recent_active = *id == me;
         }
@@ -359,7 +376,10 @@ impl<S: Storage> Raft<S> {
     /// Checks what can be checked about a message without any state.
     fn validate(&self, m: &Message) -> Result<(), StepError> {
         if m.to != self.id {
-            return Err(StepError::WrongRecipient { to: m.to, me: self.id });
+            return Err(StepError::WrongRecipient {
+                to: m.to,
+                me: self.id,
+            });
         }
         if m.from == self.id || m.from == 0 {
             return Err(self.invalid(m, "bad sender id"));
@@ -378,10 +398,16 @@ impl<S: Storage> Raft<S> {
                 if a.prev_index == 0 && a.prev_term != 0 {
                     return Err(self.invalid(m, "index 0 has term 0"));
                 }
-                let mut prev = EntryId { term: a.prev_term, index: a.prev_index };
+                let mut prev = EntryId {
+                    term: a.prev_term,
+                    index: a.prev_index,
+                };
                 for e in &a.entries {
-                    if e.index != prev.index + 1 {
-                        return Err(self.invalid(m, format!("entry index {} follows {}", e.index, prev.index)));
+                    if prev.index.checked_add(1) != Some(e.index) {
+                        return Err(self.invalid(
+                            m,
+                            format!("entry index {} follows {}", e.index, prev.index),
+                        ));
                     }
                     if e.term < prev.term || e.term > m.term {
                         return Err(self.invalid(m, format!("entry term {} out of order", e.term)));
@@ -389,7 +415,9 @@ impl<S: Storage> Raft<S> {
                     prev = e.id();
                 }
             }
-            MessageBody::Vote(v) if v.last.term > m.term || (v.last.index == 0) != (v.last.term == 0) => {
+            MessageBody::Vote(v)
+                if v.last.term > m.term || (v.last.index == 0) != (v.last.term == 0) =>
+            {
                 return Err(self.invalid(m, "last log entry inconsistent with the term"));
             }
             _ => {}
@@ -409,7 +437,11 @@ impl<S: Storage> Raft<S> {
                     if in_lease {
                         // We heard from a live leader within the election
                         // timeout: this candidate is disruptive (thesis §4.2.3).
-                        tracing::debug!(id = self.id, from = m.from, "ignoring vote request within leader lease");
+                        tracing::debug!(
+                            id = self.id,
+                            from = m.from,
+                            "ignoring vote request within leader lease"
+                        );
                         return Ok(());
                     }
                     if !v.pre_vote {
@@ -433,7 +465,10 @@ impl<S: Storage> Raft<S> {
                     self.send_after_persist(m.from, self.term, MessageBody::HeartbeatResponse);
                 }
                 MessageBody::Vote(v) if v.pre_vote => {
-                    let body = MessageBody::VoteResponse(VoteResponse { pre_vote: true, granted: false });
+                    let body = MessageBody::VoteResponse(VoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    });
                     self.send_after_persist(m.from, self.term, body);
                 }
                 _ => {}
@@ -465,8 +500,17 @@ impl<S: Storage> Raft<S> {
             self.election_elapsed = 0;
             self.vote = Some(m.from);
         }
-        tracing::debug!(id = self.id, from = m.from, pre_vote = v.pre_vote, granted, "vote request");
-        let body = MessageBody::VoteResponse(VoteResponse { pre_vote: v.pre_vote, granted });
+        tracing::debug!(
+            id = self.id,
+            from = m.from,
+            pre_vote = v.pre_vote,
+            granted,
+            "vote request"
+        );
+        let body = MessageBody::VoteResponse(VoteResponse {
+            pre_vote: v.pre_vote,
+            granted,
+        });
         self.send_after_persist(m.from, term, body);
     }
 
@@ -515,13 +559,32 @@ impl<S: Storage> Raft<S> {
     /// AppendEntries receiver rules (§5.3), with a conflict hint on refusal.
     fn handle_append(&mut self, from: NodeId, a: Append) -> Result<(), StepError> {
         let committed = self.log.committed();
+        let term = self.term;
+        let overwrites = |index| StepError::InvalidMessage {
+            from,
+            kind: "Append",
+            term,
+            reason: format!("would overwrite committed entry {index} (commit {committed})"),
+        };
         if a.prev_index < committed {
-            // Everything up to our commit index is known to match the leader.
+            // Everything up to our commit index is known to match the leader
+            // (§5.4.3), so a leader contradicting it is broken.
+            let contradicted = a
+                .entries
+                .iter()
+                .take_while(|e| e.index <= committed)
+                .find(|e| matches!(self.log.term(e.index), Ok(t) if t != e.term));
+            if let Some(e) = contradicted {
+                return Err(overwrites(e.index));
+            }
             let body = MessageBody::AppendResponse(AppendResponse::Accepted { index: committed });
             self.send_after_persist(from, self.term, body);
             return Ok(());
         }
-        let prev = EntryId { term: a.prev_term, index: a.prev_index };
+        let prev = EntryId {
+            term: a.prev_term,
+            index: a.prev_index,
+        };
         let response = match self.log.maybe_append(prev, a.commit, &a.entries) {
             Ok(index) => AppendResponse::Accepted { index },
             Err(AppendRefusal::Mismatch) => {
@@ -531,16 +594,13 @@ impl<S: Storage> Raft<S> {
                 let (hint_index, hint_term) = self
                     .log
                     .find_conflict_by_term(a.prev_index.min(self.log.last_index()), a.prev_term);
-                AppendResponse::Rejected { rejected_index: a.prev_index, hint_index, hint_term }
+                AppendResponse::Rejected {
+                    rejected_index: a.prev_index,
+                    hint_index,
+                    hint_term,
+                }
             }
-            Err(AppendRefusal::OverwritesCommitted(index)) => {
-                return Err(StepError::InvalidMessage {
-                    from,
-                    kind: "Append",
-                    term: self.term,
-                    reason: format!("would overwrite committed entry {index} (commit {committed})"),
-                });
-            }
+            Err(AppendRefusal::OverwritesCommitted(index)) => return Err(overwrites(index)),
             Err(AppendRefusal::Storage(e)) => return Err(e.into()),
         };
         self.send_after_persist(from, self.term, MessageBody::AppendResponse(response));
@@ -548,15 +608,19 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_heartbeat(&mut self, from: NodeId, h: Heartbeat) -> Result<(), StepError> {
-        self.send_after_persist(from, self.term, MessageBody::HeartbeatResponse);
         if h.commit > self.log.last_index() {
             return Err(StepError::InvalidMessage {
                 from,
                 kind: "Heartbeat",
                 term: self.term,
-                reason: format!("commit {} beyond our last index {}", h.commit, self.log.last_index()),
+                reason: format!(
+                    "commit {} beyond our last index {}",
+                    h.commit,
+                    self.log.last_index()
+                ),
             });
         }
+        self.send_after_persist(from, self.term, MessageBody::HeartbeatResponse);
         self.log.commit_to(h.commit);
         Ok(())
     }
@@ -584,3 +648,6 @@ impl<S: Storage> Raft<S> {
             || !self.msgs_after_persist.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests;

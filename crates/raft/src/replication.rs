@@ -68,6 +68,29 @@ impl<S: Storage> Raft<S> {
 
     fn handle_append_response(&mut self, from: NodeId, r: AppendResponse) -> Result<(), StepError> {
         let last_index = self.log.last_index();
+        // We never send an append past our log, and a refusal's hint is at
+        // most the refused index: anything else comes from a broken peer.
+        let refusal = match r {
+            AppendResponse::Accepted { index } if index > last_index => Some(format!(
+                "acknowledges {index}, beyond our last index {last_index}"
+            )),
+            AppendResponse::Rejected {
+                rejected_index,
+                hint_index,
+                ..
+            } if rejected_index > last_index || hint_index > rejected_index => Some(format!(
+                "refuses {rejected_index} with hint {hint_index}, our last index is {last_index}"
+            )),
+            _ => None,
+        };
+        if let Some(reason) = refusal {
+            return Err(StepError::InvalidMessage {
+                from,
+                kind: "AppendResponse",
+                term: self.term,
+                reason,
+            });
+        }
         let Some(pr) = self.progress.get_mut(&from) else {
             return Err(StepError::UnknownPeer(from));
         };
@@ -97,14 +120,6 @@ impl<S: Storage> Raft<S> {
                 }
             }
             AppendResponse::Accepted { index } => {
-                if index > last_index {
-                    return Err(StepError::InvalidMessage {
-                        from,
-                        kind: "AppendResponse",
-                        term: self.term,
-                        reason: format!("acknowledges {index}, beyond our last index {last_index}"),
-                    });
-                }
                 if pr.maybe_update(index) {
                     match pr.state {
                         ProgressState::Probe => pr.become_replicate(),
