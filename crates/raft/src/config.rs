@@ -4,6 +4,18 @@
 use crate::error::ConfigError;
 use crate::message::{Index, NodeId};
 
+/// How the leader confirms linearizable reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// ReadIndex: one heartbeat round to a quorum, shared by every read
+    /// waiting at that moment. Safe whatever the clocks do.
+    Safe,
+    /// Serve at once while a quorum has answered a heartbeat of the current
+    /// CheckQuorum period (falling back to a round otherwise). Assumes ticks
+    /// run at roughly the same rate on every node; requires `check_quorum`.
+    Lease,
+}
+
 /// Settings for one node. Build with [`Config::new`] and adjust fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -34,6 +46,11 @@ pub struct Config {
     /// A leader that has not heard from a quorum within an election timeout
     /// steps down; followers that hear from a leader ignore vote requests.
     pub check_quorum: bool,
+    /// How reads are confirmed.
+    pub read_mode: ReadMode,
+    /// A learner is promoted to voter only if it is at most this many
+    /// entries behind the leader's log, so a promotion never stalls commits.
+    pub max_promotion_lag: u64,
 }
 
 impl Config {
@@ -51,6 +68,8 @@ impl Config {
             max_committed_size_per_ready: 64 * 1024 * 1024,
             pre_vote: true,
             check_quorum: true,
+            read_mode: ReadMode::Safe,
+            max_promotion_lag: 1000,
         }
     }
 
@@ -67,6 +86,9 @@ impl Config {
                 election: self.election_tick,
                 heartbeat: self.heartbeat_tick,
             });
+        }
+        if self.read_mode == ReadMode::Lease && !self.check_quorum {
+            return Err(ConfigError::LeaseWithoutCheckQuorum);
         }
         if self.max_inflight_msgs == 0 {
             return Err(ConfigError::ZeroInflight);

@@ -1,6 +1,7 @@
 //! The typed errors of keel-raft. Input from peers, storage and callers never
 //! panics the core: it is refused with one of these, carrying the reason.
 
+use crate::membership::ConfChangeError;
 use crate::message::{Index, NodeId, Term};
 
 /// What a [`Storage`](crate::Storage) implementation can report.
@@ -12,6 +13,12 @@ pub enum StorageError {
     /// The entry is beyond the end of the stored log.
     #[error("log entry {0} is not available")]
     Unavailable(Index),
+    /// No snapshot exists yet (or it is being built); try again later.
+    #[error("no snapshot is available yet")]
+    SnapshotUnavailable,
+    /// The snapshot asked for was replaced by a newer one.
+    #[error("snapshot at index {0} was replaced by a newer one")]
+    SnapshotOutOfDate(Index),
     /// Anything else: an I/O error, a corrupt record. The string says what.
     #[error("storage failed: {0}")]
     Other(String),
@@ -40,9 +47,18 @@ pub enum ConfigError {
     /// A byte limit that must be positive was zero.
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
-    /// The initial membership has no voters.
-    #[error("the initial configuration has no voters")]
-    NoVoters,
+    /// Lease-based reads are only safe when leaders step down on losing a quorum.
+    #[error("lease-based reads require check_quorum")]
+    LeaseWithoutCheckQuorum,
+    /// The applied index is below the snapshot storage starts from: the
+    /// entries in between are gone, so the state machine cannot catch up.
+    #[error("applied index {applied} is below the snapshot index {snapshot} in storage")]
+    AppliedBeforeSnapshot {
+        /// The applied index from the configuration.
+        applied: Index,
+        /// The index of the snapshot in storage.
+        snapshot: Index,
+    },
     /// The applied index handed in is beyond the commit index in storage.
     #[error("applied index {applied} is beyond the stored commit index {commit}")]
     AppliedBeyondCommit {
@@ -64,6 +80,31 @@ pub enum ProposeError {
     NotLeader {
         /// The current leader, if this node knows one.
         leader: Option<NodeId>,
+    },
+    /// A leadership transfer is in progress; retry on the new leader.
+    #[error("leadership is being transferred to node {to}")]
+    TransferInProgress {
+        /// The transfer target.
+        to: NodeId,
+    },
+    /// A membership change is still being applied; one at a time.
+    #[error("membership change at index {index} is not applied yet")]
+    ConfChangeInProgress {
+        /// The index of the pending change.
+        index: Index,
+    },
+    /// The change is not valid against the current membership.
+    #[error(transparent)]
+    InvalidConfChange(#[from] ConfChangeError),
+    /// Only a learner that has caught up can be promoted to voter.
+    #[error("node {id} is not a caught-up learner (matched {matched}, leader at {last}); add it as a learner and let it catch up first")]
+    NotCaughtUp {
+        /// The node.
+        id: NodeId,
+        /// What it is known to hold.
+        matched: Index,
+        /// The leader's last index.
+        last: Index,
     },
     /// The leader holds too many uncommitted bytes; retry once some commit.
     #[error("too many uncommitted bytes at the leader ({pending} pending, limit {limit})")]
@@ -105,4 +146,26 @@ pub enum StepError {
     /// Reading the log failed while handling the message.
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// Why a leadership transfer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// Only the leader can hand leadership over.
+    #[error("not the leader (leader is {leader:?})")]
+    NotLeader {
+        /// The current leader, if this node knows one.
+        leader: Option<NodeId>,
+    },
+    /// The target must be a voter of the current configuration.
+    #[error("node {0} is not a voter")]
+    NotAVoter(NodeId),
+}
+
+/// Why a linearizable read could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadIndexError {
+    /// No leader is known to confirm the read; retry after an election.
+    #[error("no leader is known")]
+    NoLeader,
 }

@@ -12,7 +12,11 @@
 //! CheckQuorum; log replication with fast conflict backtracking, per-peer
 //! probe/replicate flow control with pipelining and an inflight window bounded
 //! by count and bytes, batching of proposals per Ready, and a cap on the
-//! leader's uncommitted bytes.
+//! leader's uncommitted bytes; snapshots streamed in chunks to followers that
+//! fell behind the compacted log; learners, promoted only once caught up;
+//! membership changes through joint consensus (single-voter changes in one
+//! step); leadership transfer; linearizable reads by ReadIndex (from the
+//! leader or forwarded by followers) or by leader lease.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -42,26 +46,37 @@
 //! assert_eq!(applied[0].data, Bytes::from_static(b"hello"));
 //! ```
 
+mod conf_change;
 mod config;
 mod error;
 mod inflights;
 mod log;
 mod log_unstable;
+mod membership;
 mod message;
 mod progress;
 pub mod quorum;
 mod raft;
 mod raw_node;
+mod read;
+mod read_only;
 mod replication;
+mod snapshot;
 mod storage;
+mod transfer;
 
-pub use config::Config;
-pub use error::{ConfigError, ProposeError, StepError, StorageError};
+pub use config::{Config, ReadMode};
+pub use error::{
+    ConfigError, ProposeError, ReadIndexError, StepError, StorageError, TransferError,
+};
+pub use membership::{ConfChange, ConfChangeError, ConfChangeOp, Membership};
 pub use message::{
-    Append, AppendResponse, ConfState, Entry, EntryId, EntryKind, HardState, Heartbeat, Index,
-    Message, MessageBody, NodeId, Term, VoteRequest, VoteResponse, ENTRY_OVERHEAD_BYTES,
+    Append, AppendResponse, ConfState, Entry, EntryId, EntryKind, HardState, Heartbeat,
+    HeartbeatResponse, Index, Message, MessageBody, NodeId, SnapshotChunk, SnapshotMeta, Term,
+    VoteRequest, VoteResponse, ENTRY_OVERHEAD_BYTES,
 };
 pub use progress::ProgressState;
 pub use raft::{Role, SoftState};
 pub use raw_node::{RawNode, Ready, Status};
+pub use read_only::ReadState;
 pub use storage::{InitialState, MemStorage, Storage};

@@ -15,8 +15,9 @@ pub(crate) struct RaftLog<S> {
     /// The id of the last entry known durable in storage (the position just
     /// before the unstable tail when the tail is empty).
     stable_last: EntryId,
-    /// The first index still available in storage.
-    first_index: Index,
+    /// The last index covered by the latest snapshot this log knows of
+    /// (entries at or below it may be compacted away).
+    snapshot_index: Index,
     /// The highest index known to be committed.
     committed: Index,
     /// The highest index handed out for applying.
@@ -39,7 +40,7 @@ pub(crate) enum AppendRefusal {
 impl<S: Storage> RaftLog<S> {
     /// Opens the log over `storage`, resuming with `applied` as the applied index.
     pub(crate) fn new(storage: S, committed: Index, applied: Index) -> Result<Self, StorageError> {
-        let first_index = storage.first_index()?;
+        let snapshot_index = storage.first_index()?.saturating_sub(1);
         let last = storage.last_index()?;
         let last_term = storage.term(last)?;
         Ok(RaftLog {
@@ -49,7 +50,7 @@ impl<S: Storage> RaftLog<S> {
                 term: last_term,
                 index: last,
             },
-            first_index,
+            snapshot_index,
             committed,
             applying: applied,
             applied,
@@ -95,9 +96,23 @@ impl<S: Storage> RaftLog<S> {
         self.applied
     }
 
+    /// The highest index handed out for applying.
+    pub(crate) fn applying(&self) -> Index {
+        self.applying
+    }
+
+    /// The first index still in the log (storage may compact on its own;
+    /// the core learns of it from `StorageError::Compacted`).
+    pub(crate) fn first_index(&self) -> Index {
+        self.storage
+            .first_index()
+            .unwrap_or(0)
+            .max(self.snapshot_index + 1)
+    }
+
     /// The term of the entry at `index`.
     pub(crate) fn term(&self, index: Index) -> Result<Term, StorageError> {
-        if index < self.first_index.saturating_sub(1) {
+        if index < self.snapshot_index {
             return Err(StorageError::Compacted(index));
         }
         if index > self.last_index() {
@@ -200,7 +215,7 @@ impl<S: Storage> RaftLog<S> {
         if low >= high {
             return Ok(Vec::new());
         }
-        if low < self.first_index {
+        if low < self.first_index() {
             return Err(StorageError::Compacted(low));
         }
         if high > self.last_index() + 1 {
@@ -264,6 +279,16 @@ impl<S: Storage> RaftLog<S> {
             self.applying = last.index;
         }
         Ok(entries)
+    }
+
+    /// Replaces the whole log with a snapshot: it now starts right after
+    /// `last`, which is committed and (once installed) applied.
+    pub(crate) fn restore(&mut self, last: EntryId) {
+        self.unstable = Unstable::new(last.index + 1);
+        self.stable_last = last;
+        self.snapshot_index = last.index;
+        self.committed = self.committed.max(last.index);
+        self.applying = last.index;
     }
 
     /// The application applied everything handed out so far.

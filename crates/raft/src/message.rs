@@ -24,6 +24,10 @@ pub enum EntryKind {
     /// An application command (or, with an empty payload, the no-op a new
     /// leader appends to commit entries of earlier terms).
     Normal,
+    /// A membership change: the payload is an encoded
+    /// [`ConfChange`](crate::ConfChange). The core applies it when it hands
+    /// the entry out for applying.
+    ConfChange,
 }
 
 /// One record of the replicated log.
@@ -91,13 +95,59 @@ pub struct HardState {
     pub commit: Index,
 }
 
-/// The set of members at a point in the log.
+/// The membership at a point in the log, in the form the caller persists.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ConfState {
     /// Members that vote and count towards quorums, sorted.
     pub voters: Vec<NodeId>,
+    /// During a joint change, the old voters (a majority of these must agree
+    /// too); empty otherwise.
+    pub voters_outgoing: Vec<NodeId>,
     /// Members that receive the log but do not vote, sorted.
     pub learners: Vec<NodeId>,
+    /// Outgoing voters that become learners when the joint change completes.
+    pub learners_next: Vec<NodeId>,
+}
+
+impl ConfState {
+    /// A configuration of just these voters.
+    pub fn with_voters(voters: &[NodeId]) -> Self {
+        ConfState {
+            voters: voters.to_vec(),
+            ..ConfState::default()
+        }
+    }
+}
+
+/// What a snapshot covers: the log up to and including `last`, and the
+/// membership in effect there.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SnapshotMeta {
+    /// The last entry the snapshot includes.
+    pub last: EntryId,
+    /// The membership as of `last`.
+    pub conf_state: ConfState,
+    /// The size of the snapshot data in bytes.
+    pub size: u64,
+}
+
+/// One piece of a snapshot on its way from the leader to a follower.
+/// Chunks arrive in order; a chunk at offset 0 starts a transfer afresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// Which snapshot this belongs to.
+    pub meta: SnapshotMeta,
+    /// Where `data` starts in the snapshot.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+impl SnapshotChunk {
+    /// Whether this chunk completes the snapshot.
+    pub fn is_last(&self) -> bool {
+        self.offset + self.data.len() as u64 >= self.meta.size
+    }
 }
 
 /// A message between two peers. Every message carries the sender's term, so
@@ -125,11 +175,39 @@ pub enum MessageBody {
     /// Leader → follower: "I am still here", with a commit index safe for the follower.
     Heartbeat(Heartbeat),
     /// Follower → leader: the follower is alive and follows this leader.
-    HeartbeatResponse,
+    HeartbeatResponse(HeartbeatResponse),
     /// Candidate → voter: a request for a vote (or a pre-vote).
     Vote(VoteRequest),
     /// Voter → candidate: the answer to a [`VoteRequest`].
     VoteResponse(VoteResponse),
+    /// Leader → follower: a chunk of a snapshot (InstallSnapshot).
+    Snapshot(SnapshotChunk),
+    /// Follower → leader: the offset the follower expects next of the
+    /// snapshot whose last index is `index`. (A completed snapshot is
+    /// acknowledged with an [`AppendResponse`] instead.)
+    SnapshotResponse {
+        /// The snapshot's last index.
+        index: Index,
+        /// The next offset the follower will accept (0: start over).
+        next_offset: u64,
+        /// The chunk answered was not taken (out of order, or an unknown
+        /// transfer): resend from `next_offset`.
+        rejected: bool,
+    },
+    /// Leader → transfer target: campaign now, without waiting for a timeout.
+    TimeoutNow,
+    /// Follower → leader: a linearizable read forwarded for confirmation.
+    ReadIndex {
+        /// The follower's id for the read.
+        request: u64,
+    },
+    /// Leader → follower: the read index for a forwarded read.
+    ReadIndexResponse {
+        /// The follower's id for the read.
+        request: u64,
+        /// The index to wait for before serving the read.
+        index: Index,
+    },
 }
 
 /// The AppendEntries request (Raft §5.3).
@@ -166,10 +244,19 @@ pub enum AppendResponse {
 }
 
 /// The heartbeat a leader sends every heartbeat interval.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Heartbeat {
     /// A commit index no greater than what the follower is known to hold.
     pub commit: Index,
+    /// The leader's latest read-confirmation round, echoed back in the response.
+    pub read_round: u64,
+}
+
+/// The answer to a [`Heartbeat`].
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct HeartbeatResponse {
+    /// The `read_round` of the heartbeat answered.
+    pub read_round: u64,
 }
 
 /// The RequestVote request (Raft §5.2, §5.4.1), also used for pre-votes.
@@ -179,6 +266,9 @@ pub struct VoteRequest {
     pub pre_vote: bool,
     /// The candidate's last log entry, for the up-to-date check.
     pub last: EntryId,
+    /// The campaign follows a leadership transfer: voters answer even if
+    /// they heard from the (old) leader within the election timeout.
+    pub transfer: bool,
 }
 
 /// The answer to a [`VoteRequest`].
@@ -191,17 +281,36 @@ pub struct VoteResponse {
 }
 
 impl Message {
+    /// Whether only a member may send this: answers to our requests and
+    /// forwarded reads. (Requests from a leader or candidate are taken from
+    /// anyone, since a lagging node may not know every member yet.)
+    pub fn needs_known_sender(&self) -> bool {
+        matches!(
+            self.body,
+            MessageBody::AppendResponse(_)
+                | MessageBody::HeartbeatResponse(_)
+                | MessageBody::VoteResponse(_)
+                | MessageBody::SnapshotResponse { .. }
+                | MessageBody::ReadIndex { .. }
+        )
+    }
+
     /// A short name of the message kind, for logs and errors.
     pub fn kind_name(&self) -> &'static str {
         match &self.body {
             MessageBody::Append(_) => "Append",
             MessageBody::AppendResponse(_) => "AppendResponse",
             MessageBody::Heartbeat(_) => "Heartbeat",
-            MessageBody::HeartbeatResponse => "HeartbeatResponse",
+            MessageBody::HeartbeatResponse(_) => "HeartbeatResponse",
             MessageBody::Vote(v) if v.pre_vote => "PreVote",
             MessageBody::Vote(_) => "Vote",
             MessageBody::VoteResponse(v) if v.pre_vote => "PreVoteResponse",
             MessageBody::VoteResponse(_) => "VoteResponse",
+            MessageBody::Snapshot(_) => "Snapshot",
+            MessageBody::SnapshotResponse { .. } => "SnapshotResponse",
+            MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ReadIndex { .. } => "ReadIndex",
+            MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
         }
     }
 }

@@ -3,10 +3,11 @@
 //! A peer is either being *probed* (the leader does not know where their logs
 //! match, so it sends one append at a time and waits) or *replicated to*
 //! (logs match up to `matched`, so the leader streams appends optimistically,
-//! bounded by the inflight window).
+//! bounded by the inflight window), or *sent a snapshot* (the entries it needs
+//! were compacted, so it receives the state machine's snapshot in chunks).
 
 use crate::inflights::Inflights;
-use crate::message::Index;
+use crate::message::{Index, SnapshotMeta};
 
 /// How the leader sends to a peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +16,21 @@ pub enum ProgressState {
     Probe,
     /// Pipelined appends, up to the inflight window.
     Replicate,
+    /// Receiving a snapshot, chunk by chunk, within the inflight window.
+    Snapshot,
+}
+
+/// A snapshot being streamed to one peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotTransfer {
+    /// The snapshot being sent.
+    pub(crate) meta: SnapshotMeta,
+    /// The offset of the next chunk to send.
+    pub(crate) next_offset: u64,
+    /// The offset the peer last said it expects.
+    pub(crate) acked_offset: u64,
+    /// The final chunk went out; wait for the peer's answer.
+    pub(crate) sent_last: bool,
 }
 
 /// The leader's view of one peer.
@@ -34,6 +50,8 @@ pub(crate) struct Progress {
     /// The highest commit index sent to the peer.
     pub(crate) sent_commit: Index,
     pub(crate) inflights: Inflights,
+    /// In snapshot state: the transfer under way.
+    pub(crate) snapshot: Option<SnapshotTransfer>,
 }
 
 impl Progress {
@@ -48,6 +66,7 @@ impl Progress {
             force_send: false,
             sent_commit: 0,
             inflights: Inflights::new(max_inflight, max_inflight_bytes),
+            snapshot: None,
         }
     }
 
@@ -56,6 +75,7 @@ impl Progress {
         self.state = ProgressState::Probe;
         self.next = self.matched + 1;
         self.probe_sent = false;
+        self.snapshot = None;
         self.inflights.reset();
     }
 
@@ -63,7 +83,65 @@ impl Progress {
     pub(crate) fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.next = self.matched + 1;
+        self.snapshot = None;
         self.inflights.reset();
+    }
+
+    /// The peer needs entries we no longer have: stream it `meta` from the start.
+    pub(crate) fn become_snapshot(&mut self, meta: SnapshotMeta) {
+        self.state = ProgressState::Snapshot;
+        self.snapshot = Some(SnapshotTransfer {
+            meta,
+            next_offset: 0,
+            acked_offset: 0,
+            sent_last: false,
+        });
+        self.inflights.reset();
+    }
+
+    /// A chunk ending at `end` (`bytes` long, `last` if it completes the
+    /// snapshot) went out.
+    pub(crate) fn sent_chunk(&mut self, end: u64, bytes: u64, last: bool) {
+        if let Some(t) = self.snapshot.as_mut() {
+            t.next_offset = end;
+            t.sent_last = last;
+            if bytes > 0 {
+                self.inflights.add(end, bytes);
+            }
+        }
+    }
+
+    /// The peer answered a chunk of the snapshot ending at `index`: it
+    /// expects `next_offset` next. A rejection (a lost chunk, a restarted
+    /// peer) rewinds the transfer to that offset.
+    pub(crate) fn snapshot_answered(&mut self, index: Index, next_offset: u64, rejected: bool) {
+        let Some(t) = self
+            .snapshot
+            .as_mut()
+            .filter(|t| t.meta.last.index == index)
+        else {
+            return;
+        };
+        if next_offset > t.next_offset {
+            return; // Nonsense: more than we sent.
+        }
+        if rejected {
+            t.acked_offset = next_offset;
+            self.rewind_snapshot();
+            return;
+        }
+        t.acked_offset = t.acked_offset.max(next_offset);
+        self.inflights.free_le(next_offset);
+    }
+
+    /// The transfer stalled (window full, or everything sent and the last
+    /// acknowledgement lost): resend from what the peer last acknowledged.
+    pub(crate) fn rewind_snapshot(&mut self) {
+        if let Some(t) = self.snapshot.as_mut() {
+            t.next_offset = t.acked_offset;
+            t.sent_last = false;
+            self.inflights.reset();
+        }
     }
 
     /// The peer acknowledged `index`. Returns whether that is news.
@@ -81,6 +159,9 @@ impl Progress {
     /// nothing useful beyond `hint`. Returns false if the rejection is stale
     /// (answers an append sent before something we learned since).
     pub(crate) fn maybe_decrease_to(&mut self, rejected: Index, hint: Index) -> bool {
+        if self.state == ProgressState::Snapshot {
+            return false; // The snapshot settles it.
+        }
         if self.state == ProgressState::Replicate {
             if rejected <= self.matched {
                 return false;
@@ -101,6 +182,9 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.full(),
+            ProgressState::Snapshot => {
+                self.inflights.full() || self.snapshot.as_ref().is_none_or(|t| t.sent_last)
+            }
         }
     }
 
@@ -121,6 +205,7 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => {}
         }
         self.sent_commit = self.sent_commit.max(commit.min(last_index));
         self.force_send = false;

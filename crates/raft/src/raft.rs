@@ -1,23 +1,27 @@
 //! The Raft state machine: roles, terms, votes, and the handling of each
 //! message. This module holds elections and the follower side of replication;
-//! the leader side lives in [`crate::replication`].
+//! the leader side lives in [`crate::replication`], and the other features in
+//! their own modules: [`crate::snapshot`], [`crate::conf_change`],
+//! [`crate::transfer`] and [`crate::read`].
 //!
 //! Section numbers (§5.x) refer to the extended Raft paper (Ongaro and
 //! Ousterhout, "In Search of an Understandable Consensus Algorithm").
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rand::{Rng, RngCore};
 
 use crate::config::Config;
 use crate::error::{ConfigError, StepError, StorageError};
 use crate::log::{AppendRefusal, RaftLog};
+use crate::membership::Membership;
 use crate::message::{
-    Append, AppendResponse, EntryId, HardState, Heartbeat, Message, MessageBody, NodeId, Term,
-    VoteRequest, VoteResponse,
+    Append, AppendResponse, EntryId, HardState, Heartbeat, HeartbeatResponse, Index, Message,
+    MessageBody, NodeId, SnapshotChunk, SnapshotMeta, Term, VoteRequest, VoteResponse,
 };
 use crate::progress::Progress;
-use crate::quorum::{JointConfig, VoteResult};
+use crate::quorum::VoteResult;
+use crate::read_only::{PendingRead, ReadOnly, ReadState};
 use crate::storage::Storage;
 
 /// The role a node plays in its current term.
@@ -51,10 +55,36 @@ pub(crate) struct Raft<S> {
     pub(crate) role: Role,
     pub(crate) log: RaftLog<S>,
     pub(crate) config: Config,
-    /// The voters (a joint configuration during a membership change).
-    pub(crate) voters: JointConfig,
-    /// Every member, voter or not, this node talks to (itself included).
-    pub(crate) members: BTreeSet<NodeId>,
+    /// Voters (a joint configuration during a change) and learners, as of
+    /// the last membership change handed out for applying.
+    pub(crate) membership: Membership,
+    /// The membership changed since the last Ready.
+    pub(crate) membership_changed: bool,
+    /// The index of the last membership change this leader proposed; a new
+    /// one waits until it is applied.
+    pub(crate) pending_conf_index: Index,
+    /// The voter leadership is being handed to.
+    pub(crate) lead_transferee: Option<NodeId>,
+    /// TimeoutNow went to the transfer target.
+    pub(crate) timeout_now_sent: bool,
+    /// The leader's reads waiting for a quorum's confirmation.
+    pub(crate) read_only: ReadOnly,
+    /// Reads that arrived before this leader committed an entry of its term.
+    pub(crate) reads_before_commit: Vec<PendingRead>,
+    /// Reads ready to be served once applied, for the next Ready.
+    pub(crate) read_states: Vec<ReadState>,
+    /// The read round that opened the current CheckQuorum period: a quorum
+    /// echoing it (or later) means the leader lease holds.
+    pub(crate) lease_round: u64,
+    /// Set once this leader sent TimeoutNow: a forced election may follow at
+    /// any time, so no more lease reads in this term.
+    pub(crate) lease_revoked: bool,
+    /// A snapshot being received: its metadata and the next offset expected.
+    pub(crate) receiving: Option<(SnapshotMeta, u64)>,
+    /// Snapshot chunks for the caller to write, for the next Ready.
+    pub(crate) snapshot_chunks: Vec<SnapshotChunk>,
+    /// A received snapshot for the caller to install, for the next Ready.
+    pub(crate) snapshot_to_install: Option<SnapshotMeta>,
     /// The leader's view of each member (itself included); kept on every role
     /// so that becoming leader only resets it.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
@@ -85,9 +115,6 @@ impl<S: Storage> Raft<S> {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let state = storage.initial_state()?;
-        if state.conf_state.voters.is_empty() {
-            return Err(ConfigError::NoVoters);
-        }
         let hs = state.hard_state;
         if config.applied > hs.commit {
             return Err(ConfigError::AppliedBeyondCommit {
@@ -104,12 +131,6 @@ impl<S: Storage> Raft<S> {
             ))
             .into());
         }
-        let voters = JointConfig::simple(state.conf_state.voters.iter().copied());
-        let members = voters
-            .ids()
-            .into_iter()
-            .chain(state.conf_state.learners.iter().copied())
-            .collect();
         let mut raft = Raft {
             id: config.id,
             term: hs.term,
@@ -118,8 +139,19 @@ impl<S: Storage> Raft<S> {
             role: Role::Follower,
             log,
             config,
-            voters,
-            members,
+            membership: Membership::from_conf_state(&state.conf_state),
+            membership_changed: false,
+            pending_conf_index: 0,
+            lead_transferee: None,
+            timeout_now_sent: false,
+            read_only: ReadOnly::default(),
+            reads_before_commit: Vec::new(),
+            read_states: Vec::new(),
+            lease_round: 0,
+            lease_revoked: false,
+            receiving: None,
+            snapshot_chunks: Vec::new(),
+            snapshot_to_install: None,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             msgs: Vec::new(),
@@ -155,7 +187,16 @@ impl<S: Storage> Raft<S> {
 
     /// Whether this node may campaign: it must be a voter.
     pub(crate) fn promotable(&self) -> bool {
-        self.voters.contains(self.id)
+        self.membership.is_voter(self.id)
+    }
+
+    /// A fresh progress entry for a peer.
+    pub(crate) fn new_progress(&self) -> Progress {
+        Progress::new(
+            self.log.last_index() + 1,
+            self.config.max_inflight_msgs,
+            self.config.max_inflight_bytes,
+        )
     }
 
     // ----- role transitions -------------------------------------------------
@@ -174,17 +215,19 @@ impl<S: Storage> Raft<S> {
             self.config.election_tick + self.rng.random_range(0..self.config.election_tick);
         self.votes.clear();
         self.uncommitted_size = 0;
-        let next = self.log.last_index() + 1;
+        self.lead_transferee = None;
+        self.timeout_now_sent = false;
+        self.read_only.reset();
+        self.reads_before_commit.clear();
+        self.lease_round = 0;
+        self.lease_revoked = false;
         let persisted = self.log.persisted_index();
-        let (max_msgs, max_bytes) = (
-            self.config.max_inflight_msgs,
-            self.config.max_inflight_bytes,
-        );
         self.progress = self
-            .members
-            .iter()
-            .map(|&id| {
-                let mut pr = Progress::new(next, max_msgs, max_bytes);
+            .membership
+            .members()
+            .into_iter()
+            .map(|id| {
+                let mut pr = self.new_progress();
                 if id == self.id {
                     pr.matched = persisted;
                 }
@@ -233,6 +276,9 @@ impl<S: Storage> Raft<S> {
             bytes::Bytes::new(),
         );
         self.log.append(&[noop]);
+        // Whether a membership change is still unapplied is unknown: assume
+        // everything in the log may be one, and wait until it is applied.
+        self.pending_conf_index = self.log.last_index();
         self.pending_flush = true;
         tracing::debug!(id = self.id, term = self.term, "became leader");
     }
@@ -249,10 +295,12 @@ impl<S: Storage> Raft<S> {
             tracing::error!(id = self.id, "term space exhausted, cannot campaign");
             return;
         }
-        self.campaign(self.config.pre_vote);
+        self.campaign(self.config.pre_vote, false);
     }
 
-    fn campaign(&mut self, pre_vote: bool) {
+    /// Campaigns; `transfer` marks an election asked for by the leader
+    /// (TimeoutNow), which skips the pre-vote and the voters' leader lease.
+    pub(crate) fn campaign(&mut self, pre_vote: bool, transfer: bool) {
         let campaign_term = if pre_vote {
             self.become_pre_candidate();
             self.term + 1
@@ -262,10 +310,11 @@ impl<S: Storage> Raft<S> {
         };
         if self.record_vote(self.id, true) == VoteResult::Won {
             // A cluster of one wins at once.
-            return self.won_election(pre_vote);
+            return self.won_election(pre_vote, transfer);
         }
         let last = self.log.last_id();
         let peers: Vec<NodeId> = self
+            .membership
             .voters
             .ids()
             .into_iter()
@@ -275,14 +324,18 @@ impl<S: Storage> Raft<S> {
             self.send_after_persist(
                 to,
                 campaign_term,
-                MessageBody::Vote(VoteRequest { pre_vote, last }),
+                MessageBody::Vote(VoteRequest {
+                    pre_vote,
+                    last,
+                    transfer,
+                }),
             );
         }
     }
 
-    fn won_election(&mut self, pre_vote: bool) {
+    fn won_election(&mut self, pre_vote: bool, transfer: bool) {
         if pre_vote {
-            self.campaign(false);
+            self.campaign(false, transfer);
         } else {
             self.become_leader();
         }
@@ -291,7 +344,9 @@ impl<S: Storage> Raft<S> {
     fn record_vote(&mut self, from: NodeId, granted: bool) -> VoteResult {
         self.votes.entry(from).or_insert(granted);
         let votes = &self.votes;
-        self.voters.vote_result(|id| votes.get(&id).copied())
+        self.membership
+            .voters
+            .vote_result(|id| votes.get(&id).copied())
     }
 
     // ----- ticks ----------------------------------------------------------------
@@ -314,6 +369,16 @@ impl<S: Storage> Raft<S> {
         self.election_elapsed += 1;
         if self.election_elapsed >= self.config.election_tick {
             self.election_elapsed = 0;
+            if let Some(target) = self.lead_transferee.take() {
+                tracing::info!(
+                    id = self.id,
+                    target,
+                    "leadership transfer timed out, aborted"
+                );
+            }
+            // A new CheckQuorum period, and a new lease: only answers to
+            // heartbeats sent from now on extend it.
+            self.lease_round = self.read_only.new_round();
             if self.config.check_quorum && !self.quorum_recently_active() {
                 tracing::info!(
                     id = self.id,
@@ -336,6 +401,7 @@ impl<S: Storage> Raft<S> {
         let me = self.id;
         let progress = &self.progress;
         let result = self
+            .membership
             .voters
             .vote_result(|id| Some(id == me || progress.get(&id).is_some_and(|p| p.recent_active)));
         for (id, pr) in self.progress.iter_mut() {
@@ -384,7 +450,7 @@ impl<S: Storage> Raft<S> {
         if m.from == self.id || m.from == 0 {
             return Err(self.invalid(m, "bad sender id"));
         }
-        if !self.members.contains(&m.from) {
+        if m.needs_known_sender() && !self.progress.contains_key(&m.from) {
             return Err(StepError::UnknownPeer(m.from));
         }
         if m.term == 0 {
@@ -432,6 +498,7 @@ impl<S: Storage> Raft<S> {
             match &m.body {
                 MessageBody::Vote(v) => {
                     let in_lease = self.config.check_quorum
+                        && !v.transfer
                         && self.leader.is_some()
                         && self.election_elapsed < self.config.election_tick;
                     if in_lease {
@@ -450,19 +517,23 @@ impl<S: Storage> Raft<S> {
                 }
                 // A granted pre-vote answers our own future term: keep it for the tally.
                 MessageBody::VoteResponse(r) if r.pre_vote && r.granted => {}
-                MessageBody::Append(_) | MessageBody::Heartbeat(_) => {
+                MessageBody::Append(_)
+                | MessageBody::Heartbeat(_)
+                | MessageBody::Snapshot(_)
+                | MessageBody::TimeoutNow => {
                     self.become_follower(m.term, Some(m.from));
                 }
                 _ => self.become_follower(m.term, None),
             }
         } else if m.term < self.term {
             match &m.body {
-                MessageBody::Append(_) | MessageBody::Heartbeat(_)
+                MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::Snapshot(_)
                     if self.config.check_quorum || self.config.pre_vote =>
                 {
                     // A stale leader cut off from the cluster would otherwise
                     // never learn the new term; tell it so it steps down.
-                    self.send_after_persist(m.from, self.term, MessageBody::HeartbeatResponse);
+                    let body = MessageBody::HeartbeatResponse(HeartbeatResponse::default());
+                    self.send_after_persist(m.from, self.term, body);
                 }
                 MessageBody::Vote(v) if v.pre_vote => {
                     let body = MessageBody::VoteResponse(VoteResponse {
@@ -476,9 +547,30 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
 
-        if let MessageBody::Vote(v) = &m.body {
-            self.handle_vote_request(&m, v);
-            return Ok(());
+        match &m.body {
+            MessageBody::Vote(v) => {
+                self.handle_vote_request(&m, v);
+                return Ok(());
+            }
+            MessageBody::TimeoutNow => {
+                if self.role != Role::Leader && self.promotable() {
+                    tracing::info!(
+                        id = self.id,
+                        from = m.from,
+                        "leadership handed over, campaigning"
+                    );
+                    self.campaign(false, true);
+                }
+                return Ok(());
+            }
+            MessageBody::ReadIndexResponse { request, index } => {
+                self.read_states.push(ReadState {
+                    request: *request,
+                    index: *index,
+                });
+                return Ok(());
+            }
+            _ => {}
         }
         match self.role {
             Role::Leader => self.step_leader(m),
@@ -524,13 +616,17 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(m.term, Some(m.from));
                 self.handle_heartbeat(m.from, h)
             }
+            MessageBody::Snapshot(chunk) => {
+                self.become_follower(m.term, Some(m.from));
+                self.handle_snapshot_chunk(m.from, chunk)
+            }
             MessageBody::VoteResponse(r) => {
                 let pre = self.role == Role::PreCandidate;
                 if r.pre_vote != pre {
                     return Ok(()); // An answer to an earlier campaign.
                 }
                 match self.record_vote(m.from, r.granted) {
-                    VoteResult::Won => self.won_election(pre),
+                    VoteResult::Won => self.won_election(pre, false),
                     VoteResult::Lost => self.become_follower(self.term, None),
                     VoteResult::Pending => {}
                 }
@@ -551,6 +647,11 @@ impl<S: Storage> Raft<S> {
                 self.election_elapsed = 0;
                 self.leader = Some(m.from);
                 self.handle_heartbeat(m.from, h)
+            }
+            MessageBody::Snapshot(chunk) => {
+                self.election_elapsed = 0;
+                self.leader = Some(m.from);
+                self.handle_snapshot_chunk(m.from, chunk)
             }
             _ => Ok(()),
         }
@@ -620,7 +721,10 @@ impl<S: Storage> Raft<S> {
                 ),
             });
         }
-        self.send_after_persist(from, self.term, MessageBody::HeartbeatResponse);
+        let body = MessageBody::HeartbeatResponse(HeartbeatResponse {
+            read_round: h.read_round,
+        });
+        self.send_after_persist(from, self.term, body);
         self.log.commit_to(h.commit);
         Ok(())
     }
@@ -641,11 +745,21 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// Whether the leader has committed an entry of its own term, which makes
+    /// its commit index at least that of every earlier leader (§8).
+    pub(crate) fn committed_in_current_term(&self) -> bool {
+        self.log.term(self.log.committed()) == Ok(self.term)
+    }
+
     /// Whether something waits to be handed to the caller.
     pub(crate) fn has_pending_output(&self) -> bool {
         (self.pending_flush && self.role == Role::Leader)
             || !self.msgs.is_empty()
             || !self.msgs_after_persist.is_empty()
+            || !self.read_states.is_empty()
+            || !self.snapshot_chunks.is_empty()
+            || self.snapshot_to_install.is_some()
+            || self.membership_changed
     }
 }
 

@@ -5,20 +5,34 @@ use bytes::Bytes;
 use rand::RngCore;
 
 use crate::config::Config;
-use crate::error::{ConfigError, ProposeError, StepError, StorageError};
-use crate::message::{Entry, EntryId, HardState, Index, Message, NodeId, Term};
+use crate::error::{
+    ConfigError, ProposeError, ReadIndexError, StepError, StorageError, TransferError,
+};
+use crate::membership::ConfChange;
+use crate::message::{
+    ConfState, Entry, EntryId, EntryKind, HardState, Index, Message, NodeId, SnapshotChunk,
+    SnapshotMeta, Term,
+};
 use crate::raft::{Raft, Role, SoftState};
+use crate::read_only::ReadState;
 use crate::storage::Storage;
 
 /// A batch of work for the caller, taken with [`RawNode::ready`].
 ///
 /// Handle it in this order:
 /// 1. send [`messages`](Ready::messages) (they may go before anything is durable);
-/// 2. persist [`entries`](Ready::entries) (replacing any stored suffix they
+/// 2. write [`snapshot_chunks`](Ready::snapshot_chunks) to the snapshot being
+///    received (a chunk at offset 0 starts a new one), and if
+///    [`snapshot`](Ready::snapshot) is set, install the received snapshot: it
+///    becomes the state machine's state, and the log restarts after it;
+/// 3. persist [`entries`](Ready::entries) (replacing any stored suffix they
 ///    conflict with) and then [`hard_state`](Ready::hard_state), and sync;
-/// 3. send [`persisted_messages`](Ready::persisted_messages);
-/// 4. apply [`committed_entries`](Ready::committed_entries) in order;
-/// 5. call [`RawNode::advance`].
+/// 4. send [`persisted_messages`](Ready::persisted_messages);
+/// 5. apply [`committed_entries`](Ready::committed_entries) in order (entries
+///    of kind [`EntryKind::ConfChange`] have already taken effect in the core),
+///    and persist [`conf_state`](Ready::conf_state) with the applied index;
+/// 6. serve [`read_states`](Ready::read_states) once the applied index reaches theirs;
+/// 7. call [`RawNode::advance`].
 #[derive(Debug, Default)]
 #[must_use = "a Ready holds work that must be done before advance()"]
 pub struct Ready {
@@ -34,6 +48,14 @@ pub struct Ready {
     pub persisted_messages: Vec<Message>,
     /// Committed entries to apply to the state machine, in log order.
     pub committed_entries: Vec<Entry>,
+    /// Chunks of a snapshot being received, in order, to write.
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// A completely received snapshot to install.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The membership after `committed_entries` (or `snapshot`), if it changed.
+    pub conf_state: Option<ConfState>,
+    /// Linearizable reads that may be served once applied up to their index.
+    pub read_states: Vec<ReadState>,
 }
 
 impl Ready {
@@ -45,6 +67,10 @@ impl Ready {
             && self.messages.is_empty()
             && self.persisted_messages.is_empty()
             && self.committed_entries.is_empty()
+            && self.snapshot_chunks.is_empty()
+            && self.snapshot.is_none()
+            && self.conf_state.is_none()
+            && self.read_states.is_empty()
     }
 }
 
@@ -109,6 +135,28 @@ impl<S: Storage> RawNode<S> {
         self.raft.propose(data)
     }
 
+    /// Proposes a membership change. Only one may be in progress at a time;
+    /// a learner is promoted only once it has caught up. A change of more
+    /// than one voter goes through the joint configuration, which the leader
+    /// leaves by itself once the joint configuration is applied.
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<EntryId, ProposeError> {
+        self.raft.propose_conf_change(change)
+    }
+
+    /// Hands leadership to voter `target`: proposals are refused until the
+    /// transfer completes or, after an election timeout, is aborted.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
+        self.raft.transfer_leader(target)
+    }
+
+    /// Starts a linearizable read with the caller's id `request`. On a
+    /// follower the read is forwarded to the leader. Its [`ReadState`] comes
+    /// in a later Ready; if none comes (the leader changed, a message was
+    /// lost), retry after a timeout.
+    pub fn read_index(&mut self, request: u64) -> Result<(), ReadIndexError> {
+        self.raft.read_index(request)
+    }
+
     /// Handles a message from a peer. An error means the message was dropped,
     /// and says why; the node is unaffected and keeps running.
     pub fn step(&mut self, message: Message) -> Result<(), StepError> {
@@ -145,6 +193,15 @@ impl<S: Storage> RawNode<S> {
             }
         };
         raft.release_uncommitted(&committed_entries);
+        for entry in committed_entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::ConfChange)
+        {
+            raft.apply_conf_change_entry(entry);
+        }
+        raft.maybe_leave_joint();
+        let conf_state =
+            std::mem::take(&mut raft.membership_changed).then(|| raft.membership.to_conf_state());
         let hs = raft.hard_state();
         let hard_state = (hs != self.prev_hard_state).then_some(hs);
         self.prev_hard_state = hs;
@@ -158,6 +215,10 @@ impl<S: Storage> RawNode<S> {
             messages: std::mem::take(&mut raft.msgs),
             persisted_messages: std::mem::take(&mut raft.msgs_after_persist),
             committed_entries,
+            snapshot_chunks: std::mem::take(&mut raft.snapshot_chunks),
+            snapshot: raft.snapshot_to_install.take(),
+            conf_state,
+            read_states: std::mem::take(&mut raft.read_states),
         }
     }
 
@@ -184,6 +245,11 @@ impl<S: Storage> RawNode<S> {
             applied: self.raft.log.applied(),
             last: self.raft.log.last_id(),
         }
+    }
+
+    /// The membership in effect (as of the entries handed out for applying).
+    pub fn conf_state(&self) -> ConfState {
+        self.raft.membership.to_conf_state()
     }
 
     /// The current role.

@@ -3,9 +3,10 @@
 
 use bytes::Bytes;
 
-use crate::error::{ProposeError, StepError};
+use crate::error::{ProposeError, StepError, StorageError};
 use crate::message::{
-    Append, AppendResponse, Entry, EntryId, Heartbeat, Index, Message, MessageBody, NodeId,
+    Append, AppendResponse, Entry, EntryId, EntryKind, Heartbeat, Index, Message, MessageBody,
+    NodeId,
 };
 use crate::progress::ProgressState;
 use crate::raft::{Raft, Role};
@@ -15,10 +16,22 @@ impl<S: Storage> Raft<S> {
     /// Appends a command to the leader's log. Replication waits for the next
     /// flush, so proposals made between two `Ready`s leave as one append per peer.
     pub(crate) fn propose(&mut self, data: Bytes) -> Result<EntryId, ProposeError> {
+        self.propose_entry(EntryKind::Normal, data)
+    }
+
+    /// Appends an entry of any kind to the leader's log, within the caps.
+    pub(crate) fn propose_entry(
+        &mut self,
+        kind: EntryKind,
+        data: Bytes,
+    ) -> Result<EntryId, ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
             });
+        }
+        if let Some(to) = self.lead_transferee {
+            return Err(ProposeError::TransferInProgress { to });
         }
         let size = data.len() as u64;
         let limit = self.config.max_uncommitted_size;
@@ -35,7 +48,12 @@ impl<S: Storage> Raft<S> {
             term: self.term,
             index: self.log.last_index() + 1,
         };
-        self.log.append(&[Entry::normal(id.term, id.index, data)]);
+        self.log.append(&[Entry {
+            term: id.term,
+            index: id.index,
+            kind,
+            data,
+        }]);
         self.pending_flush = true;
         Ok(id)
     }
@@ -52,8 +70,20 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn step_leader(&mut self, m: Message) -> Result<(), StepError> {
         match m.body {
             MessageBody::AppendResponse(r) => self.handle_append_response(m.from, r),
-            MessageBody::HeartbeatResponse => {
-                self.handle_heartbeat_response(m.from);
+            MessageBody::HeartbeatResponse(r) => {
+                self.handle_heartbeat_response(m.from, r.read_round);
+                Ok(())
+            }
+            MessageBody::SnapshotResponse {
+                index,
+                next_offset,
+                rejected,
+            } => {
+                self.handle_snapshot_response(m.from, index, next_offset, rejected);
+                Ok(())
+            }
+            MessageBody::ReadIndex { request } => {
+                self.handle_read_index(m.from, request);
                 Ok(())
             }
             MessageBody::Append(_) | MessageBody::Heartbeat(_) => Err(StepError::InvalidMessage {
@@ -124,31 +154,48 @@ impl<S: Storage> Raft<S> {
                     match pr.state {
                         ProgressState::Probe => pr.become_replicate(),
                         ProgressState::Replicate => pr.inflights.free_le(index),
+                        ProgressState::Snapshot => {
+                            // A completed snapshot is acknowledged like an append.
+                            let covered = pr.snapshot.as_ref().map_or(0, |t| t.meta.last.index);
+                            if pr.matched >= covered {
+                                pr.become_replicate();
+                            }
+                        }
                     }
                     self.maybe_commit();
                     self.pending_flush = true;
                 }
+                self.maybe_finish_transfer(from);
             }
         }
         Ok(())
     }
 
-    fn handle_heartbeat_response(&mut self, from: NodeId) {
+    fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
         let last_index = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
         pr.probe_sent = false;
-        if pr.state == ProgressState::Replicate && pr.inflights.full() {
-            // The peer is alive but acknowledgements went missing: make room
-            // so replication (and, on a gap, the probe that repairs it) resumes.
-            pr.inflights.free_first();
+        match pr.state {
+            ProgressState::Replicate if pr.inflights.full() => {
+                // The peer is alive but acknowledgements went missing: make room
+                // so replication (and, on a gap, the probe that repairs it) resumes.
+                pr.inflights.free_first();
+            }
+            ProgressState::Snapshot if pr.is_paused() => {
+                // Chunks or their answers went missing: resend from what the
+                // peer last confirmed.
+                pr.rewind_snapshot();
+            }
+            _ => {}
         }
         if pr.matched < last_index {
             pr.force_send = true;
             self.pending_flush = true;
         }
+        self.confirm_reads(from, read_round);
     }
 
     /// Advances the commit index to what a quorum holds, but only by counting
@@ -157,10 +204,12 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn maybe_commit(&mut self) -> bool {
         let progress = &self.progress;
         let quorum_index = self
+            .membership
             .voters
             .committed_index(|id| progress.get(&id).map(|p| p.matched));
         if quorum_index > self.log.committed() && self.log.term(quorum_index) == Ok(self.term) {
             self.log.commit_to(quorum_index);
+            self.release_reads_waiting_for_commit();
             return true;
         }
         false
@@ -168,6 +217,7 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
         let committed = self.log.committed();
+        let read_round = self.read_only.round();
         let peers: Vec<(NodeId, Index)> = self
             .progress
             .iter()
@@ -176,7 +226,7 @@ impl<S: Storage> Raft<S> {
             .collect();
         for (to, commit) in peers {
             // Never tell a follower to commit beyond what it is known to hold.
-            self.send(to, MessageBody::Heartbeat(Heartbeat { commit }));
+            self.send(to, MessageBody::Heartbeat(Heartbeat { commit, read_round }));
         }
     }
 
@@ -184,6 +234,11 @@ impl<S: Storage> Raft<S> {
     /// its flow control allows, or an empty append carrying news of the commit
     /// index. Called once per `Ready`, which is what batches proposals.
     pub(crate) fn flush_appends(&mut self) {
+        if self.role == Role::Leader && self.read_only.start_round().is_some() {
+            // Reads arrived since the last flush: one heartbeat round
+            // confirms them all.
+            self.broadcast_heartbeat();
+        }
         if !std::mem::take(&mut self.pending_flush) || self.role != Role::Leader {
             return;
         }
@@ -207,6 +262,12 @@ impl<S: Storage> Raft<S> {
             };
             if pr.is_paused() {
                 return;
+            }
+            if pr.state == ProgressState::Snapshot {
+                if !self.send_snapshot_chunk(to) {
+                    return;
+                }
+                continue;
             }
             let has_entries = pr.next <= last_index;
             if !has_entries && !pr.force_send && !pr.can_bump_commit(committed) {
@@ -232,6 +293,10 @@ impl<S: Storage> Raft<S> {
         });
         let (prev_term, entries) = match entries {
             Ok(found) => found,
+            Err(StorageError::Compacted(_)) => {
+                // The entries the peer needs are gone: it gets a snapshot.
+                return self.start_snapshot(to);
+            }
             Err(e) => {
                 tracing::warn!(id = self.id, to, error = %e, "cannot build append");
                 return false;

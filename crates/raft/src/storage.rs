@@ -7,7 +7,9 @@
 use std::sync::{Arc, RwLock};
 
 use crate::error::StorageError;
-use crate::message::{ConfState, Entry, HardState, Index, Term};
+use bytes::Bytes;
+
+use crate::message::{ConfState, Entry, EntryId, HardState, Index, SnapshotMeta, Term};
 
 /// What the core needs to know about the log when it starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,6 +41,20 @@ pub trait Storage {
 
     /// The index of the last persisted entry (`first_index() - 1` when empty).
     fn last_index(&self) -> Result<Index, StorageError>;
+
+    /// The latest snapshot's metadata, for sending to a follower that needs
+    /// compacted entries. [`StorageError::SnapshotUnavailable`] means "not
+    /// yet": the leader asks again later.
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError>;
+
+    /// Up to `max_len` bytes of the snapshot `meta` from `offset`.
+    /// [`StorageError::SnapshotOutOfDate`] if that snapshot was replaced.
+    fn snapshot_chunk(
+        &self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Bytes, StorageError>;
 }
 
 /// Keeps entries in total size under `max_size`, but never returns fewer than
@@ -64,6 +80,7 @@ struct MemInner {
     offset_index: Index,
     offset_term: Term,
     entries: Vec<Entry>,
+    snapshot: Option<(SnapshotMeta, Bytes)>,
 }
 
 impl MemInner {
@@ -89,10 +106,7 @@ impl MemStorage {
 
     /// An empty log whose voters are `voters`.
     pub fn with_voters(voters: &[u64]) -> Self {
-        Self::new(ConfState {
-            voters: voters.to_vec(),
-            learners: Vec::new(),
-        })
+        Self::new(ConfState::with_voters(voters))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, MemInner> {
@@ -134,6 +148,68 @@ impl MemStorage {
         inner.entries.truncate(keep);
         inner.entries.extend_from_slice(entries);
         Ok(())
+    }
+
+    /// Persists the membership (as of the applied index).
+    pub fn set_conf_state(&self, conf_state: ConfState) {
+        self.write().conf_state = conf_state;
+    }
+
+    /// Records a snapshot of the state machine at `index` (which must be in
+    /// the log), holding `data` and the membership `conf_state` at that point.
+    pub fn create_snapshot(
+        &self,
+        index: Index,
+        conf_state: ConfState,
+        data: Bytes,
+    ) -> Result<SnapshotMeta, StorageError> {
+        let term = self.term(index)?;
+        let meta = SnapshotMeta {
+            last: EntryId { term, index },
+            conf_state,
+            size: data.len() as u64,
+        };
+        self.write().snapshot = Some((meta.clone(), data));
+        Ok(meta)
+    }
+
+    /// Drops the entries up to and including `index`, which the latest
+    /// snapshot must cover.
+    pub fn compact(&self, index: Index) -> Result<(), StorageError> {
+        let mut inner = self.write();
+        let covered = inner.snapshot.as_ref().map_or(0, |(m, _)| m.last.index);
+        if index > covered || index > inner.last_index() {
+            return Err(StorageError::Other(format!(
+                "cannot compact to {index}: the snapshot covers up to {covered}"
+            )));
+        }
+        if index <= inner.offset_index {
+            return Ok(());
+        }
+        let term = inner.entries[(index - inner.offset_index - 1) as usize].term;
+        let drop = (index - inner.offset_index) as usize;
+        inner.entries.drain(..drop);
+        inner.offset_index = index;
+        inner.offset_term = term;
+        Ok(())
+    }
+
+    /// Replaces the log with a snapshot received from the leader: the log now
+    /// starts right after it, and its membership becomes the persisted one.
+    pub fn apply_snapshot(&self, meta: SnapshotMeta, data: Bytes) {
+        let mut inner = self.write();
+        inner.entries.clear();
+        inner.offset_index = meta.last.index;
+        inner.offset_term = meta.last.term;
+        inner.conf_state = meta.conf_state.clone();
+        inner.hard_state.commit = inner.hard_state.commit.max(meta.last.index);
+        inner.hard_state.term = inner.hard_state.term.max(meta.last.term);
+        inner.snapshot = Some((meta, data));
+    }
+
+    /// The latest snapshot and its data, if any.
+    pub fn snapshot(&self) -> Option<(SnapshotMeta, Bytes)> {
+        self.read().snapshot.clone()
     }
 
     /// A copy of every stored entry (for checkers and tests).
@@ -191,6 +267,30 @@ impl Storage for MemStorage {
     fn last_index(&self) -> Result<Index, StorageError> {
         Ok(self.read().last_index())
     }
+
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
+        self.read()
+            .snapshot
+            .as_ref()
+            .map(|(meta, _)| meta.clone())
+            .ok_or(StorageError::SnapshotUnavailable)
+    }
+
+    fn snapshot_chunk(
+        &self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Bytes, StorageError> {
+        let inner = self.read();
+        let Some((current, data)) = inner.snapshot.as_ref().filter(|(m, _)| m.last == meta.last)
+        else {
+            return Err(StorageError::SnapshotOutOfDate(meta.last.index));
+        };
+        let start = offset.min(current.size) as usize;
+        let end = offset.saturating_add(max_len).min(current.size) as usize;
+        Ok(data.slice(start..end))
+    }
 }
 
 #[cfg(test)]
@@ -235,4 +335,43 @@ mod tests {
     }
 
     const ENTRY: u64 = crate::message::ENTRY_OVERHEAD_BYTES;
+
+    #[test]
+    fn snapshot_compaction_and_chunks() {
+        let s = MemStorage::with_voters(&[1]);
+        s.append(&[ent(1, 1), ent(1, 2), ent(2, 3)]).unwrap();
+        assert_eq!(s.snapshot_meta(), Err(StorageError::SnapshotUnavailable));
+        assert!(s.compact(2).is_err(), "nothing covers the entries yet");
+        let meta = s
+            .create_snapshot(
+                2,
+                ConfState::with_voters(&[1]),
+                Bytes::from_static(b"abcdefg"),
+            )
+            .unwrap();
+        assert_eq!(meta.last, EntryId { term: 1, index: 2 });
+        s.compact(2).unwrap();
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.term(2).unwrap(), 1);
+        assert!(matches!(s.term(1), Err(StorageError::Compacted(1))));
+        assert_eq!(&s.snapshot_chunk(&meta, 0, 3).unwrap()[..], b"abc");
+        assert_eq!(&s.snapshot_chunk(&meta, 6, 3).unwrap()[..], b"g");
+        let newer = s
+            .create_snapshot(3, ConfState::default(), Bytes::new())
+            .unwrap();
+        assert_eq!(
+            s.snapshot_chunk(&meta, 0, 3),
+            Err(StorageError::SnapshotOutOfDate(2))
+        );
+        s.apply_snapshot(
+            SnapshotMeta {
+                last: EntryId { term: 5, index: 10 },
+                ..newer
+            },
+            Bytes::new(),
+        );
+        assert_eq!(s.first_index().unwrap(), 11);
+        assert_eq!(s.last_index().unwrap(), 10);
+        assert_eq!(s.hard_state().commit, 10);
+    }
 }

@@ -170,7 +170,7 @@ mod tests {
             from,
             to,
             term: 1,
-            body: MessageBody::HeartbeatResponse,
+            body: MessageBody::HeartbeatResponse(Default::default()),
         }
     }
 

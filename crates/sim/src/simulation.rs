@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use keel_raft::{Config, Entry, Index, MemStorage, Message, NodeId, ProposeError, RawNode, Role};
+use keel_raft::{Config, Entry, Index, MemStorage, Message, NodeId, RawNode, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -637,8 +637,9 @@ impl Simulation {
                     p.accepted_by = Some((leader, id.term));
                 }
             }
-            Err(ProposeError::UncommittedSizeExceeded { .. })
-            | Err(ProposeError::NotLeader { .. }) => {}
+            // Refused for now (not leader, pipeline full, transfer under
+            // way): the client retries at the next tick.
+            Err(e) => self.trace(format_args!("command {command} refused by {leader}: {e}")),
         }
     }
 }

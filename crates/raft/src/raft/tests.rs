@@ -19,8 +19,8 @@ use super::{Raft, Role};
 use crate::config::Config;
 use crate::error::{ProposeError, StepError};
 use crate::message::{
-    Append, AppendResponse, Entry, EntryId, HardState, Heartbeat, Index, Message, MessageBody,
-    NodeId, Term, VoteRequest, VoteResponse, ENTRY_OVERHEAD_BYTES,
+    Append, AppendResponse, Entry, EntryId, HardState, Heartbeat, HeartbeatResponse, Index,
+    Message, MessageBody, NodeId, Term, VoteRequest, VoteResponse, ENTRY_OVERHEAD_BYTES,
 };
 use crate::progress::ProgressState;
 use crate::raw_node::{RawNode, Ready, Status};
@@ -84,6 +84,7 @@ fn vote(last: (Index, Term), pre_vote: bool) -> MessageBody {
             index: last.0,
             term: last.1,
         },
+        transfer: false,
     })
 }
 
@@ -92,7 +93,10 @@ fn vote_response(pre_vote: bool, granted: bool) -> MessageBody {
 }
 
 fn heartbeat(commit: Index) -> MessageBody {
-    MessageBody::Heartbeat(Heartbeat { commit })
+    MessageBody::Heartbeat(Heartbeat {
+        commit,
+        read_round: 0,
+    })
 }
 
 /// The answer a Ready carries to a single request: it must wait for persistence.
@@ -407,7 +411,7 @@ fn every_kind() -> Vec<MessageBody> {
         append((0, 0), &[], 0),
         MessageBody::AppendResponse(Accepted { index: 0 }),
         heartbeat(0),
-        MessageBody::HeartbeatResponse,
+        MessageBody::HeartbeatResponse(HeartbeatResponse::default()),
         vote((0, 0), false),
         vote((0, 0), true),
         vote_response(false, false),
@@ -455,7 +459,12 @@ fn stale_term_messages_change_nothing_and_stale_leaders_hear_the_current_term() 
             let term = net.term(1);
             let expected = match &body {
                 MessageBody::Append(_) | MessageBody::Heartbeat(_) => {
-                    vec![msg(1, 2, term, MessageBody::HeartbeatResponse)]
+                    vec![msg(
+                        1,
+                        2,
+                        term,
+                        MessageBody::HeartbeatResponse(HeartbeatResponse::default()),
+                    )]
                 }
                 MessageBody::Vote(v) if v.pre_vote => {
                     vec![msg(1, 2, term, vote_response(true, false))]
@@ -1259,9 +1268,19 @@ fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
         ("wrong recipient", 1, msg(2, 3, 2, heartbeat(4)), |e| {
             *e == StepError::WrongRecipient { to: 3, me: 1 }
         }),
-        ("unknown sender", 1, msg(9, 1, 2, heartbeat(4)), |e| {
-            *e == StepError::UnknownPeer(9)
-        }),
+        // Requests from unknown senders are taken (a lagging node may not
+        // know every member yet); answers must come from known peers.
+        (
+            "unknown sender",
+            1,
+            msg(
+                9,
+                1,
+                2,
+                MessageBody::HeartbeatResponse(HeartbeatResponse::default()),
+            ),
+            |e| *e == StepError::UnknownPeer(9),
+        ),
         (
             "non-contiguous entries",
             1,
@@ -1403,7 +1422,7 @@ fn arb_body() -> impl Strategy<Value = MessageBody> {
             }
         ),
         number().prop_map(heartbeat),
-        Just(MessageBody::HeartbeatResponse),
+        Just(MessageBody::HeartbeatResponse(HeartbeatResponse::default())),
         (number(), number(), any::<bool>()).prop_map(|(index, term, pre)| vote((index, term), pre)),
         (any::<bool>(), any::<bool>()).prop_map(|(pre, granted)| vote_response(pre, granted)),
     ]

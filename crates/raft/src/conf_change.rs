@@ -1,0 +1,133 @@
+//! Membership changes through the log: proposing them (one at a time, with
+//! learners promoted only once caught up), applying them when committed,
+//! leaving a joint configuration automatically, and stepping down when the
+//! leader itself is removed.
+
+use crate::error::ProposeError;
+use crate::membership::{ConfChange, ConfChangeOp, Membership};
+use crate::message::{Entry, EntryId, EntryKind, MessageBody};
+use crate::raft::{Raft, Role};
+use crate::storage::Storage;
+
+impl<S: Storage> Raft<S> {
+    /// Leader: proposes a membership change.
+    pub(crate) fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+    ) -> Result<EntryId, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.pending_conf_index > self.log.applying() {
+            return Err(ProposeError::ConfChangeInProgress {
+                index: self.pending_conf_index,
+            });
+        }
+        self.membership.apply(&change)?;
+        if let ConfChange::Change { ops, .. } = &change {
+            let last = self.log.last_index();
+            for op in ops {
+                let ConfChangeOp::AddVoter(id) = *op else {
+                    continue;
+                };
+                if self.membership.is_voter(id) {
+                    continue;
+                }
+                let matched = self.progress.get(&id).map_or(0, |pr| pr.matched);
+                if !self.membership.learners.contains(&id)
+                    || last - matched > self.config.max_promotion_lag
+                {
+                    return Err(ProposeError::NotCaughtUp { id, matched, last });
+                }
+            }
+        }
+        let id = self.propose_entry(EntryKind::ConfChange, change.encode())?;
+        self.pending_conf_index = id.index;
+        Ok(id)
+    }
+
+    /// A committed membership change is being handed out: it takes effect now.
+    pub(crate) fn apply_conf_change_entry(&mut self, entry: &Entry) {
+        let change = match ConfChange::decode(&entry.data) {
+            Ok(change) => change,
+            Err(e) => {
+                tracing::error!(id = self.id, index = entry.index, error = %e, "skipping undecodable membership change");
+                return;
+            }
+        };
+        match self.membership.apply(&change) {
+            Ok(next) => self.set_membership(next),
+            // Every node skips the same entry the same way, so they agree.
+            Err(e) => {
+                tracing::warn!(id = self.id, index = entry.index, error = %e, "committed membership change does not apply")
+            }
+        }
+    }
+
+    /// Makes `next` the membership, keeping progress in step with it.
+    pub(crate) fn set_membership(&mut self, next: Membership) {
+        tracing::info!(id = self.id, membership = ?next.to_conf_state(), "membership changed");
+        self.membership = next;
+        self.membership_changed = true;
+        let members = self.membership.members();
+        self.progress.retain(|id, _| members.contains(id));
+        for id in members {
+            if !self.progress.contains_key(&id) {
+                let pr = self.new_progress();
+                self.progress.insert(id, pr);
+            }
+        }
+        if self
+            .lead_transferee
+            .is_some_and(|t| !self.membership.voters.incoming.contains(t))
+        {
+            self.lead_transferee = None;
+        }
+        if self.role != Role::Leader {
+            return;
+        }
+        if !self.membership.is_joint() && !self.membership.is_voter(self.id) {
+            self.step_down_after_removal();
+            return;
+        }
+        // Quorums changed: the commit index may move, new members need appends.
+        self.maybe_commit();
+        self.pending_flush = true;
+    }
+
+    /// Leader: once the joint configuration is applied, propose leaving it.
+    pub(crate) fn maybe_leave_joint(&mut self) {
+        if self.role == Role::Leader
+            && self.membership.is_joint()
+            && self.pending_conf_index <= self.log.applying()
+        {
+            if let Err(e) = self.propose_conf_change(ConfChange::LeaveJoint) {
+                // Retried at the next Ready (e.g. after a transfer ends).
+                tracing::debug!(id = self.id, error = %e, "cannot leave joint configuration yet");
+            }
+        }
+    }
+
+    /// The leader is no longer a voter: hand over to the most up-to-date
+    /// voter if it is fully caught up, and step down.
+    fn step_down_after_removal(&mut self) {
+        let last = self.log.last_index();
+        let successor = self
+            .progress
+            .iter()
+            .filter(|(id, pr)| self.membership.is_voter(**id) && pr.matched == last)
+            .map(|(id, _)| *id)
+            .next();
+        tracing::info!(
+            id = self.id,
+            ?successor,
+            "removed from the configuration, stepping down"
+        );
+        if let Some(to) = successor {
+            self.send(to, MessageBody::TimeoutNow);
+        }
+        self.become_follower(self.term, None);
+    }
+}
