@@ -37,7 +37,7 @@ impl<S: Storage> Raft<S> {
                 }
                 let matched = self.progress.get(&id).map_or(0, |pr| pr.matched);
                 if !self.membership.learners.contains(&id)
-                    || last - matched > self.config.max_promotion_lag
+                    || last.saturating_sub(matched) > self.config.max_promotion_lag
                 {
                     return Err(ProposeError::NotCaughtUp { id, matched, last });
                 }

@@ -101,6 +101,11 @@ impl<S: Storage> RaftLog<S> {
         self.applying
     }
 
+    /// The last index covered by the latest snapshot this log knows of.
+    pub(crate) fn snapshot_index(&self) -> Index {
+        self.snapshot_index
+    }
+
     /// The first index still in the log (storage may compact on its own;
     /// the core learns of it from `StorageError::Compacted`).
     pub(crate) fn first_index(&self) -> Index {

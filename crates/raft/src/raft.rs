@@ -123,6 +123,12 @@ impl<S: Storage> Raft<S> {
             });
         }
         let log = RaftLog::new(storage, hs.commit, config.applied)?;
+        if config.applied < log.snapshot_index() {
+            return Err(ConfigError::AppliedBeforeSnapshot {
+                applied: config.applied,
+                snapshot: log.snapshot_index(),
+            });
+        }
         if hs.commit > log.last_index() {
             return Err(StorageError::Other(format!(
                 "hard state commit {} is beyond the last stored index {}",

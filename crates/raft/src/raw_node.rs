@@ -290,3 +290,71 @@ impl<S> RawNode<S> {
         &self.raft
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::ConfState;
+    use crate::storage::MemStorage;
+    use bytes::Bytes;
+    use rand::SeedableRng;
+
+    fn start(config: Config, storage: MemStorage) -> Result<RawNode<MemStorage>, ConfigError> {
+        RawNode::new(
+            config,
+            storage,
+            Box::new(rand::rngs::StdRng::seed_from_u64(1)),
+        )
+    }
+
+    #[test]
+    fn restart_validates_the_applied_index_against_storage() {
+        let storage = MemStorage::with_voters(&[1]);
+        storage
+            .append(&[
+                Entry::normal(1, 1, Bytes::new()),
+                Entry::normal(1, 2, Bytes::new()),
+            ])
+            .unwrap();
+        storage.set_hard_state(HardState {
+            term: 1,
+            vote: Some(1),
+            commit: 2,
+        });
+        let mut config = Config::new(1);
+        config.applied = 3;
+        assert!(matches!(
+            start(config.clone(), storage.clone()),
+            Err(ConfigError::AppliedBeyondCommit {
+                applied: 3,
+                commit: 2
+            })
+        ));
+        storage
+            .create_snapshot(2, ConfState::with_voters(&[1]), Bytes::new())
+            .unwrap();
+        storage.compact(2).unwrap();
+        config.applied = 1;
+        assert!(matches!(
+            start(config.clone(), storage.clone()),
+            Err(ConfigError::AppliedBeforeSnapshot {
+                applied: 1,
+                snapshot: 2
+            })
+        ));
+        config.applied = 2;
+        let node = start(config, storage).unwrap();
+        assert_eq!(node.status().applied, 2);
+        assert_eq!(node.status().last.index, 2);
+    }
+
+    #[test]
+    fn a_node_without_membership_starts_and_waits() {
+        let mut node = start(Config::new(4), MemStorage::new(ConfState::default())).unwrap();
+        for _ in 0..100 {
+            node.tick();
+        }
+        assert_eq!(node.role(), Role::Follower, "a non-member never campaigns");
+        assert!(node.ready().persisted_messages.is_empty());
+    }
+}
