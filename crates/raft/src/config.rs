@@ -13,6 +13,8 @@ pub enum ReadMode {
     /// Serve at once while a quorum has answered a heartbeat of the current
     /// CheckQuorum period (falling back to a round otherwise). Assumes ticks
     /// run at roughly the same rate on every node; requires `check_quorum`.
+    /// A node in this mode also refuses votes for one election timeout after
+    /// it starts, since before a crash it may have granted a lease.
     Lease,
 }
 

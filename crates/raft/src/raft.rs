@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use rand::{Rng, RngCore};
 
-use crate::config::Config;
+use crate::config::{Config, ReadMode};
 use crate::error::{ConfigError, StepError, StorageError};
 use crate::log::{AppendRefusal, RaftLog};
 use crate::membership::Membership;
@@ -96,6 +96,10 @@ pub(crate) struct Raft<S> {
     /// entries are durable (votes, acknowledgements).
     pub(crate) msgs_after_persist: Vec<Message>,
     pub(crate) election_elapsed: u32,
+    /// Ticks since this node started, up to an election timeout. With lease
+    /// reads, a restarted node must not vote before a leader's lease it may
+    /// have granted before crashing has run out.
+    pub(crate) ticks_since_start: u32,
     pub(crate) heartbeat_elapsed: u32,
     pub(crate) randomized_election_timeout: u32,
     rng: Box<dyn RngCore + Send>,
@@ -163,6 +167,7 @@ impl<S: Storage> Raft<S> {
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             election_elapsed: 0,
+            ticks_since_start: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: 0,
             rng,
@@ -359,6 +364,7 @@ impl<S: Storage> Raft<S> {
 
     /// Advances logical time by one tick.
     pub(crate) fn tick(&mut self) {
+        self.ticks_since_start = (self.ticks_since_start + 1).min(self.config.election_tick);
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -503,10 +509,13 @@ impl<S: Storage> Raft<S> {
         if m.term > self.term {
             match &m.body {
                 MessageBody::Vote(v) => {
+                    let heard_from_leader =
+                        self.leader.is_some() && self.election_elapsed < self.config.election_tick;
+                    let just_started = self.config.read_mode == ReadMode::Lease
+                        && self.ticks_since_start < self.config.election_tick;
                     let in_lease = self.config.check_quorum
                         && !v.transfer
-                        && self.leader.is_some()
-                        && self.election_elapsed < self.config.election_tick;
+                        && (heard_from_leader || just_started);
                     if in_lease {
                         // We heard from a live leader within the election
                         // timeout: this candidate is disruptive (thesis §4.2.3).

@@ -357,4 +357,43 @@ mod tests {
         assert_eq!(node.role(), Role::Follower, "a non-member never campaigns");
         assert!(node.ready().persisted_messages.is_empty());
     }
+
+    /// A vote request for term 5 from node 2 with an up-to-date log.
+    fn vote_request() -> Message {
+        Message {
+            from: 2,
+            to: 1,
+            term: 5,
+            body: crate::message::MessageBody::Vote(crate::message::VoteRequest {
+                pre_vote: false,
+                last: EntryId::default(),
+                transfer: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn with_lease_reads_a_restarted_node_waits_an_election_timeout_before_voting() {
+        // It may have granted a lease to a leader just before crashing.
+        let mut config = Config::new(1);
+        config.read_mode = crate::config::ReadMode::Lease;
+        let mut node = start(config.clone(), MemStorage::with_voters(&[1, 2, 3])).unwrap();
+        node.step(vote_request()).unwrap();
+        assert_eq!(node.term(), 0, "ignored: the restart lease holds");
+        for _ in 0..config.election_tick {
+            node.tick();
+        }
+        let mut node_later = node;
+        // Its own election timer may have fired by now; a fresh request at a
+        // higher term is what matters.
+        let mut request = vote_request();
+        request.term = node_later.term() + 5;
+        node_later.step(request).unwrap();
+        assert_eq!(node_later.status().hard_state.vote, Some(2));
+
+        // Without lease reads nothing holds a fresh node back.
+        let mut safe = start(Config::new(1), MemStorage::with_voters(&[1, 2, 3])).unwrap();
+        safe.step(vote_request()).unwrap();
+        assert_eq!(safe.status().hard_state.vote, Some(2));
+    }
 }
