@@ -1,0 +1,27 @@
+//! # keel-node
+//!
+//! The runtime that makes keel-raft a usable library: a [`RaftNode`] runs
+//! the consensus core on tokio over a write-ahead log ([`keel_wal`]) and a
+//! [`Transport`], applying committed commands to your [`StateMachine`] and
+//! answering each proposal with your state machine's typed response.
+//!
+//! The node loop takes every queued proposal and message, then handles the
+//! resulting Ready: the leader's appends leave for the peers while the batch
+//! is written to the WAL with one fdatasync (group commit), acknowledgements
+//! leave once it is durable, committed commands are applied, and waiting
+//! proposals and reads are answered.
+
+mod config;
+mod error;
+mod node;
+mod state_machine;
+mod store;
+mod transport;
+
+pub use config::NodeConfig;
+pub use error::{ProposeError, ReadError, StartError, TransferError};
+pub use keel_raft::{ConfChange, ConfChangeOp, ConfState, Index, NodeId, Role};
+pub use node::{RaftNode, Status};
+pub use state_machine::StateMachine;
+pub use store::StoreError;
+pub use transport::{LocalNetwork, LocalTransport, MessageSink, Transport};

@@ -1,0 +1,572 @@
+//! [`RaftNode`]: the handle applications use, and the task that drives the
+//! Raft core — ticks, messages, the Ready loop (send ∥ persist, then apply),
+//! snapshots — on tokio.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use keel_raft::{
+    ConfChange, ConfState, Entry, EntryId, EntryKind, Index, MemStorage, Message, NodeId, RawNode,
+    ReadIndexError, Ready, Role,
+};
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::NodeConfig;
+use crate::error::{ProposeError, ReadError, StartError, TransferError};
+use crate::state_machine::StateMachine;
+use crate::store::{LogStore, StoreError};
+use crate::transport::{MessageSink, Transport};
+
+/// What an observer sees of a node; published on every change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its term.
+    pub term: u64,
+    /// Its commit index.
+    pub commit: Index,
+    /// Its applied index.
+    pub applied: Index,
+    /// The membership in effect.
+    pub conf_state: ConfState,
+    /// False once the node has stopped.
+    pub running: bool,
+}
+
+type ReadFn<S> = Box<dyn FnOnce(Result<&S, ReadError>) + Send>;
+
+enum Request<S: StateMachine> {
+    Propose(Bytes, oneshot::Sender<Result<S::Response, ProposeError>>),
+    Read(ReadFn<S>),
+    ConfChange(ConfChange, oneshot::Sender<Result<ConfState, ProposeError>>),
+    Transfer(NodeId, oneshot::Sender<Result<(), TransferError>>),
+    Stop,
+}
+
+/// A handle to a running node. Cheap to clone; every clone talks to the same node.
+pub struct RaftNode<S: StateMachine> {
+    requests: mpsc::UnboundedSender<Request<S>>,
+    inbox: MessageSink,
+    status: watch::Receiver<Status>,
+    addresses: Arc<BTreeMap<NodeId, String>>,
+    task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl<S: StateMachine> Clone for RaftNode<S> {
+    fn clone(&self) -> Self {
+        RaftNode {
+            requests: self.requests.clone(),
+            inbox: self.inbox.clone(),
+            status: self.status.clone(),
+            addresses: self.addresses.clone(),
+            task: self.task.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> RaftNode<S> {
+    /// Starts a node: recovers its state from `config.data_dir`, and runs
+    /// until [`stop`](Self::stop). Messages from peers go into
+    /// [`inbox`](Self::inbox); messages to peers go out through `transport`.
+    pub fn start(
+        config: NodeConfig,
+        mut state_machine: S,
+        transport: impl Transport,
+    ) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StartError::Config(format!(
+                "creating data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let opened = LogStore::open(&config)?;
+        let mut applied = 0;
+        if let Some((meta, data)) = &opened.snapshot {
+            state_machine
+                .restore(data)
+                .map_err(|reason| StartError::Snapshot {
+                    path: config.data_dir.clone(),
+                    reason,
+                })?;
+            applied = meta.last.index;
+        }
+        let storage = opened.store.storage();
+        // Election timeouts must differ between nodes and between runs.
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(
+            clock ^ config.id.rotate_left(32),
+        ));
+        let raw = RawNode::new(config.core_config(applied), storage, rng)?;
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(status_of(&raw, true));
+        let addresses = Arc::new(config.initial_members.clone());
+        let driver = Driver {
+            raw,
+            store: opened.store,
+            sm: state_machine,
+            transport,
+            config,
+            proposals: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            reads_waiting_index: BTreeMap::new(),
+            reads_waiting_apply: Vec::new(),
+            next_read: 0,
+            staging: BytesMut::new(),
+            applied,
+            last_snapshot: applied,
+            status: status_tx,
+            addresses: addresses.clone(),
+        };
+        let task = tokio::spawn(driver.run(requests_rx, inbox_rx));
+        Ok(RaftNode {
+            requests,
+            inbox,
+            status,
+            addresses,
+            task: Arc::new(std::sync::Mutex::new(Some(task))),
+        })
+    }
+
+    /// Where the transport delivers messages addressed to this node.
+    pub fn inbox(&self) -> MessageSink {
+        self.inbox.clone()
+    }
+
+    /// Proposes `command`; resolves with the state machine's response once it
+    /// is applied on this node (which must be the leader).
+    pub async fn propose(&self, command: S::Command) -> Result<S::Response, ProposeError> {
+        let data =
+            postcard::to_allocvec(&command).map_err(|e| ProposeError::Encode(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.send(Request::Propose(Bytes::from(data), tx))?;
+        rx.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// A linearizable read: `f` runs on the state machine once this node has
+    /// applied everything committed before the read began (ReadIndex,
+    /// confirmed by the leader; works on followers too).
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&S) -> R + Send + 'static,
+    ) -> Result<R, ReadError> {
+        let (tx, rx) = oneshot::channel();
+        let run: ReadFn<S> = Box::new(move |sm| {
+            let _ = tx.send(sm.map(f));
+        });
+        self.requests
+            .send(Request::Read(run))
+            .map_err(|_| ReadError::Stopped)?;
+        rx.await.map_err(|_| ReadError::Stopped)?
+    }
+
+    /// The index a linearizable read must wait for (ReadIndex), once applied here.
+    pub async fn read_index(&self) -> Result<Index, ReadError> {
+        let status = self.status.clone();
+        self.read(move |_| status.borrow().applied).await
+    }
+
+    /// Adds `id` as a learner: it receives the log but does not vote.
+    pub async fn add_learner(&self, id: NodeId) -> Result<ConfState, ProposeError> {
+        self.change_membership(ConfChange::add_learner(id)).await
+    }
+
+    /// Promotes learner `id` to voter (refused until it has caught up).
+    pub async fn promote(&self, id: NodeId) -> Result<ConfState, ProposeError> {
+        self.change_membership(ConfChange::add_voter(id)).await
+    }
+
+    /// Removes `id` (voter or learner) from the cluster.
+    pub async fn remove(&self, id: NodeId) -> Result<ConfState, ProposeError> {
+        self.change_membership(ConfChange::remove(id)).await
+    }
+
+    /// Any membership change; resolves with the membership once applied here.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<ConfState, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Request::ConfChange(change, tx))?;
+        rx.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Hands leadership to voter `to`.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), TransferError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Transfer(to, tx))
+            .map_err(|_| TransferError::Stopped)?;
+        rx.await.map_err(|_| TransferError::Stopped)?
+    }
+
+    /// The node's current status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A channel that tells of every status change, leadership included.
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// The configured address of `id`, if known.
+    pub fn address_of(&self, id: NodeId) -> Option<String> {
+        self.addresses.get(&id).cloned()
+    }
+
+    /// Stops the node and waits for its task to end. Pending requests fail
+    /// with `Stopped`; everything acknowledged is durable.
+    pub async fn stop(&self) {
+        let _ = self.requests.send(Request::Stop);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    fn send(&self, request: Request<S>) -> Result<(), ProposeError> {
+        self.requests
+            .send(request)
+            .map_err(|_| ProposeError::Stopped)
+    }
+}
+
+fn status_of(raw: &RawNode<MemStorage>, running: bool) -> Status {
+    let s = raw.status();
+    Status {
+        id: s.id,
+        role: s.soft_state.role,
+        leader: s.soft_state.leader,
+        term: s.hard_state.term,
+        commit: s.hard_state.commit,
+        applied: s.applied,
+        conf_state: raw.conf_state(),
+        running,
+    }
+}
+
+/// A proposal waiting for its entry to be applied.
+struct Waiter<T> {
+    term: u64,
+    reply: oneshot::Sender<Result<T, ProposeError>>,
+}
+
+/// The task that owns the core, the store and the state machine.
+struct Driver<S: StateMachine, T> {
+    raw: RawNode<MemStorage>,
+    store: LogStore,
+    sm: S,
+    transport: T,
+    config: NodeConfig,
+    proposals: BTreeMap<Index, Waiter<S::Response>>,
+    changes: BTreeMap<Index, Waiter<ConfState>>,
+    /// Reads sent for confirmation: request id → (deadline, reader).
+    reads_waiting_index: BTreeMap<u64, (Instant, ReadFn<S>)>,
+    /// Confirmed reads waiting for the applied index to reach theirs.
+    reads_waiting_apply: Vec<(Index, ReadFn<S>)>,
+    next_read: u64,
+    /// Chunks of a snapshot being received.
+    staging: BytesMut,
+    /// The last index applied to the state machine.
+    applied: Index,
+    last_snapshot: Index,
+    status: watch::Sender<Status>,
+    addresses: Arc<BTreeMap<NodeId, String>>,
+}
+
+/// How many queued inputs one loop turn takes before handling a Ready.
+const MAX_BATCH: usize = 4096;
+
+impl<S: StateMachine, T: Transport> Driver<S, T> {
+    async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request<S>>,
+        mut inbox: mpsc::UnboundedReceiver<Vec<Message>>,
+    ) {
+        let mut ticker = tokio::time::interval(self.config.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut stop = false;
+            tokio::select! {
+                _ = ticker.tick() => self.tick(),
+                request = requests.recv() => match request {
+                    Some(r) => stop |= self.handle(r),
+                    None => stop = true,
+                },
+                batch = inbox.recv() => {
+                    if let Some(batch) = batch {
+                        self.step(batch);
+                    }
+                }
+            }
+            // Take whatever else is queued, so one Ready carries it all.
+            for _ in 0..MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(r) => stop |= self.handle(r),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..MAX_BATCH {
+                match inbox.try_recv() {
+                    Ok(batch) => self.step(batch),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.handle_readies() {
+                tracing::error!(id = self.config.id, error = %e, "cannot persist; stopping the node");
+                stop = true;
+            }
+            self.publish_status(!stop);
+            if stop {
+                break;
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        self.raw.tick();
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .reads_waiting_index
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((_, read)) = self.reads_waiting_index.remove(&id) {
+                read(Err(ReadError::Timeout));
+            }
+        }
+    }
+
+    fn step(&mut self, batch: Vec<Message>) {
+        for m in batch {
+            if let Err(e) = self.raw.step(m) {
+                tracing::debug!(id = self.config.id, error = %e, "dropped a message");
+            }
+        }
+    }
+
+    /// Handles one request; returns true to stop.
+    fn handle(&mut self, request: Request<S>) -> bool {
+        match request {
+            Request::Propose(data, reply) => match self.raw.propose(data) {
+                Ok(id) => {
+                    self.proposals.insert(
+                        id.index,
+                        Waiter {
+                            term: id.term,
+                            reply,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(self.refusal(e)));
+                }
+            },
+            Request::ConfChange(change, reply) => match self.raw.propose_conf_change(change) {
+                Ok(id) => {
+                    self.changes.insert(
+                        id.index,
+                        Waiter {
+                            term: id.term,
+                            reply,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(self.refusal(e)));
+                }
+            },
+            Request::Read(read) => {
+                self.next_read += 1;
+                match self.raw.read_index(self.next_read) {
+                    Ok(()) => {
+                        let deadline = Instant::now()
+                            + self.config.tick_interval * (2 * self.config.election_ticks);
+                        self.reads_waiting_index
+                            .insert(self.next_read, (deadline, read));
+                    }
+                    Err(ReadIndexError::NoLeader) => read(Err(ReadError::NoLeader)),
+                }
+            }
+            Request::Transfer(to, reply) => {
+                let _ = reply.send(self.raw.transfer_leader(to).map_err(TransferError::from));
+            }
+            Request::Stop => return true,
+        }
+        false
+    }
+
+    fn refusal(&self, e: keel_raft::ProposeError) -> ProposeError {
+        match e {
+            keel_raft::ProposeError::NotLeader { leader } => ProposeError::NotLeader {
+                leader,
+                address: leader.and_then(|l| self.addresses.get(&l).cloned()),
+            },
+            other => ProposeError::Refused(other),
+        }
+    }
+
+    fn handle_readies(&mut self) -> Result<(), StoreError> {
+        while self.raw.has_ready() {
+            let ready = self.raw.ready();
+            self.handle_ready(ready)?;
+            self.raw.advance();
+        }
+        self.maybe_snapshot()
+    }
+
+    fn handle_ready(&mut self, ready: Ready) -> Result<(), StoreError> {
+        // The leader's appends go out first, so the network overlaps the fsync.
+        self.send(ready.messages);
+        for chunk in ready.snapshot_chunks {
+            if chunk.offset == 0 {
+                self.staging.clear();
+            }
+            self.staging.extend_from_slice(&chunk.data);
+        }
+        if let Some(meta) = ready.snapshot {
+            let data = self.staging.split().freeze();
+            if let Err(reason) = self.sm.restore(&data) {
+                tracing::error!(id = self.config.id, %reason, "the state machine refused a snapshot");
+                return Err(StoreError::Log(keel_raft::StorageError::Other(reason)));
+            }
+            let index = meta.last.index;
+            self.store.install_snapshot(meta, data)?;
+            self.last_snapshot = index;
+            self.applied = index;
+            self.settle_before(index + 1, ProposeError::Indeterminate);
+        }
+        self.store.persist(&ready.entries, ready.hard_state)?;
+        self.send(ready.persisted_messages);
+        for entry in ready.committed_entries {
+            self.apply(entry);
+        }
+        if let Some(cs) = ready.conf_state {
+            self.store.set_conf_state(cs);
+        }
+        for rs in ready.read_states {
+            if let Some((_, read)) = self.reads_waiting_index.remove(&rs.request) {
+                self.reads_waiting_apply.push((rs.index, read));
+            }
+        }
+        self.run_reads();
+        Ok(())
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        let mut by_peer: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
+        for m in messages {
+            by_peer.entry(m.to).or_default().push(m);
+        }
+        for (to, batch) in by_peer {
+            self.transport.send(to, batch);
+        }
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        let index = entry.index;
+        // Proposals at lower indexes were overwritten and never reached here.
+        self.settle_before(index, ProposeError::Lost);
+        self.applied = index;
+        match entry.kind {
+            EntryKind::Normal if entry.data.is_empty() => {}
+            EntryKind::Normal => match postcard::from_bytes::<S::Command>(&entry.data) {
+                Ok(command) => {
+                    let response = self.sm.apply(index, command);
+                    if let Some(w) = self.proposals.remove(&index) {
+                        let result = if w.term == entry.term {
+                            Ok(response)
+                        } else {
+                            Err(ProposeError::Lost)
+                        };
+                        let _ = w.reply.send(result);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(id = self.config.id, index, error = %e, "skipping a command that does not decode");
+                }
+            },
+            EntryKind::ConfChange => {
+                if let Some(w) = self.changes.remove(&index) {
+                    let result = if w.term == entry.term {
+                        Ok(self.raw.conf_state())
+                    } else {
+                        Err(ProposeError::Lost)
+                    };
+                    let _ = w.reply.send(result);
+                }
+            }
+        }
+        if let Some(w) = self.proposals.remove(&index) {
+            let _ = w.reply.send(Err(ProposeError::Lost));
+        }
+    }
+
+    /// Waiters below `index` can no longer be applied here: their entries
+    /// were replaced (`Lost`), or a snapshot skipped them (`Indeterminate`).
+    fn settle_before(&mut self, index: Index, error: ProposeError) {
+        let later = self.proposals.split_off(&index);
+        for (_, w) in std::mem::replace(&mut self.proposals, later) {
+            let _ = w.reply.send(Err(error.clone()));
+        }
+        let later = self.changes.split_off(&index);
+        for (_, w) in std::mem::replace(&mut self.changes, later) {
+            let _ = w.reply.send(Err(error.clone()));
+        }
+    }
+
+    fn run_reads(&mut self) {
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
+            .into_iter()
+            .partition(|(i, _)| *i <= applied);
+        self.reads_waiting_apply = waiting;
+        for (_, read) in ready {
+            read(Ok(&self.sm));
+        }
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
+        let applied = self.applied;
+        if applied < self.last_snapshot + self.config.snapshot_threshold {
+            return Ok(());
+        }
+        let Ok(term) = self.raw.log_term(applied) else {
+            return Ok(());
+        };
+        let data = self.sm.snapshot();
+        let last = EntryId {
+            term,
+            index: applied,
+        };
+        self.store.compact(last, self.raw.conf_state(), data)?;
+        self.last_snapshot = applied;
+        tracing::info!(
+            id = self.config.id,
+            index = applied,
+            "snapshot taken, log compacted"
+        );
+        Ok(())
+    }
+
+    fn publish_status(&self, running: bool) {
+        let next = status_of(&self.raw, running);
+        self.status.send_if_modified(|s| {
+            let changed = *s != next;
+            *s = next;
+            changed
+        });
+    }
+}
