@@ -1,44 +1,13 @@
 //! A replicated key-value map on three nodes in one process, over in-memory
 //! channels. Run: `cargo run -p keel-node --example local_kv`.
 
+mod kv;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
-use keel_node::{LocalNetwork, NodeConfig, RaftNode, Role, StateMachine};
-use serde::{Deserialize, Serialize};
-
-/// The replicated state: a map from keys to values.
-#[derive(Default)]
-struct Kv(BTreeMap<String, String>);
-
-/// What clients can ask for.
-#[derive(Serialize, Deserialize)]
-enum Command {
-    Put { key: String, value: String },
-}
-
-impl StateMachine for Kv {
-    type Command = Command;
-    type Response = Option<String>; // The previous value.
-
-    fn apply(&mut self, _index: u64, command: Command) -> Option<String> {
-        match command {
-            Command::Put { key, value } => self.0.insert(key, value),
-        }
-    }
-
-    fn snapshot(&self) -> Bytes {
-        postcard::to_allocvec(&self.0)
-            .expect("a map always encodes")
-            .into()
-    }
-
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.0 = postcard::from_bytes(snapshot).map_err(|e| e.to_string())?;
-        Ok(())
-    }
-}
+use keel_node::{LocalNetwork, NodeConfig, RaftNode, Role};
+use kv::{put, Kv};
 
 #[tokio::main]
 async fn main() {
@@ -55,16 +24,12 @@ async fn main() {
         nodes.push(node);
     }
 
-    // Wait for a leader, then write through it and read from a follower.
+    // Wait for a leader, write through it, read from a follower.
     let leader = loop {
         if let Some(n) = nodes.iter().find(|n| n.status().role == Role::Leader) {
             break n.clone();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let put = |k: &str, v: &str| Command::Put {
-        key: k.into(),
-        value: v.into(),
     };
     leader
         .propose(put("color", "blue"))

@@ -11,8 +11,10 @@
 //! leave once it is durable, committed commands are applied, and waiting
 //! proposals and reads are answered.
 
+pub mod codec;
 mod config;
 mod error;
+mod grpc;
 mod node;
 mod state_machine;
 mod store;
@@ -20,6 +22,7 @@ mod transport;
 
 pub use config::NodeConfig;
 pub use error::{ProposeError, ReadError, StartError, TransferError};
+pub use grpc::{serve, GrpcTransport, RaftService};
 pub use keel_raft::{ConfChange, ConfChangeOp, ConfState, Index, NodeId, Role};
 pub use node::{RaftNode, Status};
 pub use state_machine::StateMachine;

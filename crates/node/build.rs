@@ -1,0 +1,12 @@
+//! Compiles proto/raft.proto with protox (pure Rust: no protoc needed).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=../../proto/raft.proto");
+    let fds = protox::compile(["raft.proto"], ["../../proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".")
+        .compile_fds(fds)?;
+    Ok(())
+}

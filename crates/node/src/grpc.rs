@@ -1,0 +1,201 @@
+//! The gRPC transport: one long-lived client stream per peer carrying
+//! batches of messages, reconnecting with backoff; and the service that
+//! receives them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_raft::{Message, NodeId};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::codec::{self, pb};
+use crate::transport::{MessageSink, Transport};
+
+/// Batches queued per peer while its stream (re)connects; more are dropped
+/// (Raft retransmits).
+const QUEUE: usize = 1024;
+/// The largest batch accepted from a peer.
+const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Sends messages to peers over gRPC.
+#[derive(Clone)]
+pub struct GrpcTransport {
+    cluster_id: u64,
+    addresses: Arc<Mutex<BTreeMap<NodeId, String>>>,
+    streams: Arc<Mutex<BTreeMap<NodeId, mpsc::Sender<pb::MessageBatch>>>>,
+}
+
+impl GrpcTransport {
+    /// A transport for cluster `cluster_id` whose peers listen at `addresses`
+    /// (`host:port`).
+    pub fn new(cluster_id: u64, addresses: BTreeMap<NodeId, String>) -> Self {
+        GrpcTransport {
+            cluster_id,
+            addresses: Arc::new(Mutex::new(addresses)),
+            streams: Arc::default(),
+        }
+    }
+
+    /// Adds or changes a peer's address (after a membership change).
+    pub fn set_address(&self, id: NodeId, address: String) {
+        self.addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, address);
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    fn stream_to(&self, to: NodeId) -> Option<mpsc::Sender<pb::MessageBatch>> {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = streams.get(&to).filter(|s| !s.is_closed()) {
+            return Some(s.clone());
+        }
+        let address = self
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to)?
+            .clone();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(stream_to_peer(to, address, rx));
+        streams.insert(to, tx.clone());
+        Some(tx)
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, to: NodeId, messages: Vec<Message>) {
+        let Some(stream) = self.stream_to(to) else {
+            tracing::debug!(to, "no address for peer; dropping messages");
+            return;
+        };
+        let batch = pb::MessageBatch {
+            cluster_id: self.cluster_id,
+            messages: messages.iter().map(codec::to_pb).collect(),
+        };
+        if stream.try_send(batch).is_err() {
+            tracing::debug!(to, "peer stream is backed up; dropping a batch");
+        }
+    }
+}
+
+/// Keeps one stream open to `peer`, reconnecting with exponential backoff.
+async fn stream_to_peer(
+    peer: NodeId,
+    address: String,
+    mut batches: mpsc::Receiver<pb::MessageBatch>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match pb::raft_transport_client::RaftTransportClient::connect(format!("http://{address}"))
+            .await
+        {
+            Ok(client) => {
+                backoff = Duration::from_millis(50);
+                let mut client = client.max_encoding_message_size(MAX_BATCH_BYTES);
+                let (tx, rx) = mpsc::channel(QUEUE);
+                let mut call = Box::pin(client.stream(ReceiverStream::new(rx)));
+                loop {
+                    tokio::select! {
+                        result = &mut call => {
+                            if let Err(e) = result {
+                                tracing::debug!(peer, error = %e, "peer stream ended");
+                            }
+                            break;
+                        }
+                        batch = batches.recv() => {
+                            let Some(batch) = batch else { return };
+                            if tx.send(batch).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(peer, %address, error = %e, "cannot connect to peer"),
+        }
+        // What queued up while disconnected is stale: Raft will resend.
+        while batches.try_recv().is_ok() {}
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        if batches.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Receives peers' streams and feeds the node's inbox.
+pub struct RaftService {
+    cluster_id: u64,
+    inbox: MessageSink,
+}
+
+impl RaftService {
+    /// A service for cluster `cluster_id` delivering into `inbox`.
+    pub fn new(cluster_id: u64, inbox: MessageSink) -> Self {
+        RaftService { cluster_id, inbox }
+    }
+
+    /// The tonic service, ready to add to a server.
+    pub fn into_server(self) -> pb::raft_transport_server::RaftTransportServer<RaftService> {
+        pb::raft_transport_server::RaftTransportServer::new(self)
+            .max_decoding_message_size(MAX_BATCH_BYTES)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::raft_transport_server::RaftTransport for RaftService {
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::MessageBatch>>,
+    ) -> Result<Response<pb::StreamClosed>, Status> {
+        let remote = request.remote_addr();
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            if batch.cluster_id != self.cluster_id {
+                tracing::warn!(
+                    ?remote,
+                    theirs = batch.cluster_id,
+                    ours = self.cluster_id,
+                    "refusing a peer of another cluster"
+                );
+                return Err(Status::permission_denied(format!(
+                    "this node belongs to cluster {}, not {}",
+                    self.cluster_id, batch.cluster_id
+                )));
+            }
+            let mut messages = Vec::with_capacity(batch.messages.len());
+            for m in batch.messages {
+                match codec::from_pb(m) {
+                    Ok(m) => messages.push(m),
+                    Err(e) => {
+                        tracing::warn!(?remote, error = %e, "dropping a malformed peer message")
+                    }
+                }
+            }
+            if self.inbox.send(messages).is_err() {
+                return Err(Status::unavailable("the node has stopped"));
+            }
+        }
+        Ok(Response::new(pb::StreamClosed {}))
+    }
+}
+
+/// Serves the Raft transport on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: RaftService,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
