@@ -157,7 +157,15 @@ impl pb::raft_transport_server::RaftTransport for RaftService {
     ) -> Result<Response<pb::StreamClosed>, Status> {
         let remote = request.remote_addr();
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
+        loop {
+            let batch = tokio::select! {
+                // A stopped node ends its peers' streams, so servers shut down promptly.
+                _ = self.inbox.closed() => return Err(Status::unavailable("the node has stopped")),
+                batch = stream.message() => match batch? {
+                    Some(batch) => batch,
+                    None => break,
+                },
+            };
             if batch.cluster_id != self.cluster_id {
                 tracing::warn!(
                     ?remote,

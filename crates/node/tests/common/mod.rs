@@ -1,20 +1,29 @@
-//! Clusters of real nodes (tokio tasks, WALs on disk) over the in-process
-//! transport: election, fail-over, restart, snapshots, membership changes.
+//! A cluster of real nodes (tokio tasks, WALs on disk) for integration
+//! tests, over either the in-process transport or gRPC on loopback, and the
+//! scenarios both transports must pass.
+
+#![allow(dead_code)] // Each test binary uses its own share of the harness.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_node::{LocalNetwork, NodeConfig, ProposeError, RaftNode, Role, StateMachine};
+use keel_node::{
+    serve, GrpcTransport, LocalNetwork, NodeConfig, ProposeError, RaftNode, RaftService, Role,
+    StateMachine,
+};
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// A counter map: each command adds to a key and returns the new value.
 #[derive(Default)]
-struct Counters(BTreeMap<String, u64>);
+pub struct Counters(pub BTreeMap<String, u64>);
 
+/// Adds `.1` to key `.0`.
 #[derive(Serialize, Deserialize)]
-struct Add(String, u64);
+pub struct Add(pub String, pub u64);
 
 impl StateMachine for Counters {
     type Command = Add;
@@ -36,28 +45,70 @@ impl StateMachine for Counters {
     }
 }
 
-struct Cluster {
+/// Which transport the cluster runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Net {
+    /// In-process channels.
+    Local,
+    /// gRPC on 127.0.0.1.
+    Grpc,
+}
+
+const CLUSTER_ID: u64 = 42;
+
+/// A running gRPC server and how to stop it.
+struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+pub struct Cluster {
     _dir: tempfile::TempDir,
-    root: PathBuf,
-    network: LocalNetwork,
-    nodes: BTreeMap<u64, RaftNode<Counters>>,
-    members: BTreeMap<u64, String>,
+    pub root: PathBuf,
+    net: Net,
+    local: LocalNetwork,
+    servers: BTreeMap<u64, Server>,
+    pub nodes: BTreeMap<u64, RaftNode<Counters>>,
+    /// Every node that may ever run (including spares), with its address.
+    pub addresses: BTreeMap<u64, String>,
+    /// The voters the cluster starts with.
+    bootstrap: BTreeMap<u64, String>,
     snapshot_threshold: u64,
 }
 
 impl Cluster {
-    async fn new(size: u64, snapshot_threshold: u64) -> Cluster {
+    /// Starts `size` voters; `spares` more ids get addresses for later.
+    pub async fn new(net: Net, size: u64, spares: u64, snapshot_threshold: u64) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
+        let mut addresses = BTreeMap::new();
+        for id in 1..=size + spares {
+            let address = match net {
+                Net::Local => format!("node-{id}"),
+                Net::Grpc => {
+                    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    l.local_addr().unwrap().to_string()
+                }
+            };
+            addresses.insert(id, address);
+        }
+        let bootstrap = addresses
+            .iter()
+            .filter(|(id, _)| **id <= size)
+            .map(|(i, a)| (*i, a.clone()))
+            .collect();
         let mut c = Cluster {
             root: dir.path().to_path_buf(),
             _dir: dir,
-            network: LocalNetwork::new(),
+            net,
+            local: LocalNetwork::new(),
+            servers: BTreeMap::new(),
             nodes: BTreeMap::new(),
-            members: (1..=size).map(|id| (id, format!("node-{id}"))).collect(),
+            addresses,
+            bootstrap,
             snapshot_threshold,
         };
         for id in 1..=size {
-            c.start(id, true);
+            c.start(id, true).await;
         }
         c
     }
@@ -65,34 +116,67 @@ impl Cluster {
     fn config(&self, id: u64, bootstrap: bool) -> NodeConfig {
         let mut config = NodeConfig::new(id, self.root.join(id.to_string()));
         if bootstrap {
-            config.initial_members = self.members.clone();
+            config.initial_members = self.bootstrap.clone();
         }
         config.tick_interval = Duration::from_millis(10);
         config.snapshot_threshold = self.snapshot_threshold;
         config
     }
 
-    fn start(&mut self, id: u64, bootstrap: bool) {
-        let node = RaftNode::start(
-            self.config(id, bootstrap),
-            Counters::default(),
-            self.network.transport(id),
-        )
-        .expect("node starts");
-        self.network.register(id, node.inbox());
+    /// Starts node `id` (as a member of the initial cluster, or as a new node).
+    pub async fn start(&mut self, id: u64, bootstrap: bool) {
+        let config = self.config(id, bootstrap);
+        let node = match self.net {
+            Net::Local => {
+                let node = RaftNode::start(config, Counters::default(), self.local.transport(id))
+                    .expect("starts");
+                self.local.register(id, node.inbox());
+                node
+            }
+            Net::Grpc => {
+                let transport = GrpcTransport::new(CLUSTER_ID, self.addresses.clone());
+                let node = RaftNode::start(config, Counters::default(), transport).expect("starts");
+                let mut listener = None;
+                for _ in 0..100 {
+                    match tokio::net::TcpListener::bind(&self.addresses[&id]).await {
+                        Ok(l) => {
+                            listener = Some(l);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+                let listener = listener.expect("the node's port frees up");
+                let (stop, stopped) = oneshot::channel::<()>();
+                let service = RaftService::new(CLUSTER_ID, node.inbox());
+                let task = tokio::spawn(async move {
+                    let _ = serve(listener, service, async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                });
+                self.servers.insert(id, Server { stop, task });
+                node
+            }
+        };
         self.nodes.insert(id, node);
     }
 
-    async fn stop(&mut self, id: u64) {
-        self.network.unregister(id);
+    /// Kills node `id`'s task (and its server); its disk stays.
+    pub async fn stop(&mut self, id: u64) {
+        self.local.unregister(id);
         if let Some(node) = self.nodes.remove(&id) {
             node.stop().await;
         }
+        if let Some(server) = self.servers.remove(&id) {
+            let _ = server.stop.send(());
+            let _ = server.task.await;
+        }
     }
 
-    /// Waits for a leader among the running nodes that all of them agree on.
-    async fn leader(&self) -> RaftNode<Counters> {
-        for _ in 0..500 {
+    /// Waits for a leader that every member among the running nodes follows.
+    pub async fn leader(&self) -> RaftNode<Counters> {
+        for _ in 0..1000 {
             let leaders: Vec<_> = self
                 .nodes
                 .values()
@@ -120,7 +204,7 @@ impl Cluster {
     }
 
     /// Proposes through whoever leads, retrying across leader changes.
-    async fn add(&self, key: &str, n: u64) -> u64 {
+    pub async fn add(&self, key: &str, n: u64) -> u64 {
         for _ in 0..100 {
             let leader = self.leader().await;
             match leader.propose(Add(key.to_string(), n)).await {
@@ -135,7 +219,8 @@ impl Cluster {
         panic!("could not commit");
     }
 
-    async fn read(&self, id: u64, key: &str) -> Option<u64> {
+    /// A linearizable read of `key` on node `id`.
+    pub async fn read(&self, id: u64, key: &str) -> Option<u64> {
         let key = key.to_string();
         for _ in 0..100 {
             let key = key.clone();
@@ -147,8 +232,8 @@ impl Cluster {
         panic!("node {id} could not read");
     }
 
-    async fn wait_applied(&self, id: u64, index: u64) {
-        for _ in 0..500 {
+    pub async fn wait_applied(&self, id: u64, index: u64) {
+        for _ in 0..1000 {
             if self.nodes[&id].status().applied >= index {
                 return;
             }
@@ -158,9 +243,10 @@ impl Cluster {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn elects_commits_and_reads_linearizably_from_followers() {
-    let c = Cluster::new(3, 10_000).await;
+// ----- scenarios ----------------------------------------------------------
+
+pub async fn elects_commits_and_reads_linearizably_from_followers(net: Net) {
+    let c = Cluster::new(net, 3, 1, 10_000).await;
     assert_eq!(c.add("a", 2).await, 2);
     assert_eq!(c.add("a", 3).await, 5);
     let leader = c.leader().await.status().id;
@@ -178,15 +264,14 @@ async fn elects_commits_and_reads_linearizably_from_followers() {
             address: Some(addr),
         }) => {
             assert_eq!(l, leader);
-            assert_eq!(addr, format!("node-{leader}"));
+            assert_eq!(addr, c.addresses[&leader]);
         }
         other => panic!("expected NotLeader, got {other:?}"),
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fails_over_when_the_leader_stops_and_loses_no_acknowledged_write() {
-    let mut c = Cluster::new(3, 10_000).await;
+pub async fn fails_over_when_the_leader_stops_and_loses_no_acknowledged_write(net: Net) {
+    let mut c = Cluster::new(net, 3, 1, 10_000).await;
     let mut total = 0;
     for _ in 0..20 {
         total = c.add("k", 1).await;
@@ -199,15 +284,14 @@ async fn fails_over_when_the_leader_stops_and_loses_no_acknowledged_write() {
         total = c.add("k", 1).await;
     }
     assert_eq!(total, 40);
-    c.start(old, true);
+    c.start(old, true).await;
     let leader = c.leader().await;
     c.wait_applied(old, leader.status().commit).await;
     assert_eq!(c.read(old, "k").await, Some(40));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_cluster_recovers_everything_from_its_wal() {
-    let mut c = Cluster::new(3, 10_000).await;
+pub async fn a_restarted_cluster_recovers_everything_from_its_wal(net: Net) {
+    let mut c = Cluster::new(net, 3, 1, 10_000).await;
     for i in 0..30 {
         c.add(&format!("k{}", i % 3), 1).await;
     }
@@ -215,7 +299,7 @@ async fn a_restarted_cluster_recovers_everything_from_its_wal() {
         c.stop(id).await;
     }
     for id in [1, 2, 3] {
-        c.start(id, true);
+        c.start(id, true).await;
     }
     for id in [1, 2, 3] {
         for k in 0..3 {
@@ -225,9 +309,8 @@ async fn a_restarted_cluster_recovers_everything_from_its_wal() {
     assert_eq!(c.add("k0", 1).await, 11);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lagging_node_catches_up_by_snapshot() {
-    let mut c = Cluster::new(3, 20).await;
+pub async fn a_lagging_node_catches_up_by_snapshot(net: Net) {
+    let mut c = Cluster::new(net, 3, 1, 20).await;
     c.add("x", 1).await;
     let leader = c.leader().await.status().id;
     let lagging = [1, 2, 3].into_iter().find(|&i| i != leader).unwrap();
@@ -236,7 +319,7 @@ async fn a_lagging_node_catches_up_by_snapshot() {
         c.add("x", 1).await;
     }
     // The leader has compacted its log past what the stopped node holds.
-    c.start(lagging, true);
+    c.start(lagging, true).await;
     let commit = c.leader().await.status().commit;
     c.wait_applied(lagging, commit).await;
     assert_eq!(c.read(lagging, "x").await, Some(101));
@@ -249,14 +332,12 @@ async fn a_lagging_node_catches_up_by_snapshot() {
             .starts_with("snap-")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_learner_joins_under_load_and_is_promoted_then_the_leader_is_removed() {
-    let mut c = Cluster::new(3, 50).await;
+pub async fn a_learner_joins_under_load_and_is_promoted_then_the_leader_is_removed(net: Net) {
+    let mut c = Cluster::new(net, 3, 1, 50).await;
     for _ in 0..60 {
         c.add("w", 1).await;
     }
-    c.members.insert(4, "node-4".into());
-    c.start(4, false);
+    c.start(4, false).await;
     let leader = c.leader().await;
     leader.add_learner(4).await.expect("learner added");
     for _ in 0..30 {
