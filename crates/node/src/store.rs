@@ -56,8 +56,22 @@ impl LogStore {
             sync: config.sync_wal,
             ..WalOptions::default()
         };
-        let (wal, recovered) = Wal::open(dir.join("wal"), options)?;
+        let (mut wal, mut recovered) = Wal::open(dir.join("wal"), options)?;
         let voters: Vec<NodeId> = config.initial_members.keys().copied().collect();
+        let fresh = recovered.entries.is_empty() && recovered.snapshot.is_none();
+        if fresh && !voters.is_empty() {
+            // A new cluster: every initial member starts from the same first
+            // entry, which records the initial membership in the log.
+            let entry = keel_raft::bootstrap_entry(&voters);
+            let hs = HardState {
+                term: 1,
+                vote: None,
+                commit: 1,
+            };
+            wal.append(std::slice::from_ref(&entry), Some(hs))?;
+            recovered.entries.push(entry);
+            recovered.hard_state = hs;
+        }
         let mem = MemStorage::new(ConfState::with_voters(&voters));
         let snapshot = match recovered.snapshot {
             Some(id) => {

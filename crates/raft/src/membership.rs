@@ -188,6 +188,22 @@ impl Reader<'_> {
     }
 }
 
+/// The first log entry of a new cluster: a membership change adding
+/// `voters`. Every initial member starts with this entry at index 1, term 1,
+/// already committed (hard state term 1, commit 1, and
+/// `ConfState::with_voters(voters)`), so that nodes added later learn the
+/// initial membership from the log like any later change (or from a
+/// snapshot, which carries it).
+pub fn bootstrap_entry(voters: &[NodeId]) -> crate::message::Entry {
+    let ops = voters.iter().map(|&v| ConfChangeOp::AddVoter(v)).collect();
+    crate::message::Entry {
+        term: 1,
+        index: 1,
+        kind: crate::message::EntryKind::ConfChange,
+        data: ConfChange::many(ops).encode(),
+    }
+}
+
 /// The membership in effect on a node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
@@ -408,6 +424,17 @@ mod tests {
             m.apply(&ConfChange::add_voter(0)),
             Err(ConfChangeError::ZeroId)
         );
+    }
+
+    #[test]
+    fn the_bootstrap_entry_makes_the_initial_voters_from_nothing() {
+        let entry = bootstrap_entry(&[1, 2, 3]);
+        let change = ConfChange::decode(&entry.data).unwrap();
+        let m = Membership::default().apply(&change).unwrap();
+        assert!(!m.is_joint());
+        assert_eq!(ids(m.voters.incoming.voters()), vec![1, 2, 3]);
+        let again = m.apply(&change).unwrap();
+        assert_eq!(again, m, "re-applying it on a member changes nothing");
     }
 
     #[test]

@@ -498,6 +498,19 @@ impl<S: Storage> Raft<S> {
             {
                 return Err(self.invalid(m, "last log entry inconsistent with the term"));
             }
+            MessageBody::Snapshot(c)
+                if c.offset
+                    .checked_add(c.data.len() as u64)
+                    .is_none_or(|end| end > c.meta.size) =>
+            {
+                return Err(self.invalid(
+                    m,
+                    format!(
+                        "chunk at {} runs past the snapshot size {}",
+                        c.offset, c.meta.size
+                    ),
+                ));
+            }
             _ => {}
         }
         Ok(())

@@ -56,7 +56,7 @@ impl<S: Storage> Raft<S> {
                     // A newer snapshot replaced it: start over with that one, if
                     // it really is another one.
                     let newer = self.log.storage().snapshot_meta();
-                    return newer.is_ok_and(|n| n.last != meta.last) && self.start_snapshot(to);
+                    return newer.is_ok_and(|n| n != meta) && self.start_snapshot(to);
                 }
                 Err(e) => {
                     tracing::warn!(id = self.id, to, error = %e, "cannot read snapshot chunk");
@@ -104,27 +104,26 @@ impl<S: Storage> Raft<S> {
         from: NodeId,
         chunk: SnapshotChunk,
     ) -> Result<(), StepError> {
+        // `Raft::validate` refused chunks running past the snapshot's size.
         let index = chunk.meta.last.index;
         let committed = self.log.committed();
-        if chunk
-            .offset
-            .checked_add(chunk.data.len() as u64)
-            .is_none_or(|end| end > chunk.meta.size)
-        {
-            return Err(StepError::InvalidMessage {
-                from,
-                kind: "Snapshot",
-                term: self.term,
-                reason: format!(
-                    "chunk at {} runs past the snapshot size {}",
-                    chunk.offset, chunk.meta.size
-                ),
-            });
-        }
         if index <= committed {
             // We already hold everything it covers.
             self.receiving = None;
             self.ack_append(from, committed);
+            return Ok(());
+        }
+        if self.snapshot_to_install.is_some() {
+            // A snapshot completed and waits to be handed out for installing:
+            // the Ready it goes in must hold no chunk of a later one, since
+            // the caller writes chunks first and installs after. Have the
+            // leader start this one over.
+            let body = MessageBody::SnapshotResponse {
+                index,
+                next_offset: 0,
+                rejected: true,
+            };
+            self.send_after_persist(from, self.term, body);
             return Ok(());
         }
         if chunk.offset == 0 {
@@ -189,5 +188,60 @@ impl<S: Storage> Raft<S> {
         self.log.restore(meta.last);
         self.set_membership(Membership::from_conf_state(&meta.conf_state));
         self.snapshot_to_install = Some(meta);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rand::SeedableRng;
+
+    use crate::message::{ConfState, EntryId, Message, MessageBody, SnapshotChunk, SnapshotMeta};
+    use crate::{Config, MemStorage, RawNode};
+
+    fn chunk(index: u64, size: u64, offset: u64, data: &'static [u8]) -> Message {
+        let meta = SnapshotMeta {
+            last: EntryId { term: 1, index },
+            conf_state: ConfState::with_voters(&[1, 2, 3]),
+            size,
+        };
+        Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: MessageBody::Snapshot(SnapshotChunk {
+                meta,
+                offset,
+                data: Bytes::from_static(data),
+            }),
+        }
+    }
+
+    /// keel-sim seed 18 (3 nodes, partitions): the last chunk of one
+    /// snapshot and the first of the next arrived before one Ready; the
+    /// caller, writing chunks before installing, installed the wrong bytes.
+    #[test]
+    fn a_ready_installing_a_snapshot_holds_no_chunk_of_a_later_one() {
+        let storage = MemStorage::with_voters(&[1, 2, 3]);
+        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(1));
+        let mut node = RawNode::new(Config::new(1), storage, rng).unwrap();
+        node.step(chunk(10, 4, 0, b"abcd")).unwrap();
+        node.step(chunk(20, 8, 0, b"efgh")).unwrap();
+        let ready = node.ready();
+        assert_eq!(ready.snapshot.map(|m| m.last.index), Some(10));
+        assert_eq!(ready.snapshot_chunks.len(), 1);
+        assert_eq!(ready.snapshot_chunks[0].meta.last.index, 10);
+        // The leader is told to start the later one over.
+        assert!(ready.persisted_messages.iter().any(|m| matches!(
+            m.body,
+            MessageBody::SnapshotResponse {
+                index: 20,
+                next_offset: 0,
+                rejected: true
+            }
+        )));
+        node.advance();
+        node.step(chunk(20, 8, 0, b"efgh")).unwrap();
+        assert_eq!(node.ready().snapshot_chunks.len(), 1, "taken now");
     }
 }

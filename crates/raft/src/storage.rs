@@ -283,8 +283,9 @@ impl Storage for MemStorage {
         max_len: u64,
     ) -> Result<Bytes, StorageError> {
         let inner = self.read();
-        let Some((current, data)) = inner.snapshot.as_ref().filter(|(m, _)| m.last == meta.last)
-        else {
+        // The whole meta identifies a snapshot: one taken again at the same
+        // index may hold other bytes (and another size).
+        let Some((current, data)) = inner.snapshot.as_ref().filter(|(m, _)| m == meta) else {
             return Err(StorageError::SnapshotOutOfDate(meta.last.index));
         };
         let start = offset.min(current.size) as usize;
@@ -363,6 +364,18 @@ mod tests {
             s.snapshot_chunk(&meta, 0, 3),
             Err(StorageError::SnapshotOutOfDate(2))
         );
+        // keel-sim seed 9 (5 nodes, chaos): a snapshot taken again at the
+        // same index with other bytes was served under the old meta, and
+        // its chunks ran past the old size.
+        let again = s
+            .create_snapshot(3, ConfState::default(), Bytes::from_static(b"xy"))
+            .unwrap();
+        assert_eq!(again.last, newer.last);
+        assert_eq!(
+            s.snapshot_chunk(&newer, 0, 3),
+            Err(StorageError::SnapshotOutOfDate(3))
+        );
+        assert_eq!(&s.snapshot_chunk(&again, 0, 3).unwrap()[..], b"xy");
         s.apply_snapshot(
             SnapshotMeta {
                 last: EntryId { term: 5, index: 10 },

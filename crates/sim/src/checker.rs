@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-use keel_raft::{Entry, Index, NodeId, Term};
+use keel_raft::{Entry, Index, NodeId, StorageError, Term};
 
 /// Which property broke.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,10 +17,14 @@ pub enum Property {
     /// A committed entry is in the log of every leader of a later term.
     LeaderCompleteness,
     /// No two nodes apply different entries at one index; each node applies
-    /// every index once, in order.
+    /// every index once, in order; a snapshot installed at an index holds
+    /// the state every node that applied that index has.
     StateMachineSafety,
     /// Commit and applied indexes never go backwards on a node.
     Monotonicity,
+    /// A read returned a state older than one a completed operation had
+    /// already produced before the read started.
+    Linearizability,
     /// Once faults stop, a leader is elected and every proposal commits in time.
     Liveness,
     /// The node itself or its storage reported something impossible.
@@ -63,6 +67,14 @@ struct CommittedEntry {
     committed_by_term: Term,
 }
 
+/// An entry some node applied, and the state it led to.
+#[derive(Clone, Debug)]
+struct AppliedEntry {
+    term: Term,
+    data: Bytes,
+    digest: u64,
+}
+
 /// The global record the properties are checked against.
 #[derive(Debug, Default)]
 pub struct Checker {
@@ -72,7 +84,9 @@ pub struct Checker {
     /// on the index.
     seen: BTreeMap<(Index, Term), SeenEntry>,
     committed: BTreeMap<Index, CommittedEntry>,
-    applied: BTreeMap<Index, (Term, Bytes)>,
+    /// Every index any node applied: the entry, and the state machine digest
+    /// right after it.
+    applied: BTreeMap<Index, AppliedEntry>,
     /// Per node: the highest commit index seen in memory during the current
     /// life, the highest persisted one, and the highest applied one.
     commit_in_life: BTreeMap<NodeId, Index>,
@@ -100,12 +114,14 @@ impl Checker {
     }
 
     /// Leader Completeness: a new leader of `term` must hold every entry
-    /// committed by a leader of an earlier term. `term_at` reads its log.
+    /// committed by a leader of an earlier term. `term_at` reads its log; an
+    /// index it reports compacted is covered by the leader's snapshot, which
+    /// holds only committed entries (checked when snapshots are installed).
     pub fn check_leader_log(
         &self,
         node: NodeId,
         term: Term,
-        term_at: impl Fn(Index) -> Option<Term>,
+        term_at: impl Fn(Index) -> Result<Term, StorageError>,
     ) -> Result<(), Violation> {
         // By Log Matching it is enough to find the highest such entry.
         let Some((index, entry)) = self
@@ -117,7 +133,8 @@ impl Checker {
             return Ok(());
         };
         match term_at(*index) {
-            Some(t) if t == entry.term => Ok(()),
+            Ok(t) if t == entry.term => Ok(()),
+            Err(StorageError::Compacted(_)) => Ok(()),
             found => violation(
                 Property::LeaderCompleteness,
                 format!(
@@ -197,8 +214,14 @@ impl Checker {
         Ok(())
     }
 
-    /// State Machine Safety: `node` applies `entry` next.
-    pub fn observe_apply(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
+    /// State Machine Safety: `node` applies `entry` next, and its state
+    /// machine's digest becomes `digest`.
+    pub fn observe_apply(
+        &mut self,
+        node: NodeId,
+        entry: &Entry,
+        digest: u64,
+    ) -> Result<(), Violation> {
         let last = self.applied_by_node.entry(node).or_default();
         if entry.index != *last + 1 {
             return violation(
@@ -208,19 +231,60 @@ impl Checker {
         }
         *last = entry.index;
         match self.applied.get(&entry.index) {
-            Some((t, d)) if *t != entry.term || *d != entry.data => violation(
+            Some(a) if a.term != entry.term || a.data != entry.data => violation(
                 Property::StateMachineSafety,
                 format!(
                     "node {node} applied {}/{} where another node applied {}/{}",
-                    entry.index, entry.term, entry.index, t
+                    entry.index, entry.term, entry.index, a.term
+                ),
+            ),
+            Some(a) if a.digest != digest => violation(
+                Property::StateMachineSafety,
+                format!(
+                    "node {node} reached state {digest:#x} at {}, another node {:#x}",
+                    entry.index, a.digest
                 ),
             ),
             Some(_) => Ok(()),
             None => {
-                self.applied
-                    .insert(entry.index, (entry.term, entry.data.clone()));
+                let applied = AppliedEntry {
+                    term: entry.term,
+                    data: entry.data.clone(),
+                    digest,
+                };
+                self.applied.insert(entry.index, applied);
                 Ok(())
             }
+        }
+    }
+
+    /// State Machine Safety: `node` installed a snapshot of the state at
+    /// `index` with `digest`. Some node must have applied `index` and reached
+    /// that very state; the node's applied index jumps to `index`.
+    pub fn observe_snapshot(
+        &mut self,
+        node: NodeId,
+        index: Index,
+        digest: u64,
+    ) -> Result<(), Violation> {
+        let last = self.applied_by_node.entry(node).or_default();
+        if index <= *last {
+            return violation(
+                Property::StateMachineSafety,
+                format!("node {node} installed a snapshot at {index} after applying {last}"),
+            );
+        }
+        *last = index;
+        match self.applied.get(&index) {
+            Some(a) if a.digest == digest => Ok(()),
+            found => violation(
+                Property::StateMachineSafety,
+                format!(
+                    "node {node} installed a snapshot at {index} with state {digest:#x}; \
+                     nodes that applied {index} reached {:?}",
+                    found.map(|a| a.digest)
+                ),
+            ),
         }
     }
 
@@ -275,7 +339,7 @@ impl Checker {
 
     /// The payload applied at `index`, if any node applied it.
     pub fn applied_entry(&self, index: Index) -> Option<&Bytes> {
-        self.applied.get(&index).map(|(_, d)| d)
+        self.applied.get(&index).map(|a| &a.data)
     }
 }
 
@@ -315,22 +379,49 @@ mod tests {
     #[test]
     fn applying_different_entries_is_caught() {
         let mut c = Checker::default();
-        c.observe_apply(1, &ent(1, 1, b"a")).unwrap();
-        assert!(c.observe_apply(2, &ent(2, 1, b"b")).is_err());
-        assert!(c.observe_apply(1, &ent(1, 3, b"c")).is_err(), "a gap");
+        c.observe_apply(1, &ent(1, 1, b"a"), 11).unwrap();
+        assert!(c.observe_apply(2, &ent(2, 1, b"b"), 11).is_err());
+        assert!(
+            c.observe_apply(3, &ent(1, 1, b"a"), 12).is_err(),
+            "another state"
+        );
+        assert!(c.observe_apply(1, &ent(1, 3, b"c"), 13).is_err(), "a gap");
+    }
+
+    #[test]
+    fn snapshots_of_another_state_are_caught() {
+        let mut c = Checker::default();
+        c.observe_apply(1, &ent(1, 1, b"a"), 11).unwrap();
+        c.observe_apply(1, &ent(1, 2, b"b"), 12).unwrap();
+        c.observe_snapshot(2, 2, 12).unwrap();
+        c.observe_apply(2, &ent(1, 3, b"c"), 13).unwrap();
+        let err = c.observe_snapshot(3, 2, 99).unwrap_err();
+        assert_eq!(err.property, Property::StateMachineSafety);
+        assert!(c.observe_snapshot(4, 7, 0).is_err(), "nobody applied 7");
     }
 
     #[test]
     fn leader_missing_a_committed_entry_is_caught() {
         let mut c = Checker::default();
         c.observe_committed(1, 2, &[ent(2, 1, b"a")]).unwrap();
-        let log = |i: Index| (i == 1).then_some(1);
+        let log = |i: Index| {
+            if i == 1 {
+                Ok(1)
+            } else {
+                Err(StorageError::Unavailable(i))
+            }
+        };
         assert!(
             c.check_leader_log(3, 2, log).is_ok(),
             "same-term leaders are exempt"
         );
         let err = c.check_leader_log(3, 3, log).unwrap_err();
         assert_eq!(err.property, Property::LeaderCompleteness);
+        let compacted = |i: Index| Err(StorageError::Compacted(i));
+        assert!(
+            c.check_leader_log(3, 3, compacted).is_ok(),
+            "a snapshot covers it"
+        );
     }
 
     #[test]

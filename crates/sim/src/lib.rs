@@ -4,14 +4,20 @@
 //! clients run in virtual time from one seed: messages are delayed,
 //! reordered, duplicated and lost; links are cut one way or both; nodes crash
 //! (even halfway through handling a `Ready`) and restart with only what they
-//! persisted. After every step the [`checker`] verifies Raft's safety
-//! properties; once faults stop, the run must make progress within a bound.
+//! persisted. Nodes snapshot and compact at random, clients read from any
+//! node, and the membership and leadership change on request. After every
+//! step the [`checker`] verifies Raft's safety properties and [`reads`]
+//! checks that every read returned is linearizable; once faults stop, the
+//! run must make progress within a bound.
 //! A failure names its seed and the command that replays it.
 
 pub mod checker;
 pub mod network;
+pub mod reads;
+pub mod reconfig;
 pub mod scenario;
 pub mod simulation;
+pub mod state_machine;
 
 pub use checker::{Property, Violation};
 pub use scenario::Scenario;

@@ -22,7 +22,7 @@ struct Args {
     /// Cluster size; without --seed, batches alternate between 3 and 5.
     #[arg(long)]
     nodes: Option<u64>,
-    /// Fault profile (calm, lossy, partitions, crashes, chaos); without it,
+    /// Fault profile (calm, lossy, partitions, crashes, membership, chaos); without it,
     /// batches cycle through all of them.
     #[arg(long)]
     scenario: Option<Scenario>,

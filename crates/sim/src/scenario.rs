@@ -19,27 +19,33 @@ pub enum Scenario {
     Partitions,
     /// Crashes (also in the middle of handling a Ready) and restarts.
     Crashes,
+    /// Membership changes (the leader's own removal included) and
+    /// leadership transfers over a reordering network.
+    Membership,
     /// Everything at once.
     Chaos,
 }
 
 impl Scenario {
     /// Every scenario, in a fixed order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Calm,
         Scenario::Lossy,
         Scenario::Partitions,
         Scenario::Crashes,
+        Scenario::Membership,
         Scenario::Chaos,
     ];
 
     /// The network faults of this scenario, drawn from `rng`.
     pub fn network(self, rng: &mut StdRng) -> NetworkFaults {
         match self {
-            Scenario::Calm | Scenario::Partitions | Scenario::Crashes => NetworkFaults {
-                max_delay: rng.random_range(1..=5),
-                ..NetworkFaults::none()
-            },
+            Scenario::Calm | Scenario::Partitions | Scenario::Crashes | Scenario::Membership => {
+                NetworkFaults {
+                    max_delay: rng.random_range(1..=5),
+                    ..NetworkFaults::none()
+                }
+            }
             Scenario::Lossy | Scenario::Chaos => NetworkFaults {
                 loss: rng.random_range(0.01..0.3),
                 duplicate: rng.random_range(0.0..0.1),
@@ -58,6 +64,12 @@ impl Scenario {
     pub fn crashes(self) -> bool {
         matches!(self, Scenario::Crashes | Scenario::Chaos)
     }
+
+    /// Whether the membership changes and leadership moves on request.
+    /// (Snapshots, compaction and reads happen in every scenario.)
+    pub fn reconfigures(self) -> bool {
+        matches!(self, Scenario::Membership | Scenario::Chaos)
+    }
 }
 
 impl fmt::Display for Scenario {
@@ -67,6 +79,7 @@ impl fmt::Display for Scenario {
             Scenario::Lossy => "lossy",
             Scenario::Partitions => "partitions",
             Scenario::Crashes => "crashes",
+            Scenario::Membership => "membership",
             Scenario::Chaos => "chaos",
         };
         f.write_str(name)
@@ -81,7 +94,9 @@ impl FromStr for Scenario {
             .into_iter()
             .find(|sc| sc.to_string() == s)
             .ok_or_else(|| {
-                format!("unknown scenario {s:?} (calm, lossy, partitions, crashes, chaos)")
+                format!(
+                    "unknown scenario {s:?} (calm, lossy, partitions, crashes, membership, chaos)"
+                )
             })
     }
 }

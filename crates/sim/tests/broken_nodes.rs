@@ -1,6 +1,7 @@
 //! The checkers can fail: clusters with a deliberately broken node must be
 //! caught, while the same seeds with honest nodes pass.
 
+use bytes::BytesMut;
 use keel_raft::{AppendResponse, Message, MessageBody, NodeId};
 use keel_sim::{run, Property, Scenario, SimOptions, Simulation, Tamper};
 
@@ -33,6 +34,36 @@ impl Tamper for LyingAcker {
                 m.body = MessageBody::AppendResponse(AppendResponse::Accepted {
                     index: rejected_index,
                 });
+            }
+        }
+    }
+}
+
+/// Answers forwarded reads with a stale read index, as a leader that skipped
+/// the quorum round (or served from an old commit index) would.
+struct StaleReads;
+
+impl Tamper for StaleReads {
+    fn outgoing(&mut self, m: &mut Message) {
+        if let MessageBody::ReadIndexResponse { index, .. } = &mut m.body {
+            *index = index.saturating_sub(5);
+        }
+    }
+}
+
+/// Flips a bit of the state every snapshot it streams carries.
+struct CorruptSnapshots;
+
+impl Tamper for CorruptSnapshots {
+    fn outgoing(&mut self, m: &mut Message) {
+        if let MessageBody::Snapshot(chunk) = &mut m.body {
+            // Bytes 8..16 of a snapshot hold the state machine's digest.
+            let start = chunk.offset as usize;
+            let end = start + chunk.data.len();
+            if start <= 8 && 8 < end {
+                let mut data = BytesMut::from(&chunk.data[..]);
+                data[8 - start] ^= 1;
+                chunk.data = data.freeze();
             }
         }
     }
@@ -86,5 +117,23 @@ fn a_node_that_acks_what_it_lacks_breaks_commit_safety() {
     assert!(
         props.iter().any(|p| safety.contains(p)),
         "lost committed entries should have been caught; saw {props:?}"
+    );
+}
+
+#[test]
+fn stale_read_indexes_break_linearizability() {
+    let props = caught(|| Box::new(StaleReads));
+    assert!(
+        props.contains(&Property::Linearizability),
+        "stale reads should have been caught; saw {props:?}"
+    );
+}
+
+#[test]
+fn corrupt_snapshots_break_state_machine_safety() {
+    let props = caught(|| Box::new(CorruptSnapshots));
+    assert!(
+        props.contains(&Property::StateMachineSafety),
+        "a snapshot of another state should have been caught; saw {props:?}"
     );
 }

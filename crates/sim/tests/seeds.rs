@@ -3,7 +3,8 @@
 
 use keel_sim::{run, Scenario, SimOptions};
 
-const DEFAULT_SEEDS: u64 = 110;
+/// 6 scenarios × 2 sizes × 84 seeds: 1,008 runs.
+const DEFAULT_SEEDS: u64 = 84;
 
 fn seeds_per_size() -> u64 {
     std::env::var("KEEL_SIM_SOAK")
@@ -57,6 +58,11 @@ fn crashes() {
 }
 
 #[test]
+fn membership() {
+    run_scenario(Scenario::Membership);
+}
+
+#[test]
 fn chaos() {
     run_scenario(Scenario::Chaos);
 }
@@ -69,7 +75,11 @@ fn a_seed_replays_identically() {
     let second = run(options).expect("seed 42 passes");
     assert_eq!(first, second);
     assert!(
-        first.applied > 0 && first.crashes > 0 && first.dropped > 0,
+        first.applied > 0
+            && first.crashes > 0
+            && first.dropped > 0
+            && first.reads > 0
+            && first.snapshots_taken > 0,
         "{first:?}"
     );
 }

@@ -333,7 +333,8 @@ pub async fn a_lagging_node_catches_up_by_snapshot(net: Net) {
 }
 
 pub async fn a_learner_joins_under_load_and_is_promoted_then_the_leader_is_removed(net: Net) {
-    let mut c = Cluster::new(net, 3, 1, 50).await;
+    // No snapshots: the new node learns the membership from the log itself.
+    let mut c = Cluster::new(net, 3, 1, 10_000).await;
     for _ in 0..60 {
         c.add("w", 1).await;
     }
@@ -367,4 +368,11 @@ pub async fn a_learner_joins_under_load_and_is_promoted_then_the_leader_is_remov
     assert_ne!(new.id, old_id);
     assert_eq!(new.conf_state.voters.len(), 3);
     assert_eq!(c.read(4, "w").await, Some(91));
+    let leader_view = c.leader().await.status().conf_state;
+    c.wait_applied(4, c.leader().await.status().commit).await;
+    assert_eq!(
+        c.nodes[&4].status().conf_state,
+        leader_view,
+        "node 4 knows every member"
+    );
 }
