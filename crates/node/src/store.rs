@@ -100,6 +100,11 @@ impl LogStore {
         })
     }
 
+    /// fdatasync calls made by the WAL so far.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.wal.syncs()
+    }
+
     /// The log the core reads.
     pub(crate) fn storage(&self) -> MemStorage {
         self.mem.clone()
