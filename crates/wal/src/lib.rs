@@ -179,7 +179,10 @@ impl Wal {
     }
 
     /// Appends `entries` (replacing any suffix from their first index) and
-    /// the new `hard_state`, then syncs once.
+    /// the new `hard_state`, then syncs once. A batch that only moves the
+    /// commit index is written but not synced: a commit index lost in a
+    /// crash is learned again from the leader (term and vote are what must
+    /// never go back).
     pub fn append(
         &mut self,
         entries: &[Entry],
@@ -197,6 +200,10 @@ impl Wal {
                 });
             }
         }
+        let must_sync = !entries.is_empty()
+            || hard_state.is_some_and(|hs| {
+                (hs.term, hs.vote) != (self.hard_state.term, self.hard_state.vote)
+            });
         self.buf.clear();
         for e in entries {
             record::encode(&Record::Entry(e.clone()), &mut self.buf);
@@ -210,7 +217,7 @@ impl Wal {
             let seg = self.segments.last_mut().expect("an open segment");
             seg.last_index = Some(seg.last_index.map_or(last.index, |i| i.max(last.index)));
         }
-        self.write_buf()?;
+        self.write_buf(must_sync)?;
         self.maybe_roll()
     }
 
@@ -234,7 +241,7 @@ impl Wal {
         self.buf.clear();
         record::encode(&Record::Snapshot { last, replaces_log }, &mut self.buf);
         self.snapshot = Some(last);
-        self.write_buf()
+        self.write_buf(true)
     }
 
     /// Deletes segments whose entries all lie at or below the snapshot, and
@@ -269,13 +276,13 @@ impl Wal {
         self.segments.len()
     }
 
-    fn write_buf(&mut self) -> Result<(), WalError> {
+    fn write_buf(&mut self, sync: bool) -> Result<(), WalError> {
         let path = self.active_path();
         self.file
             .write_all(&self.buf)
             .map_err(io("writing", &path))?;
         self.file_len += self.buf.len() as u64;
-        if self.options.sync {
+        if sync && self.options.sync {
             self.file.sync_data().map_err(io("syncing", &path))?;
             self.syncs += 1;
         }
@@ -304,7 +311,7 @@ impl Wal {
             };
             record::encode(&marker, &mut self.buf);
         }
-        self.write_buf()
+        self.write_buf(true)
     }
 
     fn active_path(&self) -> PathBuf {

@@ -50,8 +50,10 @@ fn replays_entries_and_the_last_hard_state() {
     assert_eq!(rec, Recovered::default());
     wal.append(&entries(1, 1..=3), Some(hs(1, 1))).unwrap();
     wal.append(&entries(1, 4..=5), Some(hs(1, 4))).unwrap();
+    wal.append(&[], Some(hs(1, 5))).unwrap();
+    assert_eq!(wal.syncs(), 2, "none when only the commit index moves");
     wal.append(&[], Some(hs(2, 5))).unwrap();
-    assert_eq!(wal.syncs(), 3, "one fdatasync per batch");
+    assert_eq!(wal.syncs(), 3, "a new term is synced");
     drop(wal);
     let rec = reopen(dir.path());
     assert_eq!(rec.entries, [entries(1, 1..=3), entries(1, 4..=5)].concat());
