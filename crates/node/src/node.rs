@@ -273,6 +273,14 @@ struct Waiter<T> {
     reply: oneshot::Sender<Result<T, ProposeError>>,
 }
 
+/// Answers every waiter below `index` with `error`.
+fn settle<R>(waiters: &mut BTreeMap<Index, Waiter<R>>, index: Index, error: &ProposeError) {
+    let later = waiters.split_off(&index);
+    for (_, w) in std::mem::replace(waiters, later) {
+        let _ = w.reply.send(Err(error.clone()));
+    }
+}
+
 /// The task that owns the core, the store and the state machine.
 struct Driver<S: StateMachine, T> {
     raw: RawNode<MemStorage>,
@@ -374,34 +382,14 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
     /// Handles one request; returns true to stop.
     fn handle(&mut self, request: Request<S>) -> bool {
         match request {
-            Request::Propose(data, reply) => match self.raw.propose(data) {
-                Ok(id) => {
-                    self.proposals.insert(
-                        id.index,
-                        Waiter {
-                            term: id.term,
-                            reply,
-                        },
-                    );
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(self.refusal(e)));
-                }
-            },
-            Request::ConfChange(change, reply) => match self.raw.propose_conf_change(change) {
-                Ok(id) => {
-                    self.changes.insert(
-                        id.index,
-                        Waiter {
-                            term: id.term,
-                            reply,
-                        },
-                    );
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(self.refusal(e)));
-                }
-            },
+            Request::Propose(data, reply) => {
+                let proposed = self.raw.propose(data);
+                self.wait_for(proposed, reply, |d| &mut d.proposals);
+            }
+            Request::ConfChange(change, reply) => {
+                let proposed = self.raw.propose_conf_change(change);
+                self.wait_for(proposed, reply, |d| &mut d.changes);
+            }
             Request::Read(read) => {
                 self.next_read += 1;
                 match self.raw.read_index(self.next_read) {
@@ -420,6 +408,28 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             Request::Stop => return true,
         }
         false
+    }
+
+    /// Files `reply` under the entry a proposal got, or answers at once if
+    /// the core refused it.
+    fn wait_for<R>(
+        &mut self,
+        proposed: Result<EntryId, keel_raft::ProposeError>,
+        reply: oneshot::Sender<Result<R, ProposeError>>,
+        waiters: fn(&mut Self) -> &mut BTreeMap<Index, Waiter<R>>,
+    ) {
+        match proposed {
+            Ok(id) => {
+                let waiter = Waiter {
+                    term: id.term,
+                    reply,
+                };
+                waiters(self).insert(id.index, waiter);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(self.refusal(e)));
+            }
+        }
     }
 
     fn refusal(&self, e: keel_raft::ProposeError) -> ProposeError {
@@ -531,14 +541,8 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
     /// Waiters below `index` can no longer be applied here: their entries
     /// were replaced (`Lost`), or a snapshot skipped them (`Indeterminate`).
     fn settle_before(&mut self, index: Index, error: ProposeError) {
-        let later = self.proposals.split_off(&index);
-        for (_, w) in std::mem::replace(&mut self.proposals, later) {
-            let _ = w.reply.send(Err(error.clone()));
-        }
-        let later = self.changes.split_off(&index);
-        for (_, w) in std::mem::replace(&mut self.changes, later) {
-            let _ = w.reply.send(Err(error.clone()));
-        }
+        settle(&mut self.proposals, index, &error);
+        settle(&mut self.changes, index, &error);
     }
 
     fn run_reads(&mut self) {
