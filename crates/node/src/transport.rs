@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_raft::{Message, NodeId};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
 /// Where a node receives messages: batches, as they arrived from one peer.
@@ -19,11 +21,25 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, to: NodeId, messages: Vec<Message>);
 }
 
-#[derive(Default)]
 struct NetworkState {
     nodes: BTreeMap<NodeId, MessageSink>,
     cut: BTreeSet<(NodeId, NodeId)>,
     delay: Option<Duration>,
+    /// Probability that a batch is lost.
+    loss: f64,
+    rng: StdRng,
+}
+
+impl Default for NetworkState {
+    fn default() -> Self {
+        NetworkState {
+            nodes: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            delay: None,
+            loss: 0.0,
+            rng: StdRng::seed_from_u64(0),
+        }
+    }
 }
 
 /// An in-process network: nodes register their sinks, transports deliver
@@ -81,6 +97,14 @@ impl LocalNetwork {
         self.lock().cut.clear();
     }
 
+    /// Loses each batch with probability `loss` (0 to 1), drawn from a
+    /// generator seeded with `seed`.
+    pub fn set_loss(&self, loss: f64, seed: u64) {
+        let mut s = self.lock();
+        s.loss = loss.clamp(0.0, 1.0);
+        s.rng = StdRng::seed_from_u64(seed);
+    }
+
     /// Delays every message by `delay` (None: deliver at once).
     pub fn set_delay(&self, delay: Option<Duration>) {
         self.lock().delay = delay;
@@ -97,8 +121,12 @@ pub struct LocalTransport {
 impl Transport for LocalTransport {
     fn send(&self, to: NodeId, messages: Vec<Message>) {
         let (sink, delay) = {
-            let s = self.network.lock();
+            let mut s = self.network.lock();
             if s.cut.contains(&(self.from, to)) {
+                return;
+            }
+            let loss = s.loss;
+            if loss > 0.0 && s.rng.random_bool(loss) {
                 return;
             }
             (s.nodes.get(&to).cloned(), s.delay)

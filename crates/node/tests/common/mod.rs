@@ -66,7 +66,8 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
     pub root: PathBuf,
     net: Net,
-    local: LocalNetwork,
+    /// The in-process network (unused with gRPC).
+    pub local: LocalNetwork,
     servers: BTreeMap<u64, Server>,
     pub nodes: BTreeMap<u64, RaftNode<Counters>>,
     /// Every node that may ever run (including spares), with its address.
