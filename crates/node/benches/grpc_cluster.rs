@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use keel_node::{serve, GrpcTransport, NodeConfig, RaftNode, RaftService, Role, StateMachine};
 use serde::{Deserialize, Serialize};
 
@@ -34,14 +33,20 @@ mod serde_bytes_compat {
 impl StateMachine for Sink {
     type Command = Blob;
     type Response = ();
+    type Snapshot = u64;
     fn apply(&mut self, _index: u64, _command: Blob) {
         self.0 += 1;
     }
-    fn snapshot(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.0.to_le_bytes())
+    fn snapshot(&self) -> u64 {
+        self.0
     }
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.0 = u64::from_le_bytes(snapshot.try_into().map_err(|_| "bad snapshot")?);
+    fn write_snapshot(view: u64, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&view.to_le_bytes())
+    }
+    fn restore(&mut self, snapshot: &mut dyn std::io::Read) -> Result<(), String> {
+        let mut buf = [0u8; 8];
+        snapshot.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        self.0 = u64::from_le_bytes(buf);
         Ok(())
     }
 }

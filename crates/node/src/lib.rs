@@ -16,6 +16,7 @@ mod config;
 mod error;
 mod grpc;
 mod node;
+mod snapshot_file;
 mod state_machine;
 mod store;
 mod transport;

@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use std::io::{self, Write};
+
+use bytes::Bytes;
 use keel_raft::{
     ConfChange, ConfState, Entry, EntryId, EntryKind, Index, MemStorage, Message, NodeId, RawNode,
-    ReadIndexError, Ready, Role,
+    ReadIndexError, Ready, Role, SnapshotChunk, SnapshotMeta,
 };
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -18,8 +20,9 @@ use tokio::time::Instant;
 
 use crate::config::NodeConfig;
 use crate::error::{ProposeError, ReadError, StartError, TransferError};
+use crate::snapshot_file::{FileSnapshot, SnapshotWriter};
 use crate::state_machine::StateMachine;
-use crate::store::{LogStore, StoreError};
+use crate::store::{snapshot_path, LogStore, StoreError};
 use crate::transport::{MessageSink, Transport};
 
 /// What an observer sees of a node; published on every change.
@@ -94,14 +97,14 @@ impl<S: StateMachine> RaftNode<S> {
         })?;
         let opened = LogStore::open(&config)?;
         let mut applied = 0;
-        if let Some((meta, data)) = &opened.snapshot {
-            state_machine
-                .restore(data)
-                .map_err(|reason| StartError::Snapshot {
-                    path: config.data_dir.clone(),
-                    reason,
-                })?;
-            applied = meta.last.index;
+        if let Some(snapshot) = &opened.snapshot {
+            let failed = |reason: String| StartError::Snapshot {
+                path: config.data_dir.clone(),
+                reason,
+            };
+            let mut reader = snapshot.reader().map_err(|e| failed(e.to_string()))?;
+            state_machine.restore(&mut reader).map_err(failed)?;
+            applied = snapshot.meta.last.index;
         }
         let storage = opened.store.storage();
         // Election timeouts must differ between nodes and between runs.
@@ -114,6 +117,7 @@ impl<S: StateMachine> RaftNode<S> {
         let raw = RawNode::new(config.core_config(applied), storage, rng)?;
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let (snapshots_tx, snapshots_rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(status_of(&raw, true));
         let addresses = Arc::new(config.initial_members.clone());
         let wal_syncs = Arc::new(AtomicU64::new(0));
@@ -129,13 +133,15 @@ impl<S: StateMachine> RaftNode<S> {
             reads_waiting_index: BTreeMap::new(),
             reads_waiting_apply: Vec::new(),
             next_read: 0,
-            staging: BytesMut::new(),
+            receiving: None,
+            snapshot_running: false,
+            snapshots_done: snapshots_tx,
             applied,
             last_snapshot: applied,
             status: status_tx,
             addresses: addresses.clone(),
         };
-        let task = tokio::spawn(driver.run(requests_rx, inbox_rx));
+        let task = tokio::spawn(driver.run(requests_rx, inbox_rx, snapshots_rx));
         Ok(RaftNode {
             requests,
             inbox,
@@ -295,8 +301,12 @@ struct Driver<S: StateMachine, T> {
     /// Confirmed reads waiting for the applied index to reach theirs.
     reads_waiting_apply: Vec<(Index, ReadFn<S>)>,
     next_read: u64,
-    /// Chunks of a snapshot being received.
-    staging: BytesMut,
+    /// The file a snapshot being received is streamed into.
+    receiving: Option<SnapshotWriter>,
+    /// A snapshot of our own state is being written in the background.
+    snapshot_running: bool,
+    /// Where background snapshot writers report.
+    snapshots_done: mpsc::UnboundedSender<io::Result<FileSnapshot>>,
     /// The last index applied to the state machine.
     applied: Index,
     last_snapshot: Index,
@@ -313,6 +323,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         mut self,
         mut requests: mpsc::UnboundedReceiver<Request<S>>,
         mut inbox: mpsc::UnboundedReceiver<Vec<Message>>,
+        mut snapshots: mpsc::UnboundedReceiver<io::Result<FileSnapshot>>,
     ) {
         let mut ticker = tokio::time::interval(self.config.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -327,6 +338,12 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
                 batch = inbox.recv() => {
                     if let Some(batch) = batch {
                         self.step(batch);
+                    }
+                }
+                Some(written) = snapshots.recv() => {
+                    if let Err(e) = self.snapshot_written(written) {
+                        tracing::error!(id = self.config.id, error = %e, "cannot record a snapshot; stopping the node");
+                        stop = true;
                     }
                 }
             }
@@ -455,19 +472,12 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         // The leader's appends go out first, so the network overlaps the fsync.
         self.send(ready.messages);
         for chunk in ready.snapshot_chunks {
-            if chunk.offset == 0 {
-                self.staging.clear();
-            }
-            self.staging.extend_from_slice(&chunk.data);
+            self.receive_chunk(chunk)?;
         }
         if let Some(meta) = ready.snapshot {
-            let data = self.staging.split().freeze();
-            if let Err(reason) = self.sm.restore(&data) {
-                tracing::error!(id = self.config.id, %reason, "the state machine refused a snapshot");
-                return Err(StoreError::Log(keel_raft::StorageError::Other(reason)));
-            }
             let index = meta.last.index;
-            self.store.install_snapshot(meta, data)?;
+            let snapshot = self.install(meta)?;
+            self.store.install_snapshot(snapshot)?;
             self.last_snapshot = index;
             self.applied = index;
             self.settle_before(index + 1, ProposeError::Indeterminate);
@@ -556,26 +566,102 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         }
     }
 
+    /// Streams a received chunk into the snapshot file (a chunk at offset 0
+    /// starts a new one).
+    fn receive_chunk(&mut self, chunk: SnapshotChunk) -> Result<(), StoreError> {
+        let path = snapshot_path(self.store.dir(), chunk.meta.last.index);
+        let err = |source| StoreError::Snapshot {
+            path: path.clone(),
+            source,
+        };
+        if chunk.offset == 0 {
+            let writer = SnapshotWriter::create(
+                path.clone(),
+                chunk.meta.last,
+                chunk.meta.conf_state.clone(),
+            )
+            .map_err(err)?;
+            self.receiving = Some(writer);
+        }
+        let Some(writer) = self.receiving.as_mut() else {
+            // The core hands out chunks in order from offset 0 within one life.
+            return Err(err(io::Error::other(
+                "a snapshot chunk without its beginning",
+            )));
+        };
+        writer.write_all(&chunk.data).map_err(err)
+    }
+
+    /// Completes the received snapshot and restores the state machine from it.
+    fn install(&mut self, meta: SnapshotMeta) -> Result<Arc<FileSnapshot>, StoreError> {
+        let path = snapshot_path(self.store.dir(), meta.last.index);
+        let err = |source| StoreError::Snapshot {
+            path: path.clone(),
+            source,
+        };
+        let writer = self
+            .receiving
+            .take()
+            .ok_or_else(|| err(io::Error::other("no snapshot was being received")))?;
+        let snapshot = writer.finish().map_err(err)?;
+        if snapshot.meta != meta {
+            return Err(err(io::Error::other(
+                "the received snapshot does not match its metadata",
+            )));
+        }
+        let mut reader = snapshot.reader().map_err(err)?;
+        self.sm.restore(&mut reader).map_err(StoreError::Restore)?;
+        Ok(Arc::new(snapshot))
+    }
+
+    /// Every `snapshot_threshold` applied entries, takes a view of the state
+    /// and writes it out on a blocking thread; apply goes on meanwhile.
     fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
         let applied = self.applied;
-        if applied < self.last_snapshot + self.config.snapshot_threshold {
+        if self.snapshot_running || applied < self.last_snapshot + self.config.snapshot_threshold {
             return Ok(());
         }
         let Ok(term) = self.raw.log_term(applied) else {
             return Ok(());
         };
-        let data = self.sm.snapshot();
         let last = EntryId {
             term,
             index: applied,
         };
-        self.store.compact(last, self.raw.conf_state(), data)?;
+        let conf_state = self.raw.conf_state();
+        let view = self.sm.snapshot();
+        let path = snapshot_path(self.store.dir(), applied);
+        let done = self.snapshots_done.clone();
+        self.snapshot_running = true;
         self.last_snapshot = applied;
-        tracing::info!(
-            id = self.config.id,
-            index = applied,
-            "snapshot taken, log compacted"
-        );
+        tokio::task::spawn_blocking(move || {
+            let written = SnapshotWriter::create(path, last, conf_state).and_then(|mut out| {
+                S::write_snapshot(view, &mut out)?;
+                out.finish()
+            });
+            let _ = done.send(written);
+        });
+        Ok(())
+    }
+
+    /// A background snapshot is on disk: compact the log up to it.
+    fn snapshot_written(&mut self, written: io::Result<FileSnapshot>) -> Result<(), StoreError> {
+        self.snapshot_running = false;
+        let snapshot = match written {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(id = self.config.id, error = %e, "writing a snapshot failed; will retry");
+                self.last_snapshot = self.applied.saturating_sub(self.config.snapshot_threshold);
+                return Ok(());
+            }
+        };
+        let index = snapshot.meta.last.index;
+        if index < self.last_snapshot || self.raw.log_term(index).is_err() {
+            // A snapshot from the leader overtook it.
+            return Ok(());
+        }
+        self.store.compact(Arc::new(snapshot))?;
+        tracing::info!(id = self.config.id, index, "snapshot taken, log compacted");
         Ok(())
     }
 

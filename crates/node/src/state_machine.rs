@@ -1,6 +1,7 @@
 //! The application's side: a deterministic state machine of its own types.
 
-use bytes::Bytes;
+use std::io::{self, Read, Write};
+
 use keel_raft::Index;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -12,13 +13,22 @@ pub trait StateMachine: Send + 'static {
     type Command: Serialize + DeserializeOwned + Send + 'static;
     /// What applying a command returns to the proposer.
     type Response: Send + 'static;
+    /// A consistent view of the whole state, as of the last applied command.
+    type Snapshot: Send + 'static;
 
     /// Applies one committed command at `index`.
     fn apply(&mut self, index: Index, command: Self::Command) -> Self::Response;
 
-    /// A snapshot of the whole state as of the last applied command.
-    fn snapshot(&self) -> Bytes;
+    /// Takes a view of the state as of the last applied command. This runs
+    /// on the apply path, so it must be cheap (clone an `Arc` of a
+    /// persistent structure, open a database snapshot); the bytes are
+    /// produced by [`write_snapshot`](Self::write_snapshot) on a background
+    /// thread while commands keep being applied.
+    fn snapshot(&self) -> Self::Snapshot;
 
-    /// Replaces the whole state with a snapshot made by [`snapshot`](Self::snapshot).
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+    /// Streams a view taken by [`snapshot`](Self::snapshot) to `out`.
+    fn write_snapshot(view: Self::Snapshot, out: &mut dyn Write) -> io::Result<()>;
+
+    /// Replaces the whole state with a snapshot streamed from `snapshot`.
+    fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), String>;
 }

@@ -2,20 +2,21 @@
 //! files for the state machine, and an in-memory copy of the log that the
 //! Raft core reads through `Storage`.
 //!
-//! Ordering makes crashes safe: a snapshot file is written (and synced)
-//! before the WAL marker that refers to it, and older files are deleted only
-//! after; on start, the snapshot used is the one the WAL's marker names.
+//! Ordering makes crashes safe: a snapshot file is complete and synced
+//! before the WAL marker that names it is written, and older files are
+//! deleted only after; on start, the snapshot used is the one the WAL's
+//! marker names.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use keel_raft::{ConfState, Entry, EntryId, HardState, Index, MemStorage, NodeId, SnapshotMeta};
+use keel_raft::{ConfState, Entry, HardState, Index, MemStorage, NodeId, SnapshotData};
 use keel_wal::{Wal, WalOptions};
 
 use crate::config::NodeConfig;
 use crate::error::StartError;
+use crate::snapshot_file::FileSnapshot;
 
 /// A failure writing durable state: the node cannot go on safely.
 #[derive(Debug, thiserror::Error)]
@@ -23,14 +24,17 @@ pub enum StoreError {
     /// The WAL failed.
     #[error(transparent)]
     Wal(#[from] keel_wal::WalError),
-    /// A snapshot file could not be written.
-    #[error("writing snapshot {path}: {source}")]
+    /// A snapshot file could not be written or read back.
+    #[error("snapshot {path}: {source}")]
     Snapshot {
         /// The file.
         path: PathBuf,
         /// The error.
         source: std::io::Error,
     },
+    /// The state machine refused a snapshot.
+    #[error("the state machine refused the snapshot: {0}")]
+    Restore(String),
     /// The in-memory log refused the write (a core bug).
     #[error(transparent)]
     Log(#[from] keel_raft::StorageError),
@@ -39,8 +43,8 @@ pub enum StoreError {
 /// What a restarting node recovers.
 pub(crate) struct Opened {
     pub(crate) store: LogStore,
-    /// The snapshot data to restore the state machine from, if any.
-    pub(crate) snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// The snapshot to restore the state machine from, if any.
+    pub(crate) snapshot: Option<Arc<FileSnapshot>>,
 }
 
 pub(crate) struct LogStore {
@@ -72,18 +76,28 @@ impl LogStore {
             recovered.entries.push(entry);
             recovered.hard_state = hs;
         }
+        remove_temporary_files(&dir);
         let mem = MemStorage::new(ConfState::with_voters(&voters));
         let snapshot = match recovered.snapshot {
             Some(id) => {
                 let path = snapshot_path(&dir, id.index);
-                let (meta, data) =
-                    read_snapshot(&path).map_err(|reason| StartError::Snapshot { path, reason })?;
-                mem.apply_snapshot(meta.clone(), data.clone());
-                Some((meta, data))
+                let file = FileSnapshot::open(&path).map_err(|e| StartError::Snapshot {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                if file.meta.last != id {
+                    return Err(StartError::Snapshot {
+                        path,
+                        reason: format!("holds {:?} but the WAL names {id:?}", file.meta.last),
+                    });
+                }
+                let file = Arc::new(file);
+                mem.apply_snapshot(file.meta.clone(), SharedSnapshot(file.clone()));
+                Some(file)
             }
             None => None,
         };
-        let floor = snapshot.as_ref().map_or(0, |(m, _)| m.last.index);
+        let floor = snapshot.as_ref().map_or(0, |f| f.meta.last.index);
         let entries: Vec<Entry> = recovered
             .entries
             .into_iter()
@@ -110,6 +124,11 @@ impl LogStore {
         self.mem.clone()
     }
 
+    /// The directory snapshot files live in.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Makes entries and hard state durable: one WAL write, one sync.
     pub(crate) fn persist(
         &mut self,
@@ -129,62 +148,44 @@ impl LogStore {
         self.mem.set_conf_state(conf_state);
     }
 
-    /// Installs a snapshot received from the leader: the log restarts after it.
+    /// Installs a snapshot received from the leader (already complete in its
+    /// file): the log restarts after it.
     pub(crate) fn install_snapshot(
         &mut self,
-        meta: SnapshotMeta,
-        data: Bytes,
+        snapshot: Arc<FileSnapshot>,
     ) -> Result<(), StoreError> {
-        self.write_snapshot_file(&meta, &data)?;
-        self.wal.install_snapshot(meta.last)?;
-        self.mem.apply_snapshot(meta.clone(), data);
-        self.remove_snapshots_except(meta.last.index);
+        let last = snapshot.meta.last;
+        self.wal.install_snapshot(last)?;
+        self.mem
+            .apply_snapshot(snapshot.meta.clone(), SharedSnapshot(snapshot));
+        self.remove_snapshots_except(last.index);
         Ok(())
     }
 
-    /// Records a snapshot of the local state at `last` and compacts the log.
-    pub(crate) fn compact(
-        &mut self,
-        last: EntryId,
-        conf_state: ConfState,
-        data: Bytes,
-    ) -> Result<(), StoreError> {
-        let meta = self
-            .mem
-            .create_snapshot(last.index, conf_state, data.clone())?;
-        self.write_snapshot_file(&meta, &data)?;
-        self.wal.compact_to(meta.last)?;
+    /// Records a snapshot of the local state (already complete in its file)
+    /// and compacts the log up to it.
+    pub(crate) fn compact(&mut self, snapshot: Arc<FileSnapshot>) -> Result<(), StoreError> {
+        let last = snapshot.meta.last;
+        let conf_state = snapshot.meta.conf_state.clone();
+        self.mem
+            .create_snapshot(last.index, conf_state, SharedSnapshot(snapshot))?;
+        self.wal.compact_to(last)?;
         self.mem.compact(last.index)?;
         self.wal.purge()?;
         self.remove_snapshots_except(last.index);
         Ok(())
     }
 
-    fn write_snapshot_file(&self, meta: &SnapshotMeta, data: &Bytes) -> Result<(), StoreError> {
-        let path = snapshot_path(&self.dir, meta.last.index);
-        let tmp = path.with_extension("tmp");
-        let err = |source| StoreError::Snapshot {
-            path: path.clone(),
-            source,
-        };
-        let mut f = fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&encode_snapshot(meta, data)).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        fs::rename(&tmp, &path).map_err(err)?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)
-    }
-
     fn remove_snapshots_except(&self, keep: Index) {
         let Ok(dir) = fs::read_dir(&self.dir) else {
             return;
         };
+        let keep = snapshot_path(&self.dir, keep);
         for entry in dir.flatten() {
             let path = entry.path();
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with("snap-") && path != snapshot_path(&self.dir, keep) {
+            if name.starts_with("snap-") && name.ends_with(".bin") && path != keep {
                 if let Err(e) = fs::remove_file(&path) {
                     tracing::warn!(file = %path.display(), error = %e, "could not remove an old snapshot");
                 }
@@ -193,117 +194,33 @@ impl LogStore {
     }
 }
 
-fn snapshot_path(dir: &Path, index: Index) -> PathBuf {
+/// Where the snapshot ending at `index` lives.
+pub(crate) fn snapshot_path(dir: &Path, index: Index) -> PathBuf {
     dir.join(format!("snap-{index:016x}.bin"))
 }
 
-const MAGIC: &[u8; 4] = b"KSNP";
+/// A snapshot file shared by the core (serving chunks) and the store.
+#[derive(Debug)]
+struct SharedSnapshot(Arc<FileSnapshot>);
 
-fn put_ids(b: &mut BytesMut, ids: &[NodeId]) {
-    b.put_u32_le(ids.len() as u32);
-    for id in ids {
-        b.put_u64_le(*id);
+impl SnapshotData for SharedSnapshot {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    fn read_at(&self, offset: u64, len: u64) -> Result<bytes::Bytes, keel_raft::StorageError> {
+        self.0.read_at(offset, len)
     }
 }
 
-fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(data.len() + 128);
-    b.put_slice(MAGIC);
-    b.put_u64_le(meta.last.term);
-    b.put_u64_le(meta.last.index);
-    let cs = &meta.conf_state;
-    for ids in [
-        &cs.voters,
-        &cs.voters_outgoing,
-        &cs.learners,
-        &cs.learners_next,
-    ] {
-        put_ids(&mut b, ids);
-    }
-    b.put_u64_le(data.len() as u64);
-    b.put_slice(data);
-    let crc = crc32c::crc32c(&b);
-    b.put_u32_le(crc);
-    b.freeze()
-}
-
-fn read_snapshot(path: &Path) -> Result<(SnapshotMeta, Bytes), String> {
-    let raw = fs::read(path).map_err(|e| e.to_string())?;
-    if raw.len() < MAGIC.len() + 4 || &raw[..4] != MAGIC {
-        return Err("not a keel snapshot file".into());
-    }
-    let (body, crc) = raw.split_at(raw.len() - 4);
-    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return Err("checksum mismatch".into());
-    }
-    let mut b = &body[4..];
-    let short = || "truncated".to_string();
-    let u64_of = |b: &mut &[u8]| {
-        if b.len() < 8 {
-            Err(short())
-        } else {
-            Ok(b.get_u64_le())
-        }
+/// Snapshots half written when the node stopped are of no use.
+fn remove_temporary_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
     };
-    let term = u64_of(&mut b)?;
-    let index = u64_of(&mut b)?;
-    let mut lists = Vec::new();
-    for _ in 0..4 {
-        if b.len() < 4 {
-            return Err(short());
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
         }
-        let n = b.get_u32_le() as usize;
-        if b.len() < n * 8 {
-            return Err(short());
-        }
-        lists.push((0..n).map(|_| b.get_u64_le()).collect::<Vec<_>>());
-    }
-    let len = u64_of(&mut b)? as usize;
-    if b.len() != len {
-        return Err("data length mismatch".into());
-    }
-    let learners_next = lists.pop().expect("4 lists");
-    let learners = lists.pop().expect("4 lists");
-    let voters_outgoing = lists.pop().expect("4 lists");
-    let voters = lists.pop().expect("4 lists");
-    let meta = SnapshotMeta {
-        last: EntryId { term, index },
-        conf_state: ConfState {
-            voters,
-            voters_outgoing,
-            learners,
-            learners_next,
-        },
-        size: len as u64,
-    };
-    Ok((meta, Bytes::copy_from_slice(b)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_files_round_trip_and_detect_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = SnapshotMeta {
-            last: EntryId { term: 3, index: 42 },
-            conf_state: ConfState {
-                voters: vec![1, 2],
-                voters_outgoing: vec![1, 2, 3],
-                learners: vec![4],
-                learners_next: vec![3],
-            },
-            size: 5,
-        };
-        let path = dir.path().join("s");
-        fs::write(&path, encode_snapshot(&meta, b"state")).unwrap();
-        let (back, data) = read_snapshot(&path).unwrap();
-        assert_eq!(back, meta);
-        assert_eq!(&data[..], b"state");
-        let mut raw = fs::read(&path).unwrap();
-        raw[20] ^= 1;
-        fs::write(&path, &raw).unwrap();
-        assert!(read_snapshot(&path).is_err());
     }
 }

@@ -96,5 +96,8 @@ async fn bad_peers_are_refused_and_the_cluster_keeps_working() {
         assert_eq!(c.read(id, "k").await, Some(2));
     }
     assert!(c.nodes.values().all(|n| n.status().running));
-    assert!(c.nodes.values().all(|n| n.status().term < 99), "no junk term was taken");
+    assert!(
+        c.nodes.values().all(|n| n.status().term < 99),
+        "no junk term was taken"
+    );
 }

@@ -79,4 +79,4 @@ pub use progress::ProgressState;
 pub use raft::{Role, SoftState};
 pub use raw_node::{RawNode, Ready, Status};
 pub use read_only::ReadState;
-pub use storage::{InitialState, MemStorage, Storage};
+pub use storage::{InitialState, MemStorage, SnapshotData, Storage};

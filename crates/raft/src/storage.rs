@@ -57,6 +57,33 @@ pub trait Storage {
     ) -> Result<Bytes, StorageError>;
 }
 
+/// The bytes of a snapshot, readable at any offset: a buffer in memory or a
+/// file on disk, so that a snapshot of gigabytes is served chunk by chunk.
+pub trait SnapshotData: Send + Sync + std::fmt::Debug {
+    /// The size in bytes.
+    fn len(&self) -> u64;
+
+    /// Whether the snapshot holds no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `len` bytes from `offset` (the caller keeps within the size).
+    fn read_at(&self, offset: u64, len: u64) -> Result<Bytes, StorageError>;
+}
+
+impl SnapshotData for Bytes {
+    fn len(&self) -> u64 {
+        Bytes::len(self) as u64
+    }
+
+    fn read_at(&self, offset: u64, len: u64) -> Result<Bytes, StorageError> {
+        let start = (offset as usize).min(Bytes::len(self));
+        let end = start.saturating_add(len as usize).min(Bytes::len(self));
+        Ok(self.slice(start..end))
+    }
+}
+
 /// Keeps entries in total size under `max_size`, but never returns fewer than
 /// one entry. Shared by every place that cuts a batch of entries.
 pub(crate) fn limit_size(entries: &mut Vec<Entry>, max_size: u64) {
@@ -80,7 +107,7 @@ struct MemInner {
     offset_index: Index,
     offset_term: Term,
     entries: Vec<Entry>,
-    snapshot: Option<(SnapshotMeta, Bytes)>,
+    snapshot: Option<(SnapshotMeta, Arc<dyn SnapshotData>)>,
 }
 
 impl MemInner {
@@ -161,15 +188,15 @@ impl MemStorage {
         &self,
         index: Index,
         conf_state: ConfState,
-        data: Bytes,
+        data: impl SnapshotData + 'static,
     ) -> Result<SnapshotMeta, StorageError> {
         let term = self.term(index)?;
         let meta = SnapshotMeta {
             last: EntryId { term, index },
             conf_state,
-            size: data.len() as u64,
+            size: data.len(),
         };
-        self.write().snapshot = Some((meta.clone(), data));
+        self.write().snapshot = Some((meta.clone(), Arc::new(data)));
         Ok(meta)
     }
 
@@ -196,7 +223,7 @@ impl MemStorage {
 
     /// Replaces the log with a snapshot received from the leader: the log now
     /// starts right after it, and its membership becomes the persisted one.
-    pub fn apply_snapshot(&self, meta: SnapshotMeta, data: Bytes) {
+    pub fn apply_snapshot(&self, meta: SnapshotMeta, data: impl SnapshotData + 'static) {
         let mut inner = self.write();
         inner.entries.clear();
         inner.offset_index = meta.last.index;
@@ -204,11 +231,11 @@ impl MemStorage {
         inner.conf_state = meta.conf_state.clone();
         inner.hard_state.commit = inner.hard_state.commit.max(meta.last.index);
         inner.hard_state.term = inner.hard_state.term.max(meta.last.term);
-        inner.snapshot = Some((meta, data));
+        inner.snapshot = Some((meta, Arc::new(data)));
     }
 
     /// The latest snapshot and its data, if any.
-    pub fn snapshot(&self) -> Option<(SnapshotMeta, Bytes)> {
+    pub fn snapshot(&self) -> Option<(SnapshotMeta, Arc<dyn SnapshotData>)> {
         self.read().snapshot.clone()
     }
 
@@ -288,9 +315,8 @@ impl Storage for MemStorage {
         let Some((current, data)) = inner.snapshot.as_ref().filter(|(m, _)| m == meta) else {
             return Err(StorageError::SnapshotOutOfDate(meta.last.index));
         };
-        let start = offset.min(current.size) as usize;
-        let end = offset.saturating_add(max_len).min(current.size) as usize;
-        Ok(data.slice(start..end))
+        let len = max_len.min(current.size.saturating_sub(offset));
+        data.read_at(offset.min(current.size), len)
     }
 }
 

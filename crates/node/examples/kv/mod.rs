@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use keel_node::StateMachine;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +19,7 @@ pub enum Command {
 impl StateMachine for Kv {
     type Command = Command;
     type Response = Option<String>; // The previous value.
+    type Snapshot = BTreeMap<String, String>;
 
     fn apply(&mut self, _index: u64, command: Command) -> Option<String> {
         match command {
@@ -27,14 +27,20 @@ impl StateMachine for Kv {
         }
     }
 
-    fn snapshot(&self) -> Bytes {
-        postcard::to_allocvec(&self.0)
-            .expect("a map always encodes")
-            .into()
+    fn snapshot(&self) -> Self::Snapshot {
+        self.0.clone()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.0 = postcard::from_bytes(snapshot).map_err(|e| e.to_string())?;
+    fn write_snapshot(view: Self::Snapshot, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        postcard::to_io(&view, out)
+            .map(|_| ())
+            .map_err(std::io::Error::other)
+    }
+
+    fn restore(&mut self, snapshot: &mut dyn std::io::Read) -> Result<(), String> {
+        let mut buf = Vec::new();
+        snapshot.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+        self.0 = postcard::from_bytes(&buf).map_err(|e| e.to_string())?;
         Ok(())
     }
 }
