@@ -78,3 +78,28 @@ impl NodeConfig {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_mistakes_are_named() {
+        let mut c = NodeConfig::new(1, "/tmp/x");
+        assert_eq!(c.validate(), Ok(()));
+        c.initial_members.insert(2, "a:1".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("does not include this node (1)"));
+        c.initial_members.insert(1, "a:0".into());
+        c.tick_interval = Duration::ZERO;
+        assert!(c.validate().unwrap_err().contains("tick_interval"));
+        c.tick_interval = Duration::from_millis(1);
+        c.election_ticks = 1;
+        assert!(c.validate().unwrap_err().contains("election_tick"));
+        c.election_ticks = 10;
+        c.snapshot_threshold = 0;
+        assert!(c.validate().unwrap_err().contains("snapshot_threshold"));
+    }
+}

@@ -184,7 +184,9 @@ impl<S: StateMachine> RaftNode<S> {
         rx.await.map_err(|_| ReadError::Stopped)?
     }
 
-    /// The index a linearizable read must wait for (ReadIndex), once applied here.
+    /// Confirms a linearizable read point (ReadIndex) and waits until this
+    /// node has applied it; returns the applied index then (at least the
+    /// read index), at which reading local state is linearizable.
     pub async fn read_index(&self) -> Result<Index, ReadError> {
         let status = self.status.clone();
         self.read(move |_| status.borrow().applied).await

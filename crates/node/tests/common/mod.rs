@@ -362,11 +362,15 @@ pub async fn a_learner_joins_under_load_and_is_promoted_then_the_leader_is_remov
         c.add("w", 1).await;
     }
     c.start(4, false).await;
+    // A client writes all along: adding, promoting and removing members
+    // must not lose an acknowledged write.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn(write_until(
+        c.nodes.values().cloned().collect(),
+        stop.clone(),
+    ));
     let leader = c.leader().await;
     leader.add_learner(4).await.expect("learner added");
-    for _ in 0..30 {
-        c.add("w", 1).await;
-    }
     // Promotion waits for the learner to catch up.
     let mut promoted = false;
     for _ in 0..100 {
@@ -386,11 +390,24 @@ pub async fn a_learner_joins_under_load_and_is_promoted_then_the_leader_is_remov
     let cs = old.remove(old_id).await.expect("leader removed");
     assert!(!cs.voters.contains(&old_id));
     c.stop(old_id).await;
-    assert_eq!(c.add("w", 1).await, 91);
+    assert_eq!(c.add("w", 1).await, 61);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.await.unwrap();
+    assert!(
+        acknowledged > 0,
+        "the writer got through during the changes"
+    );
     let new = c.leader().await.status();
     assert_ne!(new.id, old_id);
     assert_eq!(new.conf_state.voters.len(), 3);
-    assert_eq!(c.read(4, "w").await, Some(91));
+    for id in c.nodes.keys().copied().collect::<Vec<_>>() {
+        assert_eq!(c.read(id, "w").await, Some(61));
+        let load = c.read(id, "load").await.unwrap_or(0);
+        assert!(
+            load >= acknowledged,
+            "node {id}: {load} < {acknowledged} acknowledged writes"
+        );
+    }
     let leader_view = c.leader().await.status().conf_state;
     c.wait_applied(4, c.leader().await.status().commit).await;
     assert_eq!(
@@ -398,4 +415,23 @@ pub async fn a_learner_joins_under_load_and_is_promoted_then_the_leader_is_remov
         leader_view,
         "node 4 knows every member"
     );
+}
+
+/// Proposes to whichever of `nodes` leads until `stop`; returns how many
+/// writes were acknowledged.
+async fn write_until(
+    nodes: Vec<RaftNode<Counters>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    let mut acknowledged = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let leader = nodes
+            .iter()
+            .find(|n| n.status().role == Role::Leader && n.status().running);
+        match leader {
+            Some(l) if l.propose(Add("load".into(), 1)).await.is_ok() => acknowledged += 1,
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    acknowledged
 }
