@@ -486,9 +486,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         }
         self.store.persist(&ready.entries, ready.hard_state)?;
         self.send(ready.persisted_messages);
-        for entry in ready.committed_entries {
-            self.apply(entry);
-        }
+        self.apply_entries(ready.committed_entries);
         if let Some(cs) = ready.conf_state {
             self.store.set_conf_state(cs);
         }
@@ -511,32 +509,42 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         }
     }
 
-    fn apply(&mut self, entry: Entry) {
-        let index = entry.index;
-        // Proposals at lower indexes were overwritten and never reached here.
-        self.settle_before(index, ProposeError::Lost);
-        self.applied = index;
-        match entry.kind {
-            EntryKind::Normal if entry.data.is_empty() => {}
-            EntryKind::Normal => match postcard::from_bytes::<S::Command>(&entry.data) {
-                Ok(command) => {
-                    let response = self.sm.apply(index, command);
-                    if let Some(w) = self.proposals.remove(&index) {
-                        let result = if w.term == entry.term {
-                            Ok(response)
-                        } else {
-                            Err(ProposeError::Lost)
-                        };
-                        let _ = w.reply.send(result);
+    /// Applies a Ready's committed entries: the commands go to the state
+    /// machine as one batch, then every waiting proposal is answered in log
+    /// order.
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return;
+        };
+        let mut batch = Vec::new();
+        for e in &entries {
+            if e.kind == EntryKind::Normal && !e.data.is_empty() {
+                match postcard::from_bytes::<S::Command>(&e.data) {
+                    Ok(command) => batch.push((e.index, command)),
+                    Err(err) => {
+                        tracing::error!(id = self.config.id, index = e.index, error = %err, "skipping a command that does not decode")
                     }
                 }
-                Err(e) => {
-                    tracing::error!(id = self.config.id, index, error = %e, "skipping a command that does not decode");
-                }
-            },
-            EntryKind::ConfChange => {
-                if let Some(w) = self.changes.remove(&index) {
-                    let result = if w.term == entry.term {
+            }
+        }
+        let indexes: Vec<Index> = batch.iter().map(|(i, _)| *i).collect();
+        let responses = self.sm.apply_batch(batch);
+        if responses.len() != indexes.len() {
+            tracing::error!(
+                id = self.config.id,
+                "apply_batch returned {} responses for {} commands",
+                responses.len(),
+                indexes.len()
+            );
+        }
+        let mut responses: BTreeMap<Index, S::Response> =
+            indexes.into_iter().zip(responses).collect();
+        for e in &entries {
+            // Proposals at lower indexes were overwritten and never got here.
+            self.settle_before(e.index, ProposeError::Lost);
+            if e.kind == EntryKind::ConfChange {
+                if let Some(w) = self.changes.remove(&e.index) {
+                    let result = if w.term == e.term {
                         Ok(self.raw.conf_state())
                     } else {
                         Err(ProposeError::Lost)
@@ -544,10 +552,15 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
                     let _ = w.reply.send(result);
                 }
             }
+            if let Some(w) = self.proposals.remove(&e.index) {
+                let result = match responses.remove(&e.index) {
+                    Some(r) if w.term == e.term => Ok(r),
+                    _ => Err(ProposeError::Lost),
+                };
+                let _ = w.reply.send(result);
+            }
         }
-        if let Some(w) = self.proposals.remove(&index) {
-            let _ = w.reply.send(Err(ProposeError::Lost));
-        }
+        self.applied = last;
     }
 
     /// Waiters below `index` can no longer be applied here: their entries

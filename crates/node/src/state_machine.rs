@@ -19,6 +19,16 @@ pub trait StateMachine: Send + 'static {
     /// Applies one committed command at `index`.
     fn apply(&mut self, index: Index, command: Self::Command) -> Self::Response;
 
+    /// Applies consecutive committed commands (in log order) and returns one
+    /// response per command, in the same order. Override it to make a batch
+    /// one storage write; by default each command is applied on its own.
+    fn apply_batch(&mut self, commands: Vec<(Index, Self::Command)>) -> Vec<Self::Response> {
+        commands
+            .into_iter()
+            .map(|(index, command)| self.apply(index, command))
+            .collect()
+    }
+
     /// Takes a view of the state as of the last applied command. This runs
     /// on the apply path, so it must be cheap (clone an `Arc` of a
     /// persistent structure, open a database snapshot); the bytes are
