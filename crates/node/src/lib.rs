@@ -26,6 +26,6 @@ pub use error::{ProposeError, ReadError, StartError, TransferError};
 pub use grpc::{serve, GrpcTransport, RaftService};
 pub use keel_raft::{ConfChange, ConfChangeOp, ConfState, Index, NodeId, Role};
 pub use node::{RaftNode, Status};
-pub use state_machine::StateMachine;
+pub use state_machine::{read_serde_snapshot, write_serde_snapshot, StateMachine};
 pub use store::StoreError;
 pub use transport::{LocalNetwork, LocalTransport, MessageSink, Transport};

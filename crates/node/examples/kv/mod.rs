@@ -32,15 +32,11 @@ impl StateMachine for Kv {
     }
 
     fn write_snapshot(view: Self::Snapshot, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        postcard::to_io(&view, out)
-            .map(|_| ())
-            .map_err(std::io::Error::other)
+        keel_node::write_serde_snapshot(&view, out)
     }
 
     fn restore(&mut self, snapshot: &mut dyn std::io::Read) -> Result<(), String> {
-        let mut buf = Vec::new();
-        snapshot.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-        self.0 = postcard::from_bytes(&buf).map_err(|e| e.to_string())?;
+        self.0 = keel_node::read_serde_snapshot(snapshot)?;
         Ok(())
     }
 }
