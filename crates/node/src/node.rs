@@ -282,10 +282,13 @@ struct Waiter<T> {
 }
 
 /// Answers every waiter below `index` with `error`.
+/// Called for every applied entry, so it costs nothing when no waiter is below.
 fn settle<R>(waiters: &mut BTreeMap<Index, Waiter<R>>, index: Index, error: &ProposeError) {
-    let later = waiters.split_off(&index);
-    for (_, w) in std::mem::replace(waiters, later) {
-        let _ = w.reply.send(Err(error.clone()));
+    while let Some(first) = waiters.first_entry() {
+        if *first.key() >= index {
+            break;
+        }
+        let _ = first.remove().reply.send(Err(error.clone()));
     }
 }
 

@@ -250,6 +250,33 @@ impl Cluster {
 
 // ----- scenarios ----------------------------------------------------------
 
+/// Declares one `#[tokio::test]` per scenario, run over `Net::$net`.
+#[macro_export]
+macro_rules! scenario_tests {
+    ($net:ident: $($scenario:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                common::$scenario(common::Net::$net).await;
+            }
+        )+
+    };
+}
+
+/// Declares every scenario's test over `Net::$net`.
+#[macro_export]
+macro_rules! all_scenarios {
+    ($net:ident) => {
+        scenario_tests!($net:
+            elects_commits_and_reads_linearizably_from_followers,
+            fails_over_when_the_leader_stops_and_loses_no_acknowledged_write,
+            a_restarted_cluster_recovers_everything_from_its_wal,
+            a_lagging_node_catches_up_by_snapshot,
+            a_learner_joins_under_load_and_is_promoted_then_the_leader_is_removed,
+        );
+    };
+}
+
 pub async fn elects_commits_and_reads_linearizably_from_followers(net: Net) {
     let c = Cluster::new(net, 3, 1, 10_000).await;
     assert_eq!(c.add("a", 2).await, 2);
