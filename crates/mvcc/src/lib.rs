@@ -1,0 +1,5 @@
+//! # keel-mvcc
+//!
+//! The replicated state of keel's metadata store.
+
+pub mod pb;
