@@ -96,15 +96,18 @@ impl<S: StateMachine> RaftNode<S> {
             ))
         })?;
         let opened = LogStore::open(&config)?;
-        let mut applied = 0;
-        if let Some(snapshot) = &opened.snapshot {
+        let applied = opened.snapshot.as_ref().map_or(0, |s| s.meta.last.index);
+        if let Some(snapshot) = opened
+            .snapshot
+            .as_ref()
+            .filter(|s| s.meta.last.index > state_machine.applied_index())
+        {
             let failed = |reason: String| StartError::Snapshot {
                 path: config.data_dir.clone(),
                 reason,
             };
             let mut reader = snapshot.reader().map_err(|e| failed(e.to_string()))?;
             state_machine.restore(&mut reader).map_err(failed)?;
-            applied = snapshot.meta.last.index;
         }
         let storage = opened.store.storage();
         // Election timeouts must differ between nodes and between runs.

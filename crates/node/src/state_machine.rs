@@ -41,6 +41,16 @@ pub trait StateMachine: Send + 'static {
 
     /// Replaces the whole state with a snapshot streamed from `snapshot`.
     fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), String>;
+
+    /// For a state machine that keeps its own state on disk: the index of
+    /// the last command whose effects it still has after a restart. At
+    /// start the node then skips restoring a snapshot it already covers;
+    /// the log after the snapshot is replayed as usual, so `apply` must
+    /// ignore commands at or below this index. In-memory state machines
+    /// keep the default, 0.
+    fn applied_index(&self) -> Index {
+        0
+    }
 }
 
 /// Writes `value` as a snapshot (postcard): all a state machine whose whole

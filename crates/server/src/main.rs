@@ -1,0 +1,2 @@
+mod rpc;
+fn main() {}
