@@ -1,2 +1,103 @@
+//! `keel`: an etcd-compatible metadata store on keel-raft.
+//!
+//! `keel serve` runs a member; `keel cluster` runs three on this machine;
+//! the other subcommands are a small client (etcdctl works too).
+
+mod backend;
+mod client;
+mod cluster;
+mod config;
+mod errors;
+mod forward;
+mod identity;
+mod kv;
+mod local_cluster;
+mod logging;
+mod maintenance;
+mod peers;
 mod rpc;
-fn main() {}
+mod server;
+mod state_machine;
+
+use clap::{Parser, Subcommand};
+
+/// keel: an etcd-compatible metadata store.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a member (a single-node store by default: data in ./keel-data,
+    /// clients on 127.0.0.1:2379, peers on 127.0.0.1:2380).
+    Serve(Box<ServeArgs>),
+    /// Run a three-member cluster on this machine, for trying fail-over by hand.
+    Cluster(local_cluster::ClusterArgs),
+    /// Client commands against a running cluster.
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// A TOML config file (see keel.example.toml); flags override its keys.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    settings: config::Settings,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(*args),
+        Command::Cluster(args) => local_cluster::run(args),
+        Command::Client(command) => client::run(command),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keel: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => config::Settings::from_file(path)?,
+        None => config::Settings::default(),
+    };
+    let config = config::Config::resolve(file.overlaid_with(args.settings))?;
+    let _logs = logging::init(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(server::run(config, shutdown_signal()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT received"),
+        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,565 @@
+//! The client subcommands: the common cases of etcdctl (which stays the
+//! reference client), printed the way etcdctl prints them.
+
+use anyhow::{bail, Context};
+use keel_mvcc::pb::etcdserverpb::*;
+use tonic::transport::Channel;
+
+use crate::rpc::cluster_client::ClusterClient;
+use crate::rpc::kv_client::KvClient;
+use crate::rpc::maintenance_client::MaintenanceClient;
+
+/// Where the client commands connect.
+#[derive(clap::Args, Debug)]
+pub struct Connection {
+    /// Client endpoints (`host:port`, comma-separated); the first that
+    /// answers is used.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379",
+        env = "KEEL_ENDPOINTS"
+    )]
+    endpoints: Vec<String>,
+}
+
+/// The client commands.
+#[derive(clap::Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Put a key.
+    Put {
+        #[command(flatten)]
+        connection: Connection,
+        key: String,
+        value: String,
+        /// Print the previous value.
+        #[arg(long)]
+        prev_kv: bool,
+    },
+    /// Get a key, a range [key, range_end), a prefix or every key from one.
+    Get {
+        #[command(flatten)]
+        connection: Connection,
+        key: String,
+        range_end: Option<String>,
+        #[command(flatten)]
+        range: RangeFlags,
+        /// At most this many keys.
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+        /// Read as of this revision.
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+        /// Print the number of keys only.
+        #[arg(long)]
+        count_only: bool,
+        /// Sort by key, version, create, modify or value.
+        #[arg(long)]
+        sort_by: Option<String>,
+        /// ascend or descend.
+        #[arg(long)]
+        order: Option<String>,
+        /// Serve from the local member without a ReadIndex round.
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Delete a key, a range, a prefix or every key from one.
+    Del {
+        #[command(flatten)]
+        connection: Connection,
+        key: String,
+        range_end: Option<String>,
+        #[command(flatten)]
+        range: RangeFlags,
+        /// Print the deleted key-values.
+        #[arg(long)]
+        prev_kv: bool,
+    },
+    /// A transaction: `--compare 'value(k) = v'` (value, version, create,
+    /// mod, lease; =, !=, <, >), then `--success`/`--failure` operations
+    /// `put k v`, `get k`, `del k`.
+    Txn {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        compare: Vec<String>,
+        #[arg(long)]
+        success: Vec<String>,
+        #[arg(long)]
+        failure: Vec<String>,
+    },
+    /// Discard history below a revision.
+    Compact {
+        #[command(flatten)]
+        connection: Connection,
+        revision: i64,
+    },
+    /// Membership.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// The status of each endpoint.
+    Status {
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// Range forms shared by get and del.
+#[derive(clap::Args, Debug)]
+pub struct RangeFlags {
+    /// Every key with `key` as a prefix.
+    #[arg(long)]
+    prefix: bool,
+    /// Every key from `key` on.
+    #[arg(long)]
+    from_key: bool,
+}
+
+/// Membership commands.
+#[derive(clap::Subcommand, Debug)]
+pub enum MemberCommand {
+    /// List the members.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Add a member (then start it with `--initial-cluster-state existing`).
+    Add {
+        #[command(flatten)]
+        connection: Connection,
+        name: String,
+        /// Its peer URLs (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        peer_urls: Vec<String>,
+        /// Add it as a learner (it stays one until promoted).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a member by its id (hex).
+    Remove {
+        #[command(flatten)]
+        connection: Connection,
+        id: String,
+    },
+    /// Promote a learner (hex id) to voter.
+    Promote {
+        #[command(flatten)]
+        connection: Connection,
+        id: String,
+    },
+}
+
+/// Runs a client command.
+pub fn run(command: ClientCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(execute(command))
+}
+
+async fn connect(connection: &Connection) -> anyhow::Result<Channel> {
+    let mut last = None;
+    for endpoint in &connection.endpoints {
+        let url = if endpoint.contains("://") {
+            endpoint.clone()
+        } else {
+            format!("http://{endpoint}")
+        };
+        match Channel::from_shared(url.clone())?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .connect()
+            .await
+        {
+            Ok(channel) => return Ok(channel),
+            Err(e) => last = Some(anyhow::Error::new(e).context(format!("connecting to {url}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no endpoints given")))
+}
+
+/// The range end for `key` given an explicit end or a range flag.
+fn range_end(key: &str, end: Option<String>, flags: &RangeFlags) -> anyhow::Result<Vec<u8>> {
+    match (end, flags.prefix, flags.from_key) {
+        (Some(end), false, false) => Ok(end.into_bytes()),
+        (None, true, false) => Ok(prefix_end(key.as_bytes())),
+        (None, false, true) => Ok(vec![0]),
+        (None, false, false) => Ok(Vec::new()),
+        _ => bail!("give at most one of a range end, --prefix and --from-key"),
+    }
+}
+
+/// The smallest key after every key starting with `prefix` ("\0" = all).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn print_kvs(kvs: &[keel_mvcc::pb::mvccpb::KeyValue], keys_only: bool) {
+    for kv in kvs {
+        println!("{}", String::from_utf8_lossy(&kv.key));
+        if !keys_only {
+            println!("{}", String::from_utf8_lossy(&kv.value));
+        }
+    }
+}
+
+async fn execute(command: ClientCommand) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Put {
+            connection,
+            key,
+            value,
+            prev_kv,
+        } => {
+            let mut kv = KvClient::new(connect(&connection).await?);
+            let response = kv
+                .put(PutRequest {
+                    key: key.into(),
+                    value: value.into(),
+                    prev_kv,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            println!("OK");
+            if let Some(prev) = response.prev_kv {
+                print_kvs(&[prev], false);
+            }
+        }
+        ClientCommand::Get {
+            connection,
+            key,
+            range_end: end,
+            range,
+            limit,
+            rev,
+            keys_only,
+            count_only,
+            sort_by,
+            order,
+            serializable,
+        } => {
+            let sort_target = match sort_by.as_deref() {
+                None | Some("key") => range_request::SortTarget::Key,
+                Some("version") => range_request::SortTarget::Version,
+                Some("create") => range_request::SortTarget::Create,
+                Some("modify") => range_request::SortTarget::Mod,
+                Some("value") => range_request::SortTarget::Value,
+                Some(other) => {
+                    bail!("--sort-by takes key, version, create, modify or value, not {other}")
+                }
+            };
+            let sort_order = match order.as_deref() {
+                None => range_request::SortOrder::None,
+                Some("ascend") => range_request::SortOrder::Ascend,
+                Some("descend") => range_request::SortOrder::Descend,
+                Some(other) => bail!("--order takes ascend or descend, not {other}"),
+            };
+            let request = RangeRequest {
+                range_end: range_end(&key, end, &range)?.into(),
+                key: key.into(),
+                limit,
+                revision: rev,
+                keys_only,
+                count_only,
+                sort_target: sort_target as i32,
+                sort_order: sort_order as i32,
+                serializable,
+                ..Default::default()
+            };
+            let mut kv = KvClient::new(connect(&connection).await?);
+            let response = kv.range(request).await?.into_inner();
+            if count_only {
+                println!("{}", response.count);
+            } else {
+                print_kvs(&response.kvs, keys_only);
+            }
+        }
+        ClientCommand::Del {
+            connection,
+            key,
+            range_end: end,
+            range,
+            prev_kv,
+        } => {
+            let request = DeleteRangeRequest {
+                range_end: range_end(&key, end, &range)?.into(),
+                key: key.into(),
+                prev_kv,
+            };
+            let mut kv = KvClient::new(connect(&connection).await?);
+            let response = kv.delete_range(request).await?.into_inner();
+            println!("{}", response.deleted);
+            print_kvs(&response.prev_kvs, false);
+        }
+        ClientCommand::Txn {
+            connection,
+            compare,
+            success,
+            failure,
+        } => {
+            let request = TxnRequest {
+                compare: compare
+                    .iter()
+                    .map(|c| parse_compare(c))
+                    .collect::<anyhow::Result<_>>()?,
+                success: success
+                    .iter()
+                    .map(|o| parse_op(o))
+                    .collect::<anyhow::Result<_>>()?,
+                failure: failure
+                    .iter()
+                    .map(|o| parse_op(o))
+                    .collect::<anyhow::Result<_>>()?,
+            };
+            let mut kv = KvClient::new(connect(&connection).await?);
+            let response = kv.txn(request).await?.into_inner();
+            println!(
+                "{}",
+                if response.succeeded {
+                    "SUCCESS"
+                } else {
+                    "FAILURE"
+                }
+            );
+            for op in response.responses {
+                match op.response {
+                    Some(response_op::Response::ResponsePut(_)) => println!("\nOK"),
+                    Some(response_op::Response::ResponseRange(r)) => {
+                        println!();
+                        print_kvs(&r.kvs, false);
+                    }
+                    Some(response_op::Response::ResponseDeleteRange(r)) => {
+                        println!("\n{}", r.deleted)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ClientCommand::Compact {
+            connection,
+            revision,
+        } => {
+            let mut kv = KvClient::new(connect(&connection).await?);
+            kv.compact(CompactionRequest {
+                revision,
+                physical: true,
+            })
+            .await?;
+            println!("compacted revision {revision}");
+        }
+        ClientCommand::Member(member) => member_command(member).await?,
+        ClientCommand::Status { connection } => {
+            for endpoint in &connection.endpoints {
+                let one = Connection {
+                    endpoints: vec![endpoint.clone()],
+                };
+                let mut m = MaintenanceClient::new(connect(&one).await?);
+                let s = m.status(StatusRequest {}).await?.into_inner();
+                let header = s.header.unwrap_or_default();
+                println!(
+                    "{endpoint}, {:x}, {}, {} bytes, leader {:x}{}, term {}, index {}, applied {}{}",
+                    header.member_id,
+                    s.version,
+                    s.db_size,
+                    s.leader,
+                    if s.leader == header.member_id { " (this member)" } else { "" },
+                    s.raft_term,
+                    s.raft_index,
+                    s.raft_applied_index,
+                    if s.errors.is_empty() { String::new() } else { format!(", alarms: {}", s.errors.join("; ")) }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn member_command(command: MemberCommand) -> anyhow::Result<()> {
+    let print = |members: &[Member]| {
+        for m in members {
+            println!(
+                "{:x}, {}, {}, {}, {}, {}",
+                m.id,
+                if m.name.is_empty() {
+                    "unstarted"
+                } else {
+                    "started"
+                },
+                m.name,
+                m.peer_ur_ls.join(","),
+                m.client_ur_ls.join(","),
+                m.is_learner
+            );
+        }
+    };
+    let parse_id = |id: &str| {
+        u64::from_str_radix(id, 16).with_context(|| format!("`{id}` is not a hex member id"))
+    };
+    match command {
+        MemberCommand::List { connection } => {
+            let mut c = ClusterClient::new(connect(&connection).await?);
+            print(
+                &c.member_list(MemberListRequest::default())
+                    .await?
+                    .into_inner()
+                    .members,
+            );
+        }
+        MemberCommand::Add {
+            connection,
+            name,
+            peer_urls,
+            learner,
+        } => {
+            let mut c = ClusterClient::new(connect(&connection).await?);
+            let response = c
+                .member_add(MemberAddRequest {
+                    peer_ur_ls: peer_urls.clone(),
+                    is_learner: learner,
+                })
+                .await?
+                .into_inner();
+            let id = response.member.map_or(0, |m| m.id);
+            println!("Member {id:x} added to the cluster");
+            let mut initial: Vec<String> = response
+                .members
+                .iter()
+                .filter(|m| m.id != id && !m.name.is_empty())
+                .filter_map(|m| Some(format!("{}={}", m.name, m.peer_ur_ls.first()?)))
+                .collect();
+            initial.push(format!("{name}={}", peer_urls[0]));
+            println!(
+                "\nStart it with:\n  keel serve --name {name} --listen-peer-url {} \
+                 --initial-cluster {} --initial-cluster-state existing",
+                peer_urls[0],
+                initial.join(",")
+            );
+        }
+        MemberCommand::Remove { connection, id } => {
+            let id = parse_id(&id)?;
+            let mut c = ClusterClient::new(connect(&connection).await?);
+            c.member_remove(MemberRemoveRequest { id }).await?;
+            println!("Member {id:x} removed from the cluster");
+        }
+        MemberCommand::Promote { connection, id } => {
+            let id = parse_id(&id)?;
+            let mut c = ClusterClient::new(connect(&connection).await?);
+            c.member_promote(MemberPromoteRequest { id }).await?;
+            println!("Member {id:x} promoted");
+        }
+    }
+    Ok(())
+}
+
+/// Parses `target(key) op value`, e.g. `value(k) = v` or `version(k) > 2`.
+fn parse_compare(text: &str) -> anyhow::Result<Compare> {
+    use compare::{CompareResult, CompareTarget, TargetUnion};
+    let usage = || format!("`{text}` is not `target(key) op value` (e.g. `value(k) = v`)");
+    let (target, rest) = text.split_once('(').with_context(usage)?;
+    let (key, rest) = rest.split_once(')').with_context(usage)?;
+    let mut words = rest.trim().splitn(2, ' ');
+    let op = words.next().with_context(usage)?;
+    let value = words.next().unwrap_or("").trim();
+    let result = match op {
+        "=" | "==" => CompareResult::Equal,
+        "!=" => CompareResult::NotEqual,
+        "<" => CompareResult::Less,
+        ">" => CompareResult::Greater,
+        _ => bail!(usage()),
+    };
+    let number = || {
+        value
+            .parse::<i64>()
+            .with_context(|| format!("`{value}` is not a number"))
+    };
+    let (target, union) = match target.trim() {
+        "value" => (
+            CompareTarget::Value,
+            TargetUnion::Value(value.as_bytes().to_vec().into()),
+        ),
+        "version" => (CompareTarget::Version, TargetUnion::Version(number()?)),
+        "create" => (
+            CompareTarget::Create,
+            TargetUnion::CreateRevision(number()?),
+        ),
+        "mod" => (CompareTarget::Mod, TargetUnion::ModRevision(number()?)),
+        "lease" => (CompareTarget::Lease, TargetUnion::Lease(number()?)),
+        other => bail!("compare target `{other}` is not value, version, create, mod or lease"),
+    };
+    Ok(Compare {
+        result: result as i32,
+        target: target as i32,
+        key: key.as_bytes().to_vec().into(),
+        target_union: Some(union),
+        range_end: Default::default(),
+    })
+}
+
+/// Parses `put k v`, `get k` or `del k`.
+fn parse_op(text: &str) -> anyhow::Result<RequestOp> {
+    use request_op::Request;
+    let mut words = text.trim().splitn(3, ' ');
+    let request = match (words.next(), words.next(), words.next()) {
+        (Some("put"), Some(key), Some(value)) => Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: value.as_bytes().to_vec().into(),
+            ..Default::default()
+        }),
+        (Some("get"), Some(key), None) => Request::RequestRange(RangeRequest {
+            key: key.as_bytes().to_vec().into(),
+            ..Default::default()
+        }),
+        (Some("del"), Some(key), None) => Request::RequestDeleteRange(DeleteRangeRequest {
+            key: key.as_bytes().to_vec().into(),
+            ..Default::default()
+        }),
+        _ => bail!("`{text}` is not `put key value`, `get key` or `del key`"),
+    };
+    Ok(RequestOp {
+        request: Some(request),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends_follow_etcd() {
+        assert_eq!(prefix_end(b"abc"), b"abd");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+    }
+
+    #[test]
+    fn compares_and_ops_parse_and_mistakes_are_explained() {
+        let c = parse_compare("value(k1) = v1").unwrap();
+        assert_eq!(&c.key[..], b"k1");
+        assert_eq!(c.target, compare::CompareTarget::Value as i32);
+        assert!(
+            matches!(c.target_union, Some(compare::TargetUnion::Value(ref v)) if &v[..] == b"v1")
+        );
+        let c = parse_compare("mod(k) > 4").unwrap();
+        assert_eq!(c.result, compare::CompareResult::Greater as i32);
+        assert!(parse_compare("version(k) > x")
+            .unwrap_err()
+            .to_string()
+            .contains("not a number"));
+        assert!(parse_compare("k = v").is_err());
+        assert!(parse_op("put k hello world").is_ok());
+        assert!(parse_op("frob k")
+            .unwrap_err()
+            .to_string()
+            .contains("put key value"));
+    }
+}

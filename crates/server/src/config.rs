@@ -1,0 +1,402 @@
+//! `keel serve` settings: every key can come from a TOML file (`--config`)
+//! and from a flag of the same name; flags win, then the file, then the
+//! defaults. `keel.example.toml` at the repository root documents each key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Every setting, each optional: what one source (file or flags) says.
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// This member's human-readable name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the raft log, snapshots and the key-value store live.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to serve clients on (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub listen_client_urls: Option<Vec<String>>,
+    /// Client URLs told to the rest of the cluster (defaults to the listen URLs).
+    #[arg(long, value_delimiter = ',')]
+    pub advertise_client_urls: Option<Vec<String>>,
+    /// The URL to serve peers on.
+    #[arg(long)]
+    pub listen_peer_url: Option<String>,
+    /// The peer URL told to the rest of the cluster (defaults to the listen URL).
+    #[arg(long)]
+    pub advertise_peer_url: Option<String>,
+    /// The members of a new cluster: `name=peer-url,name=peer-url,...`.
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// `new` to bootstrap a cluster, `existing` to join one after `member add`.
+    #[arg(long)]
+    pub initial_cluster_state: Option<String>,
+    /// Makes the ids of different clusters with the same members differ.
+    #[arg(long)]
+    pub initial_cluster_token: Option<String>,
+    /// Milliseconds between leader heartbeats (one raft tick).
+    #[arg(long)]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Milliseconds without a leader before a follower campaigns.
+    #[arg(long)]
+    pub election_timeout_ms: Option<u64>,
+    /// Applied entries between two snapshots of the store.
+    #[arg(long)]
+    pub snapshot_count: Option<u64>,
+    /// The largest client request accepted, in bytes.
+    #[arg(long)]
+    pub max_request_bytes: Option<usize>,
+    /// The most operations one transaction may hold.
+    #[arg(long)]
+    pub max_txn_ops: Option<usize>,
+    /// Store size in bytes past which writes are refused (NOSPACE alarm).
+    #[arg(long)]
+    pub quota_backend_bytes: Option<u64>,
+    /// Milliseconds a request may wait for raft before it fails.
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// Log filter: a level (`info`) or tracing directives (`keel=debug,info`).
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// `auto` (text on a terminal), `text` or `json`.
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Also write logs to rolling files in this directory.
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+    /// Roll a log file once it reaches this many megabytes.
+    #[arg(long)]
+    pub log_max_size_mb: Option<u64>,
+    /// Keep at most this many log files (older ones are deleted).
+    #[arg(long)]
+    pub log_max_files: Option<usize>,
+}
+
+macro_rules! overlay {
+    ($low:expr, $high:expr, $($field:ident),+ $(,)?) => {
+        Settings { $($field: $high.$field.or($low.$field)),+ }
+    };
+}
+
+impl Settings {
+    /// Reads a TOML file of settings.
+    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// These settings with every key `over` sets replaced by its value.
+    pub fn overlaid_with(self, over: Settings) -> Settings {
+        overlay!(
+            self,
+            over,
+            name,
+            data_dir,
+            listen_client_urls,
+            advertise_client_urls,
+            listen_peer_url,
+            advertise_peer_url,
+            initial_cluster,
+            initial_cluster_state,
+            initial_cluster_token,
+            heartbeat_interval_ms,
+            election_timeout_ms,
+            snapshot_count,
+            max_request_bytes,
+            max_txn_ops,
+            quota_backend_bytes,
+            request_timeout_ms,
+            log_level,
+            log_format,
+            log_dir,
+            log_max_size_mb,
+            log_max_files,
+        )
+    }
+}
+
+/// Whether a member bootstraps a new cluster or joins a running one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Bootstrap with the members of `initial_cluster`.
+    New,
+    /// Join a cluster that has already added this member.
+    Existing,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Resolved settings, defaults filled in and checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This member's name.
+    pub name: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Addresses (`host:port`) to serve clients on.
+    pub listen_client: Vec<String>,
+    /// Client URLs advertised to the cluster.
+    pub advertise_client_urls: Vec<String>,
+    /// The address (`host:port`) to serve peers on.
+    pub listen_peer: String,
+    /// The peer URL advertised to the cluster.
+    pub advertise_peer_url: String,
+    /// `(name, peer URL)` of each initial member.
+    pub initial_cluster: Vec<(String, String)>,
+    /// New cluster or join.
+    pub cluster_state: ClusterState,
+    /// The initial cluster token.
+    pub cluster_token: String,
+    /// One raft tick.
+    pub heartbeat_interval: Duration,
+    /// Ticks before an election.
+    pub election_ticks: u32,
+    /// Applied entries between snapshots.
+    pub snapshot_count: u64,
+    /// The request size cap in bytes.
+    pub max_request_bytes: usize,
+    /// The transaction operation cap.
+    pub max_txn_ops: usize,
+    /// The store size quota in bytes.
+    pub quota_backend_bytes: u64,
+    /// How long a request may wait on raft.
+    pub request_timeout: Duration,
+    /// The log filter.
+    pub log_level: String,
+    /// The log format.
+    pub log_format: LogFormat,
+    /// The rolling log directory, if any.
+    pub log_dir: Option<PathBuf>,
+    /// The size at which a log file rolls.
+    pub log_max_bytes: u64,
+    /// How many log files are kept.
+    pub log_max_files: usize,
+}
+
+/// The default client URL: etcd's port, so `etcdctl` needs no flags.
+pub const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
+/// The default peer URL.
+pub const DEFAULT_PEER_URL: &str = "http://127.0.0.1:2380";
+
+impl Config {
+    /// Fills in defaults and checks `settings`; errors name the bad key.
+    pub fn resolve(s: Settings) -> anyhow::Result<Config> {
+        let name = s.name.unwrap_or_else(|| "default".into());
+        let listen_client_urls = s
+            .listen_client_urls
+            .unwrap_or_else(|| vec![DEFAULT_CLIENT_URL.into()]);
+        let listen_client = listen_client_urls
+            .iter()
+            .map(|u| host_port(u).context("listen_client_urls"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let advertise_client_urls = s.advertise_client_urls.unwrap_or(listen_client_urls);
+        for url in &advertise_client_urls {
+            host_port(url).context("advertise_client_urls")?;
+        }
+        let listen_peer_url = s.listen_peer_url.unwrap_or_else(|| DEFAULT_PEER_URL.into());
+        let listen_peer = host_port(&listen_peer_url).context("listen_peer_url")?;
+        let advertise_peer_url = s.advertise_peer_url.unwrap_or(listen_peer_url);
+        host_port(&advertise_peer_url).context("advertise_peer_url")?;
+        let initial_cluster = match s.initial_cluster {
+            Some(list) => parse_initial_cluster(&list).context("initial_cluster")?,
+            None => vec![(name.clone(), advertise_peer_url.clone())],
+        };
+        let cluster_state = match s.initial_cluster_state.as_deref().unwrap_or("new") {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => bail!("initial_cluster_state must be `new` or `existing`, not `{other}`"),
+        };
+        if cluster_state == ClusterState::New
+            && !initial_cluster
+                .iter()
+                .any(|(n, url)| *n == name && *url == advertise_peer_url)
+        {
+            bail!(
+                "initial_cluster has no entry `{name}={advertise_peer_url}` for this member \
+                 (its name and advertised peer URL)"
+            );
+        }
+        let heartbeat_ms = s.heartbeat_interval_ms.unwrap_or(100);
+        let election_ms = s.election_timeout_ms.unwrap_or(1000);
+        if heartbeat_ms == 0 {
+            bail!("heartbeat_interval_ms must be positive");
+        }
+        if election_ms < 3 * heartbeat_ms {
+            bail!("election_timeout_ms ({election_ms}) must be at least 3 × heartbeat_interval_ms ({heartbeat_ms})");
+        }
+        let log_format = match s.log_format.as_deref().unwrap_or("auto") {
+            "auto" => LogFormat::Auto,
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log_format must be `auto`, `text` or `json`, not `{other}`"),
+        };
+        let positive = |value: u64, key: &str| -> anyhow::Result<u64> {
+            if value == 0 {
+                bail!("{key} must be positive");
+            }
+            Ok(value)
+        };
+        Ok(Config {
+            name,
+            data_dir: s.data_dir.unwrap_or_else(|| "keel-data".into()),
+            listen_client,
+            advertise_client_urls,
+            listen_peer,
+            advertise_peer_url,
+            initial_cluster,
+            cluster_state,
+            cluster_token: s
+                .initial_cluster_token
+                .unwrap_or_else(|| "keel-cluster".into()),
+            heartbeat_interval: Duration::from_millis(heartbeat_ms),
+            election_ticks: u32::try_from(election_ms / heartbeat_ms)
+                .context("election_timeout_ms is too large")?,
+            snapshot_count: positive(s.snapshot_count.unwrap_or(10_000), "snapshot_count")?,
+            max_request_bytes: positive(
+                s.max_request_bytes.unwrap_or(3 * 512 * 1024) as u64,
+                "max_request_bytes",
+            )? as usize,
+            max_txn_ops: positive(s.max_txn_ops.unwrap_or(128) as u64, "max_txn_ops")? as usize,
+            quota_backend_bytes: positive(
+                s.quota_backend_bytes.unwrap_or(2 * 1024 * 1024 * 1024),
+                "quota_backend_bytes",
+            )?,
+            request_timeout: Duration::from_millis(positive(
+                s.request_timeout_ms.unwrap_or(5000),
+                "request_timeout_ms",
+            )?),
+            log_level: s.log_level.unwrap_or_else(|| "info".into()),
+            log_format,
+            log_dir: s.log_dir,
+            log_max_bytes: positive(s.log_max_size_mb.unwrap_or(64), "log_max_size_mb")?
+                * 1024
+                * 1024,
+            log_max_files: positive(s.log_max_files.unwrap_or(8) as u64, "log_max_files")? as usize,
+        })
+    }
+}
+
+/// The `host:port` of an `http://host:port` URL (TLS is not served yet).
+pub fn host_port(url: &str) -> anyhow::Result<String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!("`{url}` is not an http:// URL (https is not supported yet)");
+    };
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(rest.to_string())
+        }
+        _ => bail!("`{url}` needs a host and a port, like http://127.0.0.1:2380"),
+    }
+}
+
+/// Parses `name=url,name=url`.
+pub fn parse_initial_cluster(list: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut members: Vec<(String, String)> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((name, url)) = item.split_once('=') else {
+            bail!("`{item}` is not `name=peer-url`");
+        };
+        host_port(url)?;
+        if members.iter().any(|(_, u)| u == url) {
+            bail!("peer URL {url} is listed twice");
+        }
+        members.push((name.to_string(), url.to_string()));
+    }
+    if members.is_empty() {
+        bail!("no members listed");
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_etcd_ports_and_a_single_member() {
+        let c = Config::resolve(Settings::default()).unwrap();
+        assert_eq!(c.listen_client, vec!["127.0.0.1:2379"]);
+        assert_eq!(c.listen_peer, "127.0.0.1:2380");
+        assert_eq!(c.data_dir, PathBuf::from("keel-data"));
+        assert_eq!(
+            c.initial_cluster,
+            vec![("default".to_string(), DEFAULT_PEER_URL.to_string())]
+        );
+        assert_eq!(c.max_request_bytes, 1_572_864);
+        assert_eq!(c.election_ticks, 10);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: Settings = toml::from_str(
+            "name = \"a\"\ndata_dir = \"/from/file\"\nmax_txn_ops = 7\nlisten_client_urls = [\"http://127.0.0.1:1\"]",
+        )
+        .unwrap();
+        let flags = Settings {
+            data_dir: Some("/from/flag".into()),
+            ..Settings::default()
+        };
+        let merged = file.overlaid_with(flags);
+        assert_eq!(merged.data_dir, Some(PathBuf::from("/from/flag")));
+        assert_eq!(merged.name.as_deref(), Some("a"));
+        assert_eq!(merged.max_txn_ops, Some(7));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |s: Settings| format!("{:#}", Config::resolve(s).unwrap_err());
+        assert!(toml::from_str::<Settings>("nmae = \"x\"")
+            .unwrap_err()
+            .to_string()
+            .contains("nmae"));
+        assert!(err(Settings {
+            listen_peer_url: Some("https://h:1".into()),
+            ..Default::default()
+        })
+        .contains("https"));
+        assert!(err(Settings {
+            initial_cluster: Some("a=http://h:1,b".into()),
+            ..Default::default()
+        })
+        .contains("`b` is not `name=peer-url`"));
+        assert!(err(Settings {
+            name: Some("c".into()),
+            initial_cluster: Some("a=http://h:1".into()),
+            ..Default::default()
+        })
+        .contains("no entry `c=http://127.0.0.1:2380`"));
+        assert!(err(Settings {
+            initial_cluster_state: Some("old".into()),
+            ..Default::default()
+        })
+        .contains("`new` or `existing`"));
+        assert!(err(Settings {
+            max_txn_ops: Some(0),
+            ..Default::default()
+        })
+        .contains("max_txn_ops must be positive"));
+    }
+
+    #[test]
+    fn the_example_config_parses_and_resolves() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../keel.example.toml");
+        let settings = Settings::from_file(&path).unwrap();
+        Config::resolve(settings).unwrap();
+    }
+}

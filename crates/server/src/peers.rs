@@ -1,0 +1,55 @@
+//! The peer address book: each member's peer address, kept in step with the
+//! replicated member records and handed to the raft transport.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use keel_mvcc::pb::etcdserverpb::Member;
+use keel_node::{GrpcTransport, NodeId};
+
+use crate::config::host_port;
+
+/// Shared, cheap to clone.
+#[derive(Clone)]
+pub struct Peers {
+    transport: GrpcTransport,
+    addresses: Arc<RwLock<BTreeMap<NodeId, String>>>,
+}
+
+impl Peers {
+    /// A book starting with `addresses` (`host:port`), feeding `transport`.
+    pub fn new(transport: GrpcTransport, addresses: BTreeMap<NodeId, String>) -> Self {
+        for (id, address) in &addresses {
+            transport.set_address(*id, address.clone());
+        }
+        Peers {
+            transport,
+            addresses: Arc::new(RwLock::new(addresses)),
+        }
+    }
+
+    /// The peer address of member `id`, if known.
+    pub fn address(&self, id: NodeId) -> Option<String> {
+        self.addresses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Takes the peer URLs of recorded members; addresses that changed are
+    /// handed to the transport (which reconnects).
+    pub fn update(&self, members: &[Member]) {
+        let mut addresses = self.addresses.write().unwrap_or_else(|e| e.into_inner());
+        for member in members {
+            let Some(address) = member.peer_ur_ls.first().and_then(|u| host_port(u).ok()) else {
+                continue;
+            };
+            if addresses.get(&member.id) != Some(&address) {
+                tracing::info!(member = %format!("{:x}", member.id), %address, "peer address");
+                self.transport.set_address(member.id, address.clone());
+                addresses.insert(member.id, address);
+            }
+        }
+    }
+}

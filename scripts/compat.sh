@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# etcd compatibility check: starts a fresh three-member keel cluster, drives it
+# with etcdctl (Debian's etcd-client, installed if missing) and checks what it
+# prints. The same key-value session also runs against a real etcd (Debian's
+# etcd-server) when one is installed or installable, and the two transcripts
+# must match line for line (member ids, terms and sizes masked).
+#
+#   bash scripts/compat.sh            # builds keel in release mode first
+#   KEEL_BIN=path/to/keel bash scripts/compat.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v etcdctl >/dev/null || need_apt+=(etcd-client)
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+if ((${#need_apt[@]})); then
+    echo "== installing ${need_apt[*]}"
+    if ! { apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"; } >/dev/null 2>&1; then
+        command -v etcdctl >/dev/null || { echo "compat: cannot install etcd-client" >&2; exit 1; }
+        echo "compat: etcd-server not installable; skipping the side-by-side transcript"
+    fi
+fi
+export ETCDCTL_API=3
+
+KEEL_BIN=${KEEL_BIN:-}
+if [[ -z "$KEEL_BIN" ]]; then
+    cargo build --release --bin keel
+    KEEL_BIN=target/release/keel
+fi
+
+WORK=$(mktemp -d /tmp/keel-compat.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "compat: FAIL: $*" >&2
+    for log in "$WORK"/*.log; do
+        echo "--- $log (last 30 lines)" >&2
+        tail -30 "$log" >&2 || true
+    done
+    exit 1
+}
+
+# expect NAME WANT CMD...: runs CMD and compares its output with WANT.
+expect() {
+    local name=$1 want=$2
+    shift 2
+    local got
+    got=$("$@" 2>&1) || fail "$name: \`$*\` failed: $got"
+    [[ "$got" == "$want" ]] || fail "$name: \`$*\` printed
+$got
+but should print
+$want"
+    echo "ok   $name"
+}
+
+# expect_error NAME MESSAGE CMD...: CMD must fail, printing MESSAGE.
+expect_error() {
+    local name=$1 want=$2
+    shift 2
+    local got
+    if got=$("$@" 2>&1); then fail "$name: \`$*\` succeeded: $got"; fi
+    [[ "$got" == *"$want"* ]] || fail "$name: \`$*\` printed
+$got
+which lacks: $want"
+    echo "ok   $name"
+}
+
+BASE=42379
+C1=127.0.0.1:$BASE C2=127.0.0.1:$((BASE + 100)) C3=127.0.0.1:$((BASE + 200))
+P1=127.0.0.1:$((BASE + 1)) P2=127.0.0.1:$((BASE + 101)) P3=127.0.0.1:$((BASE + 201))
+INITIAL="k1=http://$P1,k2=http://$P2,k3=http://$P3"
+ALL="$C1,$C2,$C3"
+
+start_member() { # name client peer initial state
+    "$KEEL_BIN" serve --name "$1" --data-dir "$WORK/$1" \
+        --listen-client-urls "http://$2" --listen-peer-url "http://$3" \
+        --initial-cluster "$4" --initial-cluster-state "$5" \
+        --initial-cluster-token compat --log-format text >"$WORK/$1.log" 2>&1 &
+    PIDS+=($!)
+}
+
+wait_healthy() { # endpoints
+    for _ in $(seq 1 100); do
+        if etcdctl --endpoints="$1" endpoint health >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    fail "cluster at $1 did not become healthy"
+}
+
+echo "== starting a three-member keel cluster"
+start_member k1 "$C1" "$P1" "$INITIAL" new
+start_member k2 "$C2" "$P2" "$INITIAL" new
+start_member k3 "$C3" "$P3" "$INITIAL" new
+wait_healthy "$ALL"
+
+# The key-value session: the same commands against keel and etcd. Output
+# that legitimately differs (ids, terms, sizes, timings) is masked.
+session() {
+    local e="--endpoints=$1"
+    etcdctl "$e" put foo bar
+    etcdctl "$e" get foo
+    etcdctl "$e" put a/1 v1
+    etcdctl "$e" put a/2 v2
+    etcdctl "$e" put a/3 v3
+    etcdctl "$e" put b b
+    etcdctl "$e" get --prefix a/
+    etcdctl "$e" get a/1 a/3
+    etcdctl "$e" get --from-key a/2 --keys-only
+    etcdctl "$e" get --prefix a/ --sort-by=KEY --order=DESCEND --keys-only
+    etcdctl "$e" get --prefix a/ --sort-by=MODIFY --order=DESCEND --limit=2
+    etcdctl "$e" get --prefix a/ --limit=2 -w json
+    echo
+    etcdctl "$e" get --prefix a/ --count-only -w json
+    echo
+    etcdctl "$e" put foo baz --prev-kv
+    etcdctl "$e" get foo -w json
+    echo
+    etcdctl "$e" del --prev-kv a/1
+    etcdctl "$e" del nothing-here
+    etcdctl "$e" del --prefix a/
+    printf 'value("foo") = "baz"\n\nput foo qux\nget b\n\nput foo nope\n\n' | etcdctl "$e" txn
+    printf 'version("foo") > "5"\n\nput foo yes\n\nget foo\ndel b\n\n' | etcdctl "$e" txn
+    printf 'mod("foo") < "100"\ncreate("foo") = "2"\n\nget foo\n\n\n' | etcdctl "$e" txn
+    etcdctl "$e" get foo --rev=2
+    etcdctl "$e" compaction 4
+    etcdctl "$e" get foo --rev=3 2>&1 | grep -v retry_interceptor
+    etcdctl "$e" get foo --rev=4
+    etcdctl "$e" get foo --rev=1000 2>&1 | grep -v retry_interceptor
+    etcdctl "$e" put "" x 2>&1 | grep -v retry_interceptor
+    etcdctl "$e" compaction 3 2>&1 | grep -v retry_interceptor
+    etcdctl "$e" get "" --from-key --keys-only
+}
+mask() {
+    sed -E 's/"cluster_id":[0-9]+/"cluster_id":C/; s/"member_id":[0-9]+/"member_id":M/; s/"raft_term":[0-9]+/"raft_term":T/'
+}
+
+echo "== key-value session against keel (through a follower and the leader alike)"
+session "$ALL" 2>&1 | mask >"$WORK/keel.transcript"
+
+if command -v etcd >/dev/null; then
+    echo "== the same session against etcd $(etcd --version | head -1 | awk '{print $3}')"
+    etcd --name ref --data-dir "$WORK/etcd" \
+        --listen-client-urls http://127.0.0.1:42979 --advertise-client-urls http://127.0.0.1:42979 \
+        --listen-peer-urls http://127.0.0.1:42980 --initial-advertise-peer-urls http://127.0.0.1:42980 \
+        --initial-cluster ref=http://127.0.0.1:42980 >"$WORK/etcd.log" 2>&1 &
+    PIDS+=($!)
+    wait_healthy 127.0.0.1:42979
+    session 127.0.0.1:42979 2>&1 | mask >"$WORK/etcd.transcript"
+    if ! diff -u "$WORK/etcd.transcript" "$WORK/keel.transcript"; then
+        fail "keel's transcript differs from etcd's (above: - etcd, + keel)"
+    fi
+    echo "ok   transcript identical to etcd's ($(wc -l <"$WORK/keel.transcript") lines)"
+else
+    grep -q "^SUCCESS" "$WORK/keel.transcript" || fail "txn did not succeed: $(cat "$WORK/keel.transcript")"
+fi
+
+echo "== checks against keel"
+expect "put via a follower" OK etcdctl --endpoints="$C2" put via-follower 1
+expect "linearizable get via another member" "via-follower
+1" etcdctl --endpoints="$C3" get via-follower
+expect "serializable get" "via-follower
+1" etcdctl --endpoints="$C1" get via-follower --consistency=s
+expect_error "compacted revision" "required revision has been compacted" etcdctl --endpoints="$C1" get foo --rev=1
+expect_error "empty key" "key is not provided" etcdctl --endpoints="$C1" put "" x
+big=$(head -c 2000000 /dev/zero | tr '\0' x)
+expect_error "request too large" "request is too large" etcdctl --endpoints="$C1" put big "$big"
+
+members=$(etcdctl --endpoints="$C1" member list)
+[[ $(grep -c ", started, k[123], http://127.0.0.1:" <<<"$members") == 3 ]] || fail "member list: $members"
+echo "ok   member list shows k1, k2, k3 started"
+
+status=$(etcdctl --endpoints="$ALL" endpoint status)
+[[ $(wc -l <<<"$status") == 3 ]] || fail "endpoint status: $status"
+[[ $(grep -c ", true, false, " <<<"$status") == 1 ]] || fail "endpoint status should show one leader: $status"
+echo "ok   endpoint status: three members, one leader"
+
+health=$(etcdctl --endpoints="$ALL" endpoint health 2>&1)
+[[ $(grep -c "is healthy" <<<"$health") == 3 ]] || fail "endpoint health: $health"
+echo "ok   endpoint health: three healthy"
+
+hashes=$(etcdctl --endpoints="$ALL" endpoint hashkv | awk '{print $2}' | sort -u)
+[[ $(wc -l <<<"$hashes") == 1 ]] || fail "hashkv differs between members: $hashes"
+echo "ok   hashkv identical on every member"
+
+etcdctl --endpoints="$C1" snapshot save "$WORK/backup.db" >/dev/null 2>&1 || fail "snapshot save failed"
+[[ -s "$WORK/backup.db" ]] || fail "snapshot save wrote nothing"
+echo "ok   snapshot save ($(stat -c %s "$WORK/backup.db") bytes)"
+
+echo "== membership: add a fourth member, let it join, remove it"
+C4=127.0.0.1:$((BASE + 300)) P4=127.0.0.1:$((BASE + 301))
+added=$(etcdctl --endpoints="$C1" member add k4 --peer-urls="http://$P4") || fail "member add: $added"
+new_id=$(grep -oE "Member [0-9a-f]+ added" <<<"$added" | awk '{print $2}')
+[[ -n "$new_id" ]] || fail "member add printed no id: $added"
+start_member k4 "$C4" "$P4" "$INITIAL,k4=http://$P4" existing
+for _ in $(seq 1 100); do
+    if etcdctl --endpoints="$C1" member list | grep -q "^$new_id, started, k4, http://$P4, http://$C4, false"; then break; fi
+    sleep 0.2
+done
+etcdctl --endpoints="$C1" member list | grep -q "^$new_id, started, k4, http://$P4, http://$C4, false" ||
+    fail "k4 did not join as a voter: $(etcdctl --endpoints="$C1" member list)"
+expect "the new member serves reads" "via-follower
+1" etcdctl --endpoints="$C4" get via-follower
+expect "member remove" "Member $new_id removed from cluster $(etcdctl --endpoints="$C1" member list -w json | grep -oE '"cluster_id":[0-9]+' | head -1 | cut -d: -f2 | xargs printf '%x')" etcdctl --endpoints="$C1" member remove "$new_id"
+[[ $(etcdctl --endpoints="$C1" member list | wc -l) == 3 ]] || fail "member list after remove"
+echo "ok   member list back to three"
+
+echo "compat: all checks passed"
