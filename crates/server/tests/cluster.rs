@@ -29,7 +29,11 @@ async fn assert_holds(
             )
         })
         .collect();
-    let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !got.contains_key(*k))
+        .take(5)
+        .collect();
     assert!(missing.is_empty(), "member {i} lost keys, e.g. {missing:?}");
     assert_eq!(&got, expected, "member {i} holds other values");
 }
@@ -49,16 +53,28 @@ async fn a_restarted_member_and_a_restarted_cluster_read_back_everything() {
     cluster.stop(2);
     for n in 300..500 {
         let (key, value) = (format!("r/{n:04}"), format!("v{n}"));
-        put(&cluster, n % 2, &key, &value).await.expect("put while one member is down");
+        put(&cluster, n % 2, &key, &value)
+            .await
+            .expect("put while one member is down");
         expected.insert(key, value);
     }
     cluster.spawn(2);
     let leader = cluster.wait_for_leader().await;
-    let commit = cluster.status(leader).await.expect("leader status").raft_index;
+    let commit = cluster
+        .status(leader)
+        .await
+        .expect("leader status")
+        .raft_index;
     cluster.wait_applied(2, commit).await;
     assert_holds(&cluster, 2, "r/", &expected, true).await;
 
-    let revision = cluster.status(leader).await.unwrap().header.unwrap().revision;
+    let revision = cluster
+        .status(leader)
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
     for i in 0..3 {
         cluster.stop(i);
     }
@@ -71,7 +87,10 @@ async fn a_restarted_member_and_a_restarted_cluster_read_back_everything() {
         assert_holds(&cluster, i, "r/", &expected, false).await;
         hashes.push(cluster.hash_kv(i, revision).await);
     }
-    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "hashes differ: {hashes:?}");
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "hashes differ: {hashes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +152,10 @@ async fn killing_the_leader_under_writes_loses_no_acknowledged_write() {
     }
     let expected = acknowledged.lock().unwrap().clone();
     assert!(before > 20, "too few writes before the kill ({before})");
-    assert!(expected.len() > before, "no write was acknowledged after the leader died");
+    assert!(
+        expected.len() > before,
+        "no write was acknowledged after the leader died"
+    );
 
     let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let new_leader = cluster.wait_for_leader().await;
@@ -152,7 +174,11 @@ async fn killing_the_leader_under_writes_loses_no_acknowledged_write() {
             })
             .collect();
         for (key, value) in &expected {
-            assert_eq!(got.get(key), Some(value), "member {i} lost acknowledged {key}");
+            assert_eq!(
+                got.get(key),
+                Some(value),
+                "member {i} lost acknowledged {key}"
+            );
         }
     }
 
@@ -166,5 +192,8 @@ async fn killing_the_leader_under_writes_loses_no_acknowledged_write() {
     for i in 0..3 {
         hashes.push(cluster.hash_kv(i, revision).await);
     }
-    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "hashes differ: {hashes:?}");
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "hashes differ: {hashes:?}"
+    );
 }

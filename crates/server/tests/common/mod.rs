@@ -86,7 +86,12 @@ impl Cluster {
             .args(["--listen-client-urls", &format!("http://{}", m.client)])
             .args(["--listen-peer-url", &format!("http://{}", m.peer)])
             .args(["--initial-cluster", &self.initial])
-            .args(["--heartbeat-interval-ms", "50", "--election-timeout-ms", "500"])
+            .args([
+                "--heartbeat-interval-ms",
+                "50",
+                "--election-timeout-ms",
+                "500",
+            ])
             .args(["--log-format", "text"])
             .args(&self.extra_args)
             .stdout(Stdio::null())
@@ -102,7 +107,12 @@ impl Cluster {
         // SAFETY: kill(2) on a child we spawned.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         let status = wait_timeout(&mut child, Duration::from_secs(15));
-        assert_eq!(status, Some(0), "member {i} did not exit cleanly; see {}.log", self.members[i].dir.display());
+        assert_eq!(
+            status,
+            Some(0),
+            "member {i} did not exit cleanly; see {}.log",
+            self.members[i].dir.display()
+        );
     }
 
     /// Kills member `i` with SIGKILL: no chance to flush anything.
@@ -129,7 +139,10 @@ impl Cluster {
     /// Member `i`'s status, if it answers.
     pub async fn status(&self, i: usize) -> Option<StatusResponse> {
         let mut m = MaintenanceClient::new(self.channel(i).await);
-        m.status(StatusRequest {}).await.ok().map(|r| r.into_inner())
+        m.status(StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
     }
 
     /// The index of the member that leads, waiting up to 20 s for one
@@ -165,7 +178,11 @@ impl Cluster {
     /// Waits until member `i` has applied at least `index`.
     pub async fn wait_applied(&self, i: usize, index: u64) {
         for _ in 0..300 {
-            if self.status(i).await.is_some_and(|s| s.raft_applied_index >= index) {
+            if self
+                .status(i)
+                .await
+                .is_some_and(|s| s.raft_applied_index >= index)
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -208,7 +225,12 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
 }
 
 /// Puts `key = value` through member `i`.
-pub async fn put(cluster: &Cluster, i: usize, key: &str, value: &str) -> Result<i64, tonic::Status> {
+pub async fn put(
+    cluster: &Cluster,
+    i: usize,
+    key: &str,
+    value: &str,
+) -> Result<i64, tonic::Status> {
     let response = cluster
         .kv(i)
         .await
