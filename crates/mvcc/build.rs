@@ -3,7 +3,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../../proto/etcd");
-    let fds = protox::compile(["kv.proto", "rpc.proto", "command.proto"], ["../../proto/etcd"])?;
+    let fds = protox::compile(
+        ["kv.proto", "rpc.proto", "command.proto"],
+        ["../../proto/etcd"],
+    )?;
     prost_build::Config::new().bytes(["."]).compile_fds(fds)?;
     Ok(())
 }

@@ -24,11 +24,11 @@ mod transport;
 pub use config::NodeConfig;
 pub use error::{ProposeError, ReadError, StartError, TransferError};
 pub use grpc::{serve, GrpcTransport, RaftService};
-pub use keel_raft::{ConfChange, ConfChangeOp, ConfState, Index, NodeId, Role};
 /// Why the core refused a proposal (the reason inside [`ProposeError::Refused`]).
 pub use keel_raft::ProposeError as RefusedProposal;
 /// Why the core refused a transfer (the reason inside [`TransferError::Refused`]).
 pub use keel_raft::TransferError as RefusedTransfer;
+pub use keel_raft::{ConfChange, ConfChangeOp, ConfState, Index, NodeId, Role};
 pub use node::{RaftNode, Status};
 pub use state_machine::{read_serde_snapshot, write_serde_snapshot, StateMachine};
 pub use store::StoreError;
