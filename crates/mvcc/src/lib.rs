@@ -1,5 +1,24 @@
 //! # keel-mvcc
 //!
-//! The replicated state of keel's metadata store.
+//! The replicated state of keel's metadata store: an etcd-style
+//! multi-version key-value store on fjall. Every write bumps a store-wide
+//! revision; every key keeps its versions until compaction, so reads can
+//! look at the past. Commands come from the raft log ([`Store::apply_batch`])
+//! and are applied atomically together with the applied index; reads are
+//! served from consistent storage snapshots ([`Store::range`]). The whole
+//! store streams out and back in for raft snapshots
+//! ([`Store::write_snapshot`], [`Store::restore`]).
 
+mod apply;
+mod command;
+mod encoding;
+mod error;
 pub mod pb;
+mod range;
+mod snapshot;
+mod store;
+pub mod validate;
+
+pub use command::{Command, WriteResponse};
+pub use error::MvccError;
+pub use store::{HashKv, Store, StoreOptions, StoreView};

@@ -38,14 +38,8 @@ const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let store = Store::open(
-        &config.data_dir.join("kv"),
-        StoreOptions {
-            max_txn_ops: config.max_txn_ops,
-            ..StoreOptions::default()
-        },
-    )
-    .context("opening the key-value store")?;
+    let store = Store::open(&config.data_dir.join("kv"), StoreOptions::default())
+        .context("opening the key-value store")?;
 
     // Bind first: a port in use is reported before anything else happens.
     let peer_listener = TcpListener::bind(&config.listen_peer)

@@ -1,0 +1,152 @@
+//! How key versions are laid out in the `kv` keyspace.
+//!
+//! Each version of a user key is one entry: the escaped user key, a
+//! terminator, then the bitwise-inverted big-endian revision, so that the
+//! entries of one key sort together, newest first, and keys sort in the
+//! same order as their user keys. Escaping maps `0x00` to `0x00 0xFF`; the
+//! terminator is `0x00 0x01`, which sorts below any escaped continuation.
+//!
+//! The value is the prost-encoded [`KeyValue`] without its key and
+//! mod_revision (both are in the storage key); a tombstone is empty.
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::pb::mvccpb::KeyValue;
+use crate::MvccError;
+
+const TERMINATOR: [u8; 2] = [0x00, 0x01];
+
+/// Appends the escaped form of `key` to `out`.
+fn escape_into(key: &[u8], out: &mut Vec<u8>) {
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+}
+
+/// The storage prefix shared by all versions of `key`: the lowest storage
+/// key any of its versions can have.
+pub fn key_start(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 10);
+    escape_into(key, &mut out);
+    out.extend_from_slice(&TERMINATOR);
+    out
+}
+
+/// The storage key just above every version of `key`.
+pub fn key_end(key: &[u8]) -> Vec<u8> {
+    let mut out = key_start(key);
+    if let Some(last) = out.last_mut() {
+        *last += 1;
+    }
+    out
+}
+
+/// The storage key of `key` at `revision`.
+pub fn version_key(key: &[u8], revision: i64) -> Vec<u8> {
+    let mut out = key_start(key);
+    out.extend_from_slice(&(!(revision as u64)).to_be_bytes());
+    out
+}
+
+/// Splits a storage key into the user key and the revision.
+pub fn split_version_key(stored: &[u8]) -> Result<(Vec<u8>, i64), MvccError> {
+    let corrupt = || MvccError::Corrupt("malformed version key".into());
+    let mut key = Vec::with_capacity(stored.len());
+    let mut i = 0;
+    loop {
+        let b = *stored.get(i).ok_or_else(corrupt)?;
+        if b != 0 {
+            key.push(b);
+            i += 1;
+            continue;
+        }
+        match stored.get(i + 1) {
+            Some(0xFF) => {
+                key.push(0);
+                i += 2;
+            }
+            Some(0x01) => {
+                i += 2;
+                break;
+            }
+            _ => return Err(corrupt()),
+        }
+    }
+    let rev: [u8; 8] = stored
+        .get(i..)
+        .and_then(|r| r.try_into().ok())
+        .ok_or_else(corrupt)?;
+    Ok((key, !u64::from_be_bytes(rev) as i64))
+}
+
+/// One stored version: `None` is a tombstone.
+pub fn encode_version(kv: Option<&KeyValue>) -> Vec<u8> {
+    match kv {
+        None => Vec::new(),
+        Some(kv) => KeyValue {
+            key: Bytes::new(),
+            mod_revision: 0,
+            ..kv.clone()
+        }
+        .encode_to_vec(),
+    }
+}
+
+/// Decodes a stored version of `key` at `revision`; `None` is a tombstone.
+pub fn decode_version(
+    key: &[u8],
+    revision: i64,
+    value: &[u8],
+) -> Result<Option<KeyValue>, MvccError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let mut kv = KeyValue::decode(value)
+        .map_err(|e| MvccError::Corrupt(format!("stored key-value: {e}")))?;
+    kv.key = Bytes::copy_from_slice(key);
+    kv.mod_revision = revision;
+    Ok(Some(kv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_keys_round_trip_and_sort_like_user_keys() {
+        let keys: Vec<&[u8]> = vec![
+            b"", b"\0", b"\0\0", b"\0\x01", b"a", b"a\0", b"a\0b", b"ab", b"b",
+        ];
+        let mut stored = Vec::new();
+        for k in &keys {
+            for rev in [1i64, 7, 300] {
+                let s = version_key(k, rev);
+                assert_eq!(split_version_key(&s).unwrap(), (k.to_vec(), rev));
+                stored.push((s, k.to_vec(), rev));
+            }
+        }
+        stored.sort();
+        let order: Vec<(Vec<u8>, i64)> = stored.iter().map(|(_, k, r)| (k.clone(), *r)).collect();
+        let mut expected: Vec<(Vec<u8>, i64)> = keys
+            .iter()
+            .flat_map(|k| [300, 7, 1].map(|r| (k.to_vec(), r)))
+            .collect();
+        expected.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        assert_eq!(order, expected);
+        for k in &keys {
+            assert!(key_start(k) <= version_key(k, i64::MAX));
+            assert!(version_key(k, 1) < key_end(k));
+        }
+    }
+
+    #[test]
+    fn garbage_keys_are_refused() {
+        assert!(split_version_key(b"abc").is_err());
+        assert!(split_version_key(b"a\0\x05").is_err());
+        assert!(split_version_key(b"a\0\x01\x00").is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! What can go wrong in the store, in etcd's terms.
+
+/// An error from the store. The server maps each kind to etcd's gRPC
+/// status and message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MvccError {
+    /// The requested revision is at or below the compaction point.
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    /// The requested revision is newer than the store's revision.
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// The NOSPACE alarm is raised: writes that add data are refused.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// A request without a key.
+    #[error("key is not provided")]
+    EmptyKey,
+    /// `ignore_value` or `ignore_lease` on a key that does not exist.
+    #[error("key not found")]
+    KeyNotFound,
+    /// A transaction branch writes the same key twice.
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    /// A transaction with more compares or operations than allowed.
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    /// `ignore_value` together with a value.
+    #[error("value is provided")]
+    ValueProvided,
+    /// `ignore_lease` together with a lease.
+    #[error("lease is provided")]
+    LeaseProvided,
+    /// A malformed request (unknown enum value and the like).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The storage engine failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Stored or streamed data is not what the store wrote.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+impl From<fjall::Error> for MvccError {
+    fn from(e: fjall::Error) -> Self {
+        MvccError::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,203 @@
+//! Range reads: which keys a request covers, reading their versions as of a
+//! revision, and etcd's filtering, sorting and limiting of the result.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use fjall::{Keyspace, Readable, Snapshot};
+
+use crate::encoding::{decode_version, key_end, key_start, split_version_key};
+use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use crate::pb::mvccpb::KeyValue;
+use crate::MvccError;
+
+/// The user keys a request covers, in etcd's forms: one key (`range_end`
+/// empty), `[key, range_end)`, or every key from `key` on (`range_end`
+/// is `"\0"`).
+#[derive(Debug, Clone)]
+pub(crate) struct Span {
+    start: Bytes,
+    end: SpanEnd,
+}
+
+#[derive(Debug, Clone)]
+enum SpanEnd {
+    Single,
+    Before(Bytes),
+    Unbounded,
+}
+
+impl Span {
+    /// The span of `key` and `range_end`; `None` when it holds no key
+    /// (`range_end` at or below `key`).
+    pub(crate) fn new(key: &Bytes, range_end: &Bytes) -> Option<Span> {
+        let end = match range_end.as_ref() {
+            b"" => SpanEnd::Single,
+            b"\0" => SpanEnd::Unbounded,
+            end if end <= key.as_ref() => return None,
+            _ => SpanEnd::Before(range_end.clone()),
+        };
+        Some(Span {
+            start: key.clone(),
+            end,
+        })
+    }
+
+    /// Whether `key` is in the span.
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        match &self.end {
+            SpanEnd::Single => key == self.start.as_ref(),
+            SpanEnd::Before(end) => key >= self.start.as_ref() && key < end.as_ref(),
+            SpanEnd::Unbounded => key >= self.start.as_ref(),
+        }
+    }
+
+    /// The lowest user key and the bound above the span, for a BTreeMap.
+    pub(crate) fn user_bounds(&self) -> (Bound<Bytes>, Bound<Bytes>) {
+        let start = Bound::Included(self.start.clone());
+        match &self.end {
+            SpanEnd::Single => (start, Bound::Included(self.start.clone())),
+            SpanEnd::Before(end) => (start, Bound::Excluded(end.clone())),
+            SpanEnd::Unbounded => (start, Bound::Unbounded),
+        }
+    }
+
+    /// The storage keys holding the span's versions.
+    fn storage_bounds(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        let end = match &self.end {
+            SpanEnd::Single => Some(key_end(&self.start)),
+            SpanEnd::Before(end) => Some(key_start(end)),
+            SpanEnd::Unbounded => None,
+        };
+        (key_start(&self.start), end)
+    }
+}
+
+/// Where a read finds versions.
+pub(crate) trait Versions {
+    /// The live key-values in `span` as of `revision`, ascending by key.
+    fn live(&self, span: &Span, revision: i64) -> Result<Vec<KeyValue>, MvccError>;
+}
+
+/// The versions in a committed storage snapshot.
+pub(crate) struct Committed<'a> {
+    /// The consistent storage view.
+    pub snapshot: &'a Snapshot,
+    /// The `kv` keyspace.
+    pub kv: &'a Keyspace,
+}
+
+impl Versions for Committed<'_> {
+    fn live(&self, span: &Span, revision: i64) -> Result<Vec<KeyValue>, MvccError> {
+        let (start, end) = span.storage_bounds();
+        let entries = match end {
+            Some(end) => self.snapshot.range(self.kv, start..end),
+            None => self.snapshot.range(self.kv, start..),
+        };
+        let mut found = Vec::new();
+        // The user key whose visible version has been settled: its older
+        // versions are skipped.
+        let mut settled: Option<Vec<u8>> = None;
+        for entry in entries {
+            let (stored, value) = entry.into_inner()?;
+            let (key, rev) = split_version_key(&stored)?;
+            if rev > revision || settled.as_deref() == Some(key.as_slice()) {
+                continue;
+            }
+            if let Some(kv) = decode_version(&key, rev, &value)? {
+                found.push(kv);
+            }
+            settled = Some(key);
+        }
+        Ok(found)
+    }
+}
+
+/// Runs a range request against `versions`, where the store's revision is
+/// `current` and history below `compacted` is gone.
+pub(crate) fn execute(
+    versions: &impl Versions,
+    request: &RangeRequest,
+    current: i64,
+    compacted: i64,
+) -> Result<RangeResponse, MvccError> {
+    let revision = if request.revision <= 0 {
+        current
+    } else {
+        request.revision
+    };
+    if revision > current {
+        return Err(MvccError::FutureRevision);
+    }
+    if revision < compacted {
+        return Err(MvccError::Compacted);
+    }
+    let mut kvs = match Span::new(&request.key, &request.range_end) {
+        Some(span) => versions.live(&span, revision)?,
+        None => Vec::new(),
+    };
+    let header = Some(ResponseHeader {
+        revision: current,
+        ..Default::default()
+    });
+    let count = kvs.len() as i64;
+    if request.count_only {
+        return Ok(RangeResponse {
+            header,
+            kvs: Vec::new(),
+            more: false,
+            count,
+        });
+    }
+    kvs.retain(|kv| passes_filters(request, kv));
+    sort(&mut kvs, request);
+    let mut more = false;
+    if request.limit > 0 && kvs.len() as i64 > request.limit {
+        kvs.truncate(request.limit as usize);
+        more = true;
+    }
+    if request.keys_only {
+        for kv in &mut kvs {
+            kv.value = Bytes::new();
+        }
+    }
+    Ok(RangeResponse {
+        header,
+        kvs,
+        more,
+        count,
+    })
+}
+
+fn passes_filters(request: &RangeRequest, kv: &KeyValue) -> bool {
+    (request.max_mod_revision == 0 || kv.mod_revision <= request.max_mod_revision)
+        && (request.min_mod_revision == 0 || kv.mod_revision >= request.min_mod_revision)
+        && (request.max_create_revision == 0 || kv.create_revision <= request.max_create_revision)
+        && (request.min_create_revision == 0 || kv.create_revision >= request.min_create_revision)
+}
+
+/// Sorts as etcd does: results come ascending by key; a sort target other
+/// than the key with no order means ascending by that target.
+fn sort(kvs: &mut [KeyValue], request: &RangeRequest) {
+    let target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
+    let mut order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
+    if order == SortOrder::None && target != SortTarget::Key {
+        order = SortOrder::Ascend;
+    }
+    let by_target = |a: &KeyValue, b: &KeyValue| -> Ordering {
+        match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        }
+    };
+    match order {
+        SortOrder::None => {}
+        SortOrder::Ascend => kvs.sort_by(by_target),
+        SortOrder::Descend => kvs.sort_by(|a, b| by_target(b, a)),
+    }
+}

@@ -1,0 +1,319 @@
+//! The store: opening it, its published state, and the read side.
+//!
+//! Four fjall keyspaces hold everything: `kv` (every key version, see
+//! [`encoding`](crate::encoding)), `meta` (applied index, revision,
+//! compaction point), `members` and `alarms`. One writer at a time applies
+//! commands; readers take a storage snapshot together with the revision it
+//! holds, so a read never sees half a write.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
+use prost::Message;
+
+use crate::encoding::split_version_key;
+use crate::pb::etcdserverpb::{AlarmMember, Member, RangeRequest, RangeResponse};
+use crate::range::{self, Committed};
+use crate::MvccError;
+
+/// Meta key of the last applied raft index.
+pub(crate) const APPLIED: &[u8] = b"applied";
+/// Meta key of the store revision.
+pub(crate) const REVISION: &[u8] = b"revision";
+/// Meta key of the compaction point.
+pub(crate) const COMPACTED: &[u8] = b"compacted";
+/// Meta key present while a snapshot is being restored.
+pub(crate) const RESTORING: &[u8] = b"restoring";
+
+/// How to open a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Bytes of block cache for the storage engine.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The etcd-style multi-version key-value store: keel's replicated state.
+/// Cloning is cheap; clones share the store.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// A consistent view of the whole store, for streaming a snapshot while
+/// commands keep being applied.
+pub struct StoreView {
+    pub(crate) snapshot: Snapshot,
+    pub(crate) keyspaces: Keyspaces,
+}
+
+/// The store's keyspaces.
+#[derive(Clone)]
+pub(crate) struct Keyspaces {
+    pub kv: Keyspace,
+    pub meta: Keyspace,
+    pub members: Keyspace,
+    pub alarms: Keyspace,
+}
+
+impl Keyspaces {
+    /// Each keyspace with the tag it has in a snapshot stream.
+    pub(crate) fn tagged(&self) -> [(u8, &Keyspace); 4] {
+        [
+            (1, &self.meta),
+            (2, &self.kv),
+            (3, &self.members),
+            (4, &self.alarms),
+        ]
+    }
+}
+
+pub(crate) struct Inner {
+    pub db: Database,
+    pub keyspaces: Keyspaces,
+    /// The state as of the last committed batch.
+    pub state: RwLock<State>,
+    /// Held by whoever writes: applying a batch or restoring.
+    pub writer: Mutex<()>,
+}
+
+/// What the store knows besides the key versions; small, kept in memory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct State {
+    pub applied: u64,
+    pub revision: i64,
+    pub compacted: i64,
+    pub members: BTreeMap<u64, Member>,
+    /// (member id, alarm type) pairs.
+    pub alarms: BTreeSet<(u64, i32)>,
+    /// A restore was started and not finished: the state is not usable.
+    pub restoring: bool,
+}
+
+/// A hash of the key-value history up to a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashKv {
+    /// CRC-32C over every stored version at or below the revision.
+    pub hash: u32,
+    /// The store's revision when hashed.
+    pub revision: i64,
+    /// The store's compaction point when hashed.
+    pub compact_revision: i64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `path`.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, MvccError> {
+        let db = Database::builder(path)
+            .cache_size(options.cache_bytes)
+            .open()?;
+        let keyspaces = Keyspaces {
+            kv: db.keyspace("kv", KeyspaceCreateOptions::default)?,
+            meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
+            members: db.keyspace("members", KeyspaceCreateOptions::default)?,
+            alarms: db.keyspace("alarms", KeyspaceCreateOptions::default)?,
+        };
+        let state = load_state(&db.snapshot(), &keyspaces)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                keyspaces,
+                state: RwLock::new(state),
+                writer: Mutex::new(()),
+            }),
+        })
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A storage snapshot with the revision and compaction point it holds.
+    fn read_view(&self) -> (Snapshot, i64, i64) {
+        let state = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        (self.inner.db.snapshot(), state.revision, state.compacted)
+    }
+
+    /// The raft index of the last applied command (0 while a restore is
+    /// unfinished: the state must then be restored again).
+    pub fn applied_index(&self) -> u64 {
+        let state = self.state();
+        if state.restoring {
+            0
+        } else {
+            state.applied
+        }
+    }
+
+    /// The store revision: 1 when empty, +1 for each write that changed keys.
+    pub fn revision(&self) -> i64 {
+        self.inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .revision
+    }
+
+    /// The revision history was compacted at (0 if never).
+    pub fn compact_revision(&self) -> i64 {
+        self.inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .compacted
+    }
+
+    /// Serves a range request from committed state.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        let (snapshot, current, compacted) = self.read_view();
+        let versions = Committed {
+            snapshot: &snapshot,
+            kv: &self.inner.keyspaces.kv,
+        };
+        range::execute(&versions, request, current, compacted)
+    }
+
+    /// Hashes every stored version at or below `revision` (0: the current
+    /// revision). Members that applied the same commands agree on it.
+    pub fn hash_kv(&self, revision: i64) -> Result<HashKv, MvccError> {
+        let (snapshot, current, compacted) = self.read_view();
+        let revision = if revision <= 0 { current } else { revision };
+        if revision > current {
+            return Err(MvccError::FutureRevision);
+        }
+        if revision < compacted {
+            return Err(MvccError::Compacted);
+        }
+        let mut hash = 0u32;
+        for entry in snapshot.iter(&self.inner.keyspaces.kv) {
+            let (stored, value) = entry.into_inner()?;
+            let (_, rev) = split_version_key(&stored)?;
+            if rev <= revision {
+                hash = crc32c::crc32c_append(hash, &stored);
+                hash = crc32c::crc32c_append(hash, &value);
+            }
+        }
+        Ok(HashKv {
+            hash,
+            revision: current,
+            compact_revision: compacted,
+        })
+    }
+
+    /// The cluster members on record, by id.
+    pub fn members(&self) -> Vec<Member> {
+        self.state().members.into_values().collect()
+    }
+
+    /// The raised alarms.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.state()
+            .alarms
+            .into_iter()
+            .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+            .collect()
+    }
+
+    /// The bytes the store takes on disk.
+    pub fn db_size(&self) -> u64 {
+        self.inner.db.disk_space().unwrap_or(0)
+    }
+
+    /// A consistent view of the whole store as of the last applied batch.
+    pub fn view(&self) -> StoreView {
+        let (snapshot, _, _) = self.read_view();
+        StoreView {
+            snapshot,
+            keyspaces: self.inner.keyspaces.clone(),
+        }
+    }
+
+    /// Re-reads the state from storage and publishes it.
+    pub(crate) fn reload(&self) -> Result<(), MvccError> {
+        let state = load_state(&self.inner.db.snapshot(), &self.inner.keyspaces)?;
+        *self
+            .inner
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = state;
+        Ok(())
+    }
+}
+
+fn load_state(snapshot: &Snapshot, keyspaces: &Keyspaces) -> Result<State, MvccError> {
+    let meta = |key: &[u8]| -> Result<Option<u64>, MvccError> {
+        match snapshot.get(&keyspaces.meta, key)? {
+            None => Ok(None),
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map(|b| Some(u64::from_be_bytes(b)))
+                .map_err(|_| MvccError::Corrupt(format!("meta {}", String::from_utf8_lossy(key)))),
+        }
+    };
+    let mut members = BTreeMap::new();
+    for entry in snapshot.iter(&keyspaces.members) {
+        let (_, value) = entry.into_inner()?;
+        let member = Member::decode(value.as_ref())
+            .map_err(|e| MvccError::Corrupt(format!("member record: {e}")))?;
+        members.insert(member.id, member);
+    }
+    let mut alarms = BTreeSet::new();
+    for entry in snapshot.iter(&keyspaces.alarms) {
+        let (key, _) = entry.into_inner()?;
+        alarms.insert(decode_alarm_key(&key)?);
+    }
+    Ok(State {
+        applied: meta(APPLIED)?.unwrap_or(0),
+        revision: meta(REVISION)?.map_or(1, |r| r as i64),
+        compacted: meta(COMPACTED)?.map_or(0, |r| r as i64),
+        members,
+        alarms,
+        restoring: snapshot.contains_key(&keyspaces.meta, RESTORING)?,
+    })
+}
+
+/// The storage key of an alarm.
+pub(crate) fn alarm_key(member_id: u64, alarm: i32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&member_id.to_be_bytes());
+    key[8..].copy_from_slice(&alarm.to_be_bytes());
+    key
+}
+
+fn decode_alarm_key(key: &[u8]) -> Result<(u64, i32), MvccError> {
+    let corrupt = || MvccError::Corrupt("alarm record".into());
+    let member: [u8; 8] = key
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let alarm: [u8; 4] = key
+        .get(8..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    Ok((u64::from_be_bytes(member), i32::from_be_bytes(alarm)))
+}

@@ -1,0 +1,279 @@
+//! Checks a request before it is proposed, so that malformed requests are
+//! refused with etcd's errors instead of entering the log.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+
+use crate::pb::etcdserverpb::{
+    compare, range_request, request_op::Request, Compare, DeleteRangeRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest,
+};
+use crate::pb::keelpb::{command::Op, Command};
+use crate::MvccError;
+
+/// Checks a write command; `max_txn_ops` caps compares and operations per
+/// transaction branch.
+pub fn command(command: &Command, max_txn_ops: usize) -> Result<(), MvccError> {
+    match &command.op {
+        Some(Op::Put(put)) => self::put(put),
+        Some(Op::DeleteRange(delete)) => self::delete(delete),
+        Some(Op::Txn(txn)) => self::txn(txn, max_txn_ops),
+        Some(Op::Compact(_) | Op::SetMember(_) | Op::RemoveMember(_) | Op::Alarm(_)) => Ok(()),
+        None => Err(MvccError::InvalidArgument("empty command".into())),
+    }
+}
+
+/// Checks a range request.
+pub fn range(range: &RangeRequest) -> Result<(), MvccError> {
+    if range.key.is_empty() {
+        return Err(MvccError::EmptyKey);
+    }
+    if range_request::SortOrder::try_from(range.sort_order).is_err()
+        || range_request::SortTarget::try_from(range.sort_target).is_err()
+    {
+        return Err(MvccError::InvalidArgument("invalid sort option".into()));
+    }
+    Ok(())
+}
+
+fn put(put: &PutRequest) -> Result<(), MvccError> {
+    if put.key.is_empty() {
+        return Err(MvccError::EmptyKey);
+    }
+    if put.ignore_value && !put.value.is_empty() {
+        return Err(MvccError::ValueProvided);
+    }
+    if put.ignore_lease && put.lease != 0 {
+        return Err(MvccError::LeaseProvided);
+    }
+    Ok(())
+}
+
+fn delete(delete: &DeleteRangeRequest) -> Result<(), MvccError> {
+    if delete.key.is_empty() {
+        return Err(MvccError::EmptyKey);
+    }
+    Ok(())
+}
+
+fn txn(txn: &TxnRequest, max_txn_ops: usize) -> Result<(), MvccError> {
+    if txn.compare.len() > max_txn_ops
+        || txn.success.len() > max_txn_ops
+        || txn.failure.len() > max_txn_ops
+    {
+        return Err(MvccError::TooManyOps);
+    }
+    txn.compare.iter().try_for_each(self::compare)?;
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(Request::RequestRange(r)) => self::range(r)?,
+            Some(Request::RequestPut(p)) => self::put(p)?,
+            Some(Request::RequestDeleteRange(d)) => self::delete(d)?,
+            Some(Request::RequestTxn(t)) => self::txn(t, max_txn_ops)?,
+            None => return Err(MvccError::InvalidArgument("empty txn operation".into())),
+        }
+    }
+    writes(&txn.success)?;
+    writes(&txn.failure)?;
+    Ok(())
+}
+
+fn compare(compare: &Compare) -> Result<(), MvccError> {
+    if compare.key.is_empty() {
+        return Err(MvccError::EmptyKey);
+    }
+    if compare::CompareResult::try_from(compare.result).is_err() {
+        return Err(MvccError::InvalidArgument(format!(
+            "invalid compare result {}",
+            compare.result
+        )));
+    }
+    if compare::CompareTarget::try_from(compare.target).is_err() {
+        return Err(MvccError::InvalidArgument(format!(
+            "invalid compare target {}",
+            compare.target
+        )));
+    }
+    Ok(())
+}
+
+/// A deleted key range: `[start, end)`, a single key when `end` is empty
+/// and open-ended when `end` is `"\0"`.
+struct Deleted {
+    start: Bytes,
+    end: Bytes,
+}
+
+impl Deleted {
+    fn covers(&self, key: &[u8]) -> bool {
+        if self.end.is_empty() {
+            return key == self.start.as_ref();
+        }
+        key >= self.start.as_ref() && (self.end.as_ref() == b"\0" || key < self.end.as_ref())
+    }
+}
+
+/// The keys one branch puts and the ranges it deletes, refusing a branch
+/// that puts a key twice or puts a key it also deletes (the then and else
+/// branches of a nested transaction exclude each other, so they may put
+/// the same key).
+fn writes(ops: &[RequestOp]) -> Result<(HashSet<Bytes>, Vec<Deleted>), MvccError> {
+    let mut deleted: Vec<Deleted> = ops
+        .iter()
+        .filter_map(|op| match &op.request {
+            Some(Request::RequestDeleteRange(d)) => Some(Deleted {
+                start: d.key.clone(),
+                end: d.range_end.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut puts = HashSet::new();
+    for op in ops {
+        let Some(Request::RequestTxn(nested)) = &op.request else {
+            continue;
+        };
+        let (puts_then, deleted_then) = writes(&nested.success)?;
+        let (puts_else, deleted_else) = writes(&nested.failure)?;
+        for key in &puts_then {
+            if puts.contains(key) || deleted.iter().any(|d| d.covers(key)) {
+                return Err(MvccError::DuplicateKey);
+            }
+        }
+        for key in &puts_else {
+            let clash = puts.contains(key) && !puts_then.contains(key);
+            if clash || deleted.iter().any(|d| d.covers(key)) {
+                return Err(MvccError::DuplicateKey);
+            }
+        }
+        puts.extend(puts_then);
+        puts.extend(puts_else);
+        deleted.extend(deleted_then);
+        deleted.extend(deleted_else);
+    }
+    for op in ops {
+        let Some(Request::RequestPut(put)) = &op.request else {
+            continue;
+        };
+        if puts.contains(&put.key) || deleted.iter().any(|d| d.covers(&put.key)) {
+            return Err(MvccError::DuplicateKey);
+        }
+        puts.insert(put.key.clone());
+    }
+    Ok((puts, deleted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put_op(key: &'static str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: Bytes::from_static(key.as_bytes()),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn delete_op(key: &'static str, end: &'static str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: Bytes::from_static(key.as_bytes()),
+                range_end: Bytes::from_static(end.as_bytes()),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn txn_op(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestTxn(TxnRequest {
+                compare: vec![],
+                success,
+                failure,
+            })),
+        }
+    }
+
+    fn check(success: Vec<RequestOp>) -> Result<(), MvccError> {
+        let txn = TxnRequest {
+            compare: vec![],
+            success,
+            failure: vec![],
+        };
+        command(
+            &Command {
+                op: Some(Op::Txn(txn)),
+            },
+            4,
+        )
+    }
+
+    #[test]
+    fn duplicate_writes_in_a_branch_are_refused() {
+        assert_eq!(
+            check(vec![put_op("a"), put_op("a")]),
+            Err(MvccError::DuplicateKey)
+        );
+        assert_eq!(
+            check(vec![delete_op("a", "c"), put_op("b")]),
+            Err(MvccError::DuplicateKey)
+        );
+        assert_eq!(
+            check(vec![delete_op("a", "\0"), put_op("z")]),
+            Err(MvccError::DuplicateKey)
+        );
+        assert_eq!(check(vec![delete_op("a", "c"), put_op("c")]), Ok(()));
+        assert_eq!(check(vec![delete_op("a", ""), put_op("ab")]), Ok(()));
+        assert_eq!(
+            check(vec![put_op("a"), txn_op(vec![put_op("a")], vec![])]),
+            Err(MvccError::DuplicateKey)
+        );
+        assert_eq!(
+            check(vec![txn_op(vec![put_op("a")], vec![put_op("a")])]),
+            Ok(())
+        );
+        assert_eq!(
+            check(vec![delete_op("a", "b"), txn_op(vec![], vec![put_op("a")])]),
+            Err(MvccError::DuplicateKey)
+        );
+    }
+
+    #[test]
+    fn oversized_and_malformed_requests_are_refused() {
+        let many = (0..5).map(|_| put_op("x")).collect();
+        assert_eq!(check(many), Err(MvccError::TooManyOps));
+        let nested_many = vec![txn_op((0..5).map(|_| delete_op("x", "")).collect(), vec![])];
+        assert_eq!(check(nested_many), Err(MvccError::TooManyOps));
+        assert_eq!(check(vec![put_op("")]), Err(MvccError::EmptyKey));
+        let bad_sort = RangeRequest {
+            key: Bytes::from_static(b"a"),
+            sort_order: 9,
+            ..Default::default()
+        };
+        assert!(
+            matches!(range(&bad_sort), Err(MvccError::InvalidArgument(m)) if m.contains("sort"))
+        );
+        let bad_compare = TxnRequest {
+            compare: vec![Compare {
+                key: Bytes::from_static(b"a"),
+                result: 7,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(matches!(
+            txn(&bad_compare, 4),
+            Err(MvccError::InvalidArgument(_))
+        ));
+        let ignore_value = PutRequest {
+            key: Bytes::from_static(b"a"),
+            value: Bytes::from_static(b"v"),
+            ignore_value: true,
+            ..Default::default()
+        };
+        assert_eq!(put(&ignore_value), Err(MvccError::ValueProvided));
+    }
+}
