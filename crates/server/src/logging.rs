@@ -17,6 +17,17 @@ use crate::config::{Config, LogFormat};
 /// `.1` (newest) to `.N` appended.
 pub const LOG_FILE: &str = "keel.log";
 
+/// A plain level (`info`, `debug`, ...) applies to keel; the storage
+/// engine's own chatter stays at warnings unless a full filter is given.
+fn quiet_storage(level: &str) -> String {
+    let verbose = ["info", "debug", "trace"].contains(&level.to_ascii_lowercase().as_str());
+    if !verbose {
+        level.to_string()
+    } else {
+        format!("{level},fjall=warn,lsm_tree=warn")
+    }
+}
+
 /// Keeps the file writer alive; dropping it flushes what is buffered.
 pub struct LogGuard {
     _flush_on_drop: Option<WorkerGuard>,
@@ -27,7 +38,7 @@ pub fn init(config: &Config) -> anyhow::Result<LogGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
             .with_context(|| format!("RUST_LOG `{directives}` is not a valid filter"))?,
-        _ => EnvFilter::try_new(&config.log_level)
+        _ => EnvFilter::try_new(quiet_storage(&config.log_level))
             .with_context(|| format!("log_level `{}` is not a valid filter", config.log_level))?,
     };
     let json = match config.log_format {
@@ -151,6 +162,16 @@ impl Write for RollingFile {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn plain_levels_keep_the_storage_engine_at_warnings() {
+        assert_eq!(
+            super::quiet_storage("info"),
+            "info,fjall=warn,lsm_tree=warn"
+        );
+        assert_eq!(super::quiet_storage("error"), "error");
+        assert_eq!(super::quiet_storage("keel=debug"), "keel=debug");
+    }
+
     use super::*;
 
     #[test]

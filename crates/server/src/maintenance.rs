@@ -1,7 +1,7 @@
 //! `etcdserverpb.Maintenance`: status, alarms, hashes, backups and
 //! leadership moves of one member.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use keel_mvcc::pb::etcdserverpb::*;
 use keel_mvcc::pb::keelpb::{command::Op, Command as CommandPb};
 use keel_mvcc::{Store, WriteResponse};
 use keel_node::{RefusedTransfer, TransferError};
+use sha2::{Digest, Sha256};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -22,6 +23,39 @@ pub const API_VERSION: &str = "3.4.0";
 
 /// Bytes per message of a streamed backup.
 const SNAPSHOT_CHUNK: usize = 64 * 1024;
+
+/// Writes a backup to its staging file the way etcd ships one: the body
+/// padded to a multiple of 512 bytes, then the body's SHA-256, which
+/// `etcdctl snapshot save` looks for.
+struct Sha256Writer {
+    file: std::fs::File,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Sha256Writer {
+    /// Pads, appends the checksum and hands back the file.
+    fn finish(mut self) -> std::io::Result<std::fs::File> {
+        let padding = (512 - self.len % 512) % 512;
+        self.write_all(&vec![0; padding as usize])?;
+        let digest = self.hasher.finalize();
+        self.file.write_all(&digest)?;
+        Ok(self.file)
+    }
+}
+
+impl Write for Sha256Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
 
 /// The Maintenance service of one member.
 pub struct MaintenanceService {
@@ -172,8 +206,13 @@ impl Maintenance for MaintenanceService {
         // the first message, and memory stays bounded however large it is.
         let mut file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             std::fs::create_dir_all(&scratch)?;
-            let mut file = tempfile_in(&scratch)?;
-            Store::write_snapshot(view, &mut file)?;
+            let mut backup = Sha256Writer {
+                file: tempfile_in(&scratch)?,
+                hasher: Sha256::new(),
+                len: 0,
+            };
+            Store::write_snapshot(view, &mut backup)?;
+            let mut file = backup.finish()?;
             file.sync_all()?;
             file.seek(SeekFrom::Start(0))?;
             Ok(file)
