@@ -238,9 +238,17 @@ impl Store {
             .collect()
     }
 
-    /// The bytes the store takes on disk.
+    /// The bytes of data the store holds: its tables on disk plus what is
+    /// still in memory tables (the journal, preallocated, is not counted).
     pub fn db_size(&self) -> u64 {
-        self.inner.db.disk_space().unwrap_or(0)
+        let tables: u64 = self
+            .inner
+            .keyspaces
+            .tagged()
+            .iter()
+            .map(|(_, keyspace)| keyspace.disk_space())
+            .sum();
+        tables + self.inner.db.write_buffer_size()
     }
 
     /// A consistent view of the whole store as of the last applied batch.
