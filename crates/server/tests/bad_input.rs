@@ -191,3 +191,79 @@ async fn has_leader_requests_fail_fast_without_a_leader() {
     };
     assert_eq!(status.code(), Code::Unavailable);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_raises_nospace_refuses_puts_and_keeps_serving_reads_and_deletes() {
+    // A one-byte quota: the store is over it from the first record on.
+    let cluster = Cluster::start(1, &["--quota-backend-bytes", "1"]).await;
+    cluster.wait_for_leader().await;
+    let mut kv = cluster.kv(0).await;
+    let put_k = || PutRequest {
+        key: b"k".to_vec().into(),
+        value: b"v".to_vec().into(),
+        ..Default::default()
+    };
+    check(
+        kv.put(put_k()).await,
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
+    );
+    let mut maintenance = common::MaintenanceClient::new(cluster.channel(0).await);
+    let alarms = maintenance
+        .alarm(AlarmRequest::default())
+        .await
+        .expect("alarm list")
+        .into_inner()
+        .alarms;
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(alarms[0].alarm, AlarmType::Nospace as i32);
+    let status = cluster.status(0).await.expect("status");
+    assert!(
+        status.errors.iter().any(|e| e.contains("NOSPACE")),
+        "{status:?}"
+    );
+    // Reads, deletes and txns without puts still work.
+    let range = kv
+        .range(RangeRequest {
+            key: b"k".to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("reads work under NOSPACE")
+        .into_inner();
+    assert_eq!(range.count, 0);
+    kv.delete_range(DeleteRangeRequest {
+        key: b"k".to_vec().into(),
+        ..Default::default()
+    })
+    .await
+    .expect("deletes work under NOSPACE");
+    check(
+        kv.txn(TxnRequest {
+            success: vec![op_put("t")],
+            ..Default::default()
+        })
+        .await,
+        Code::ResourceExhausted,
+        "database space exceeded",
+    );
+    // Disarming clears the alarm (the next put raises it again: still full).
+    let disarmed = maintenance
+        .alarm(AlarmRequest {
+            action: alarm_request::AlarmAction::Deactivate as i32,
+            member_id: alarms[0].member_id,
+            alarm: AlarmType::Nospace as i32,
+        })
+        .await
+        .expect("disarm")
+        .into_inner()
+        .alarms;
+    assert_eq!(disarmed.len(), 1);
+    let left = maintenance
+        .alarm(AlarmRequest::default())
+        .await
+        .expect("alarm list")
+        .into_inner()
+        .alarms;
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -16,7 +16,7 @@ pub mod rpc {
 }
 
 use rpc::kv_client::KvClient;
-use rpc::maintenance_client::MaintenanceClient;
+pub use rpc::maintenance_client::MaintenanceClient;
 
 /// One member process.
 pub struct Member {
