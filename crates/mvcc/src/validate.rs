@@ -136,14 +136,10 @@ fn writes(ops: &[RequestOp]) -> Result<(HashSet<Bytes>, Vec<Deleted>), MvccError
         };
         let (puts_then, deleted_then) = writes(&nested.success)?;
         let (puts_else, deleted_else) = writes(&nested.failure)?;
-        for key in &puts_then {
+        // Checked against earlier operations only: the two branches
+        // exclude each other, so they may write the same key.
+        for key in puts_then.iter().chain(&puts_else) {
             if puts.contains(key) || deleted.iter().any(|d| d.covers(key)) {
-                return Err(MvccError::DuplicateKey);
-            }
-        }
-        for key in &puts_else {
-            let clash = puts.contains(key) && !puts_then.contains(key);
-            if clash || deleted.iter().any(|d| d.covers(key)) {
                 return Err(MvccError::DuplicateKey);
             }
         }

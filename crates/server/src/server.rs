@@ -14,7 +14,7 @@ use keel_mvcc::{Store, StoreOptions};
 use keel_node::{GrpcTransport, NodeConfig, NodeId, RaftNode, RaftService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server as GrpcServer;
 use tonic_health::ServingStatus;
 
@@ -96,7 +96,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .add_service(ClusterService(backend.clone()).into_server())
         .add_service(ForwardService(backend.clone()).into_server())
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(peer_listener),
+            TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
             signalled(peers_stopped),
         );
     let peer_server = tokio::spawn(peer_server);
@@ -113,7 +113,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             )
             .add_service(health_service.clone())
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
                 signalled(clients_stopped.clone()),
             );
         client_servers.push(tokio::spawn(server));
