@@ -14,7 +14,8 @@ use prost::Message;
 use tracing::error;
 
 use crate::encoding::{
-    decode_version, encode_version, key_end, key_start, split_version_key, version_key,
+    check_key_len, decode_version, encode_version, key_end, key_start, split_version_key,
+    version_key,
 };
 use crate::pb::etcdserverpb::{
     alarm_request::AlarmAction, compare, request_op::Request, response_op::Response, AlarmMember,
@@ -169,6 +170,7 @@ impl<'a> Writer<'a> {
     }
 
     fn put(&mut self, put: &PutRequest) -> Result<PutResponse, MvccError> {
+        check_key_len(&put.key)?;
         let previous = self.get(&put.key)?;
         if (put.ignore_value || put.ignore_lease) && previous.is_none() {
             return Err(MvccError::KeyNotFound);
@@ -196,7 +198,7 @@ impl<'a> Writer<'a> {
     }
 
     fn delete(&mut self, delete: &DeleteRangeRequest) -> Result<DeleteRangeResponse, MvccError> {
-        let doomed = match Span::new(&delete.key, &delete.range_end) {
+        let doomed = match Span::new(&delete.key, &delete.range_end)? {
             Some(span) => self.live(&span, self.current())?,
             None => Vec::new(),
         };
@@ -281,7 +283,7 @@ impl<'a> Writer<'a> {
 
     /// Whether a compare holds for every key it covers.
     fn holds(&self, c: &Compare) -> Result<bool, MvccError> {
-        let kvs = match Span::new(&c.key, &c.range_end) {
+        let kvs = match Span::new(&c.key, &c.range_end)? {
             Some(span) => self.live(&span, self.current())?,
             None => Vec::new(),
         };

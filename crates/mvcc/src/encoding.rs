@@ -17,6 +17,20 @@ use crate::MvccError;
 
 const TERMINATOR: [u8; 2] = [0x00, 0x01];
 
+/// The longest user key the store holds, in bytes: 32,762. The storage
+/// engine takes keys of at most 65,535 bytes, and the storage key of a key
+/// made only of zero bytes is twice its length plus the terminator and the
+/// revision.
+pub const MAX_KEY_BYTES: usize = (u16::MAX as usize - TERMINATOR.len() - 8) / 2;
+
+/// Refuses a user key (or range end) longer than [`MAX_KEY_BYTES`].
+pub fn check_key_len(key: &[u8]) -> Result<(), MvccError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(MvccError::KeyTooLong);
+    }
+    Ok(())
+}
+
 /// Appends the escaped form of `key` to `out`.
 fn escape_into(key: &[u8], out: &mut Vec<u8>) {
     for &b in key {

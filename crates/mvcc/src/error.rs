@@ -16,6 +16,10 @@ pub enum MvccError {
     /// A request without a key.
     #[error("key is not provided")]
     EmptyKey,
+    /// A key or range end longer than
+    /// [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES).
+    #[error("key is too long (at most 32762 bytes)")]
+    KeyTooLong,
     /// `ignore_value` or `ignore_lease` on a key that does not exist.
     #[error("key not found")]
     KeyNotFound,

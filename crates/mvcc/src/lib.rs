@@ -20,5 +20,6 @@ mod store;
 pub mod validate;
 
 pub use command::{Command, WriteResponse};
+pub use encoding::MAX_KEY_BYTES;
 pub use error::MvccError;
 pub use store::{HashKv, Store, StoreOptions, StoreView};

@@ -7,7 +7,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use fjall::{Keyspace, Readable, Snapshot};
 
-use crate::encoding::{decode_version, key_end, key_start, split_version_key};
+use crate::encoding::{check_key_len, decode_version, key_end, key_start, split_version_key};
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use crate::pb::mvccpb::KeyValue;
@@ -31,18 +31,20 @@ enum SpanEnd {
 
 impl Span {
     /// The span of `key` and `range_end`; `None` when it holds no key
-    /// (`range_end` at or below `key`).
-    pub(crate) fn new(key: &Bytes, range_end: &Bytes) -> Option<Span> {
+    /// (`range_end` at or below `key`). Refuses keys too long to store.
+    pub(crate) fn new(key: &Bytes, range_end: &Bytes) -> Result<Option<Span>, MvccError> {
+        check_key_len(key)?;
+        check_key_len(range_end)?;
         let end = match range_end.as_ref() {
             b"" => SpanEnd::Single,
             b"\0" => SpanEnd::Unbounded,
-            end if end <= key.as_ref() => return None,
+            end if end <= key.as_ref() => return Ok(None),
             _ => SpanEnd::Before(range_end.clone()),
         };
-        Some(Span {
+        Ok(Some(Span {
             start: key.clone(),
             end,
-        })
+        }))
     }
 
     /// Whether `key` is in the span.
@@ -134,7 +136,7 @@ pub(crate) fn execute(
     if revision < compacted {
         return Err(MvccError::Compacted);
     }
-    let mut kvs = match Span::new(&request.key, &request.range_end) {
+    let mut kvs = match Span::new(&request.key, &request.range_end)? {
         Some(span) => versions.live(&span, revision)?,
         None => Vec::new(),
     };

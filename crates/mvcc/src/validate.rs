@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
+use crate::encoding::check_key_len;
 use crate::pb::etcdserverpb::{
     compare, range_request, request_op::Request, Compare, DeleteRangeRequest, PutRequest,
     RangeRequest, RequestOp, TxnRequest,
@@ -26,9 +27,7 @@ pub fn command(command: &Command, max_txn_ops: usize) -> Result<(), MvccError> {
 
 /// Checks a range request.
 pub fn range(range: &RangeRequest) -> Result<(), MvccError> {
-    if range.key.is_empty() {
-        return Err(MvccError::EmptyKey);
-    }
+    keys(&range.key, &range.range_end)?;
     if range_request::SortOrder::try_from(range.sort_order).is_err()
         || range_request::SortTarget::try_from(range.sort_target).is_err()
     {
@@ -37,10 +36,17 @@ pub fn range(range: &RangeRequest) -> Result<(), MvccError> {
     Ok(())
 }
 
-fn put(put: &PutRequest) -> Result<(), MvccError> {
-    if put.key.is_empty() {
+/// Refuses an empty key and a key or range end too long to store.
+fn keys(key: &[u8], range_end: &[u8]) -> Result<(), MvccError> {
+    if key.is_empty() {
         return Err(MvccError::EmptyKey);
     }
+    check_key_len(key)?;
+    check_key_len(range_end)
+}
+
+fn put(put: &PutRequest) -> Result<(), MvccError> {
+    keys(&put.key, &[])?;
     if put.ignore_value && !put.value.is_empty() {
         return Err(MvccError::ValueProvided);
     }
@@ -51,10 +57,7 @@ fn put(put: &PutRequest) -> Result<(), MvccError> {
 }
 
 fn delete(delete: &DeleteRangeRequest) -> Result<(), MvccError> {
-    if delete.key.is_empty() {
-        return Err(MvccError::EmptyKey);
-    }
-    Ok(())
+    keys(&delete.key, &delete.range_end)
 }
 
 fn txn(txn: &TxnRequest, max_txn_ops: usize) -> Result<(), MvccError> {
@@ -80,9 +83,7 @@ fn txn(txn: &TxnRequest, max_txn_ops: usize) -> Result<(), MvccError> {
 }
 
 fn compare(compare: &Compare) -> Result<(), MvccError> {
-    if compare.key.is_empty() {
-        return Err(MvccError::EmptyKey);
-    }
+    keys(&compare.key, &compare.range_end)?;
     if compare::CompareResult::try_from(compare.result).is_err() {
         return Err(MvccError::InvalidArgument(format!(
             "invalid compare result {}",

@@ -2004,3 +2004,67 @@ fn validation_refuses_a_branch_that_writes_a_key_twice() {
         dup
     );
 }
+
+#[test]
+fn keys_longer_than_the_storage_engine_holds_are_refused_everywhere() {
+    use keel_mvcc::MAX_KEY_BYTES;
+    let mut h = Harness::new();
+    // The longest key, made of zero bytes (escaping doubles them), is stored.
+    let longest = Bytes::from(vec![0u8; MAX_KEY_BYTES]);
+    let put_longest = PutRequest {
+        key: longest.clone(),
+        value: b("v"),
+        ..Default::default()
+    };
+    assert_eq!(check(Op::Put(put_longest.clone()), 128), Ok(()));
+    h.try_put(put_longest).expect("the longest key is stored");
+    let read = h
+        .store
+        .range(&RangeRequest {
+            key: longest.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(read.kvs.len(), 1);
+    assert_eq!(read.kvs[0].key, longest);
+
+    // One byte more is refused by validation and, should it reach the
+    // store anyway, by apply: in a put, a delete, a compare and a range.
+    let too_long = Bytes::from(vec![0u8; MAX_KEY_BYTES + 1]);
+    let long_put = PutRequest {
+        key: too_long.clone(),
+        value: b("v"),
+        ..Default::default()
+    };
+    let long_delete = DeleteRangeRequest {
+        key: b("a"),
+        range_end: too_long.clone(),
+        ..Default::default()
+    };
+    let long_range = RangeRequest {
+        key: too_long.clone(),
+        ..Default::default()
+    };
+    let long_compare = Compare {
+        key: b("a"),
+        range_end: too_long.clone(),
+        target: CompareTarget::Version as i32,
+        result: CompareResult::Equal as i32,
+        target_union: Some(TargetUnion::Version(0)),
+    };
+    let refused = Err(MvccError::KeyTooLong);
+    assert_eq!(check(Op::Put(long_put.clone()), 128), refused);
+    assert_eq!(check(Op::DeleteRange(long_delete.clone()), 128), refused);
+    assert_eq!(validate::range(&long_range), refused);
+    let long_txn = txn(vec![long_compare], vec![], vec![]);
+    assert_eq!(check(Op::Txn(long_txn.clone()), 128), refused);
+
+    let revision = h.store.revision();
+    assert_eq!(h.try_put(long_put).map(|_| ()), refused);
+    assert_eq!(h.try_delete(long_delete).map(|_| ()), refused);
+    assert_eq!(h.txn(long_txn).map(|_| ()), refused);
+    assert_eq!(h.store.range(&long_range).map(|_| ()), refused);
+    assert_eq!(h.store.revision(), revision, "nothing was written");
+    h.put("after", "ok");
+    assert_eq!(h.store.range(&range("after", "")).unwrap().kvs.len(), 1);
+}

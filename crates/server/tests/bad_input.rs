@@ -155,6 +155,72 @@ async fn bad_requests_get_clear_errors_and_the_member_keeps_serving() {
     assert_eq!(&response.kvs[0].value[..], b"ok");
 }
 
+/// Keys longer than the storage engine holds (65,535 bytes once encoded)
+/// once crashed the apply loop and, being in the log, every restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_too_long_to_store_is_refused_and_the_member_keeps_serving() {
+    let cluster = Cluster::start(1, &[]).await;
+    let mut kv = cluster.kv(0).await;
+    let too_long = vec![b'k'; 70_000];
+    check(
+        kv.put(PutRequest {
+            key: too_long.clone().into(),
+            value: b"v".to_vec().into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "etcdserver: key is too long",
+    );
+    check(
+        kv.range(RangeRequest {
+            key: b"a".to_vec().into(),
+            range_end: too_long.clone().into(),
+            serializable: true,
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "etcdserver: key is too long",
+    );
+    check(
+        kv.txn(TxnRequest {
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestDeleteRange(
+                    DeleteRangeRequest {
+                        key: too_long.into(),
+                        ..Default::default()
+                    },
+                )),
+            }],
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "etcdserver: key is too long",
+    );
+    let longest = vec![0u8; keel_mvcc::MAX_KEY_BYTES];
+    kv.put(PutRequest {
+        key: longest.clone().into(),
+        value: b"v".to_vec().into(),
+        ..Default::default()
+    })
+    .await
+    .expect("the longest key is stored");
+    let response = kv
+        .range(RangeRequest {
+            key: longest.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(response.kvs.len(), 1);
+    put(&cluster, 0, "after", "ok")
+        .await
+        .expect("put after bad input");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn has_leader_requests_fail_fast_without_a_leader() {
     let mut cluster = Cluster::start(3, &[]).await;
