@@ -104,15 +104,20 @@ fn main() {
     time("range: prefix, every key", keys, || {
         range(&store, prefix_range(0, false))
     });
-    time("range: one key", 1, || {
-        range(
-            &store,
-            RangeRequest {
-                key: key(keys / 2),
-                ..Default::default()
-            },
-        )
-    });
+    let point_reads = |what: &str| {
+        time(what, 1000, || {
+            for i in 0..1000 {
+                range(
+                    &store,
+                    RangeRequest {
+                        key: key(i * 7919 % keys),
+                        ..Default::default()
+                    },
+                );
+            }
+        })
+    };
+    point_reads("range: one key, 1,000 times");
 
     let revision = store.revision();
     time(
@@ -129,19 +134,20 @@ fn main() {
             )
         },
     );
-    time("put after compaction (one batch of 64)", 64, || {
+    time("put after compaction, 6,400 keys", 6400, || {
         apply(
             &store,
             &mut index,
-            (0..64).map(|i| {
+            (0..6400).map(|i| {
                 Op::Put(PutRequest {
-                    key: key(i),
+                    key: key(i * 7919 % keys),
                     value: value.clone(),
                     ..Default::default()
                 })
             }),
         )
     });
+    point_reads("range: one key, 1,000 times, after compaction");
     time("range: prefix, limit 10 after compaction", 1, || {
         range(&store, prefix_range(10, false))
     });

@@ -14,8 +14,7 @@ use prost::Message;
 use tracing::error;
 
 use crate::encoding::{
-    check_key_len, decode_version, encode_version, key_end, key_start, split_version_key,
-    version_key,
+    check_key_len, decode_live, encode_live, encode_version, split_version_key, version_key,
 };
 use crate::pb::etcdserverpb::{
     alarm_request::AlarmAction, compare, request_op::Request, response_op::Response, AlarmMember,
@@ -66,6 +65,8 @@ struct Writer<'a> {
     store: &'a Store,
     /// Committed state when the batch (or its last flush) began.
     snapshot: Snapshot,
+    /// The revision `snapshot` holds.
+    snapshot_revision: i64,
     batch: OwnedWriteBatch,
     /// The state including the batch so far.
     state: State,
@@ -77,11 +78,13 @@ struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     fn new(store: &'a Store) -> Self {
+        let state = store.state();
         Writer {
             store,
             snapshot: store.inner.db.snapshot(),
+            snapshot_revision: state.revision,
             batch: store.inner.db.batch(),
-            state: store.state(),
+            state,
             pending: BTreeMap::new(),
             staged: Vec::new(),
         }
@@ -155,17 +158,9 @@ impl<'a> Writer<'a> {
         if let Some((_, version)) = self.pending.get(key).and_then(|v| v.last()) {
             return Ok(version.clone());
         }
-        let newest = self
-            .snapshot
-            .range(&self.store.inner.keyspaces.kv, key_start(key)..key_end(key))
-            .next();
-        match newest {
+        match self.snapshot.get(&self.store.inner.keyspaces.live, key)? {
             None => Ok(None),
-            Some(entry) => {
-                let (stored, value) = entry.into_inner()?;
-                let (user_key, rev) = split_version_key(&stored)?;
-                decode_version(&user_key, rev, &value)
-            }
+            Some(value) => decode_live(key, &value).map(Some),
         }
     }
 
@@ -382,13 +377,19 @@ impl<'a> Writer<'a> {
         }
         self.state.revision += 1;
         let revision = self.state.revision;
-        let kv = &self.store.inner.keyspaces.kv;
+        let keyspaces = &self.store.inner.keyspaces;
         for (key, version) in mem::take(&mut self.staged) {
             self.batch.insert(
-                kv,
+                &keyspaces.kv,
                 version_key(&key, revision),
                 encode_version(version.as_ref()),
             );
+            match &version {
+                Some(kv) => self
+                    .batch
+                    .insert(&keyspaces.live, key.as_ref(), encode_live(kv)),
+                None => self.batch.remove(&keyspaces.live, key.as_ref()),
+            }
             self.pending
                 .entry(key)
                 .or_default()
@@ -415,6 +416,7 @@ impl<'a> Writer<'a> {
             *published = self.state.clone();
         }
         self.snapshot = self.store.inner.db.snapshot();
+        self.snapshot_revision = self.state.revision;
         self.pending.clear();
         Ok(())
     }
@@ -424,7 +426,8 @@ impl Versions for Writer<'_> {
     fn live(&self, span: &Span, revision: i64) -> Result<Vec<KeyValue>, MvccError> {
         let committed = Committed {
             snapshot: &self.snapshot,
-            kv: &self.store.inner.keyspaces.kv,
+            revision: self.snapshot_revision,
+            keyspaces: &self.store.inner.keyspaces,
         };
         let mut found: BTreeMap<Bytes, KeyValue> = committed
             .live(span, revision)?

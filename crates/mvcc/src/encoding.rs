@@ -8,6 +8,11 @@
 //!
 //! The value is the prost-encoded [`KeyValue`] without its key and
 //! mod_revision (both are in the storage key); a tombstone is empty.
+//!
+//! The `live` keyspace indexes the newest version of every key that exists
+//! now: the plain user key maps to the prost-encoded [`KeyValue`] without
+//! its key. Reads at the current revision and the writer's lookups go
+//! there, so they never step over old versions or compaction's deletions.
 
 use bytes::Bytes;
 use prost::Message;
@@ -124,6 +129,52 @@ pub fn decode_version(
     kv.key = Bytes::copy_from_slice(key);
     kv.mod_revision = revision;
     Ok(Some(kv))
+}
+
+/// The `live` entry of a key's newest version.
+pub fn encode_live(kv: &KeyValue) -> Vec<u8> {
+    KeyValue {
+        key: Bytes::new(),
+        ..kv.clone()
+    }
+    .encode_to_vec()
+}
+
+/// Decodes the `live` entry of `key`.
+pub fn decode_live(key: &[u8], value: &[u8]) -> Result<KeyValue, MvccError> {
+    let mut kv =
+        KeyValue::decode(value).map_err(|e| MvccError::Corrupt(format!("live key-value: {e}")))?;
+    kv.key = Bytes::copy_from_slice(key);
+    Ok(kv)
+}
+
+/// A `live` entry: the user key and the encoded key-value.
+pub type LiveEntry = (Vec<u8>, Vec<u8>);
+
+/// Derives the `live` index from `kv` entries visited in storage order:
+/// the first version of each user key is its newest, and it belongs in the
+/// index unless it is a deletion.
+#[derive(Default)]
+pub struct LiveIndexer {
+    last_key: Option<Vec<u8>>,
+}
+
+impl LiveIndexer {
+    /// The `live` entry `(user key, value)` the `kv` entry yields, if any.
+    pub fn next(
+        &mut self,
+        stored: &[u8],
+        value: &[u8],
+    ) -> Result<Option<LiveEntry>, MvccError> {
+        let (key, revision) = split_version_key(stored)?;
+        if self.last_key.as_deref() == Some(key.as_slice()) {
+            return Ok(None);
+        }
+        let entry =
+            decode_version(&key, revision, value)?.map(|kv| (key.clone(), encode_live(&kv)));
+        self.last_key = Some(key);
+        Ok(entry)
+    }
 }
 
 #[cfg(test)]

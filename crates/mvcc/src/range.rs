@@ -5,12 +5,15 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 
 use bytes::Bytes;
-use fjall::{Keyspace, Readable, Snapshot};
+use fjall::{Readable, Snapshot};
 
-use crate::encoding::{check_key_len, decode_version, key_end, key_start, split_version_key};
+use crate::encoding::{
+    check_key_len, decode_live, decode_version, key_end, key_start, split_version_key,
+};
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use crate::pb::mvccpb::KeyValue;
+use crate::store::Keyspaces;
 use crate::MvccError;
 
 /// The user keys a request covers, in etcd's forms: one key (`range_end`
@@ -66,6 +69,11 @@ impl Span {
         }
     }
 
+    /// The single key the span holds, if it is of that form.
+    fn single(&self) -> Option<&Bytes> {
+        matches!(self.end, SpanEnd::Single).then_some(&self.start)
+    }
+
     /// The storage keys holding the span's versions.
     fn storage_bounds(&self) -> (Vec<u8>, Option<Vec<u8>>) {
         let end = match &self.end {
@@ -87,16 +95,47 @@ pub(crate) trait Versions {
 pub(crate) struct Committed<'a> {
     /// The consistent storage view.
     pub snapshot: &'a Snapshot,
-    /// The `kv` keyspace.
-    pub kv: &'a Keyspace,
+    /// The revision the snapshot holds.
+    pub revision: i64,
+    /// The store's keyspaces.
+    pub keyspaces: &'a Keyspaces,
 }
 
 impl Versions for Committed<'_> {
     fn live(&self, span: &Span, revision: i64) -> Result<Vec<KeyValue>, MvccError> {
+        if revision >= self.revision {
+            self.current(span)
+        } else {
+            self.history(span, revision)
+        }
+    }
+}
+
+impl Committed<'_> {
+    /// The live key-values in `span` from the `live` index.
+    fn current(&self, span: &Span) -> Result<Vec<KeyValue>, MvccError> {
+        let live = &self.keyspaces.live;
+        if let Some(key) = span.single() {
+            return match self.snapshot.get(live, key)? {
+                Some(value) => Ok(vec![decode_live(key, &value)?]),
+                None => Ok(Vec::new()),
+            };
+        }
+        let mut found = Vec::new();
+        for entry in self.snapshot.range(live, span.user_bounds()) {
+            let (key, value) = entry.into_inner()?;
+            found.push(decode_live(&key, &value)?);
+        }
+        Ok(found)
+    }
+
+    /// The key-values in `span` as of a past `revision`, from `kv`.
+    fn history(&self, span: &Span, revision: i64) -> Result<Vec<KeyValue>, MvccError> {
+        let kv = &self.keyspaces.kv;
         let (start, end) = span.storage_bounds();
         let entries = match end {
-            Some(end) => self.snapshot.range(self.kv, start..end),
-            None => self.snapshot.range(self.kv, start..),
+            Some(end) => self.snapshot.range(kv, start..end),
+            None => self.snapshot.range(kv, start..),
         };
         let mut found = Vec::new();
         // The user key whose visible version has been settled: its older

@@ -3,21 +3,22 @@
 //! The stream is `KEELSNAP1`, then records `tag, key length (u32 LE), key,
 //! value length (u32 LE), value` where the tag names the keyspace, then the
 //! end tag and a CRC-32C (u32 LE) of everything before it. Neither side
-//! holds more than one record (or one write batch) in memory.
+//! holds more than one record (or one write batch) in memory. The derived
+//! `live` index is not streamed: restoring rebuilds it from the `kv`
+//! records as they arrive.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 
-use fjall::{Keyspace, Readable};
+use fjall::Readable;
 
-use crate::store::{StoreView, RESTORING};
+use crate::encoding::LiveIndexer;
+use crate::store::{StoreView, KV_TAG, LIVE_INDEXED, RESTORING, WRITE_BATCH};
 use crate::{MvccError, Store};
 
 const MAGIC: &[u8] = b"KEELSNAP1";
 const END: u8 = 0xFF;
 /// No key or value is larger than this; a bigger length is corruption.
 const MAX_FIELD: u32 = 1 << 28;
-/// Records per write batch while restoring.
-const RESTORE_BATCH: usize = 4096;
 
 /// A writer that keeps a CRC of what passed through it.
 struct CrcWriter<W> {
@@ -106,11 +107,11 @@ impl Store {
         batch.insert(&keyspaces.meta, RESTORING, [1u8]);
         batch.commit()?;
         self.reload()?;
-        for (_, keyspace) in keyspaces.tagged() {
+        for keyspace in keyspaces.all() {
             self.clear(keyspace)?;
         }
         let mut batch = inner.db.batch();
-        let mut in_batch = 0;
+        let mut indexer = LiveIndexer::default();
         loop {
             let mut tag = [0u8];
             read_exact(reader, &mut tag)?;
@@ -134,37 +135,19 @@ impl Store {
             if key.is_empty() || (tag[0] == 1 && key == RESTORING) {
                 return Err(MvccError::Corrupt("malformed snapshot record".into()));
             }
+            if tag[0] == KV_TAG {
+                if let Some((key, live)) = indexer.next(&key, &value)? {
+                    batch.insert(&keyspaces.live, key, live);
+                }
+            }
             batch.insert(&keyspace, key, value);
-            in_batch += 1;
-            if in_batch == RESTORE_BATCH {
+            if batch.len() >= WRITE_BATCH {
                 batch.commit()?;
                 batch = inner.db.batch();
-                in_batch = 0;
             }
         }
+        batch.insert(&keyspaces.meta, LIVE_INDEXED, []);
         batch.remove(&keyspaces.meta, RESTORING);
-        batch.commit()?;
-        Ok(())
-    }
-
-    /// Removes every entry of `keyspace` except the restore marker.
-    fn clear(&self, keyspace: &Keyspace) -> Result<(), MvccError> {
-        let snapshot = self.inner.db.snapshot();
-        let mut batch = self.inner.db.batch();
-        let mut in_batch = 0;
-        for entry in snapshot.iter(keyspace) {
-            let key = entry.key()?;
-            if keyspace.name().as_ref() == "meta" && key.as_ref() == RESTORING {
-                continue;
-            }
-            batch.remove(keyspace, key);
-            in_batch += 1;
-            if in_batch == RESTORE_BATCH {
-                batch.commit()?;
-                batch = self.inner.db.batch();
-                in_batch = 0;
-            }
-        }
         batch.commit()?;
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! The store: opening it, its published state, and the read side.
 //!
-//! Four fjall keyspaces hold everything: `kv` (every key version, see
+//! Four fjall keyspaces hold the state: `kv` (every key version, see
 //! [`encoding`](crate::encoding)), `meta` (applied index, revision,
-//! compaction point), `members` and `alarms`. One writer at a time applies
-//! commands; readers take a storage snapshot together with the revision it
-//! holds, so a read never sees half a write.
+//! compaction point), `members` and `alarms`. A fifth, `live`, indexes the
+//! newest version of each existing key; it is derived from `kv`, written in
+//! the same batches, and rebuilt rather than streamed in snapshots. One
+//! writer at a time applies commands; readers take a storage snapshot
+//! together with the revision it holds, so a read never sees half a write.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
 use prost::Message;
 
-use crate::encoding::split_version_key;
+use crate::encoding::{split_version_key, LiveIndexer};
 use crate::pb::etcdserverpb::{AlarmMember, Member, RangeRequest, RangeResponse};
 use crate::range::{self, Committed};
 use crate::MvccError;
@@ -26,6 +28,15 @@ pub(crate) const REVISION: &[u8] = b"revision";
 pub(crate) const COMPACTED: &[u8] = b"compacted";
 /// Meta key present while a snapshot is being restored.
 pub(crate) const RESTORING: &[u8] = b"restoring";
+/// Meta key present once the `live` index matches `kv` (stores written
+/// before the index existed lack it and get the index built on opening).
+pub(crate) const LIVE_INDEXED: &[u8] = b"live-indexed";
+
+/// The tag of `kv` records in a snapshot stream.
+pub(crate) const KV_TAG: u8 = 2;
+
+/// Entries per write batch when rebuilding, clearing or restoring.
+pub(crate) const WRITE_BATCH: usize = 4096;
 
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
@@ -60,17 +71,29 @@ pub struct StoreView {
 #[derive(Clone)]
 pub(crate) struct Keyspaces {
     pub kv: Keyspace,
+    pub live: Keyspace,
     pub meta: Keyspace,
     pub members: Keyspace,
     pub alarms: Keyspace,
 }
 
 impl Keyspaces {
-    /// Each keyspace with the tag it has in a snapshot stream.
+    /// Every keyspace, the derived `live` index included.
+    pub(crate) fn all(&self) -> [&Keyspace; 5] {
+        [
+            &self.kv,
+            &self.live,
+            &self.meta,
+            &self.members,
+            &self.alarms,
+        ]
+    }
+
+    /// Each keyspace a snapshot streams, with its tag in the stream.
     pub(crate) fn tagged(&self) -> [(u8, &Keyspace); 4] {
         [
             (1, &self.meta),
-            (2, &self.kv),
+            (KV_TAG, &self.kv),
             (3, &self.members),
             (4, &self.alarms),
         ]
@@ -118,19 +141,66 @@ impl Store {
             .open()?;
         let keyspaces = Keyspaces {
             kv: db.keyspace("kv", KeyspaceCreateOptions::default)?,
+            live: db.keyspace("live", KeyspaceCreateOptions::default)?,
             meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
             members: db.keyspace("members", KeyspaceCreateOptions::default)?,
             alarms: db.keyspace("alarms", KeyspaceCreateOptions::default)?,
         };
         let state = load_state(&db.snapshot(), &keyspaces)?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 db,
                 keyspaces,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
             }),
-        })
+        };
+        let keyspaces = &store.inner.keyspaces;
+        if !keyspaces.meta.contains_key(LIVE_INDEXED)? {
+            store.clear(&keyspaces.live)?;
+            store.build_live_index()?;
+        }
+        Ok(store)
+    }
+
+    /// Fills the (empty) `live` index from `kv` and marks it built.
+    fn build_live_index(&self) -> Result<(), MvccError> {
+        let keyspaces = &self.inner.keyspaces;
+        let snapshot = self.inner.db.snapshot();
+        let mut batch = self.inner.db.batch();
+        let mut indexer = LiveIndexer::default();
+        for entry in snapshot.iter(&keyspaces.kv) {
+            let (stored, value) = entry.into_inner()?;
+            if let Some((key, live)) = indexer.next(&stored, &value)? {
+                batch.insert(&keyspaces.live, key, live);
+                if batch.len() >= WRITE_BATCH {
+                    batch.commit()?;
+                    batch = self.inner.db.batch();
+                }
+            }
+        }
+        batch.insert(&keyspaces.meta, LIVE_INDEXED, []);
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Removes every entry of `keyspace` except the restore marker.
+    pub(crate) fn clear(&self, keyspace: &Keyspace) -> Result<(), MvccError> {
+        let snapshot = self.inner.db.snapshot();
+        let mut batch = self.inner.db.batch();
+        for entry in snapshot.iter(keyspace) {
+            let key = entry.key()?;
+            if keyspace.name().as_ref() == "meta" && key.as_ref() == RESTORING {
+                continue;
+            }
+            batch.remove(keyspace, key);
+            if batch.len() >= WRITE_BATCH {
+                batch.commit()?;
+                batch = self.inner.db.batch();
+            }
+        }
+        batch.commit()?;
+        Ok(())
     }
 
     pub(crate) fn state(&self) -> State {
@@ -192,7 +262,8 @@ impl Store {
         let (snapshot, current, compacted) = self.read_view();
         let versions = Committed {
             snapshot: &snapshot,
-            kv: &self.inner.keyspaces.kv,
+            revision: current,
+            keyspaces: &self.inner.keyspaces,
         };
         range::execute(&versions, request, current, compacted)
     }
@@ -244,9 +315,9 @@ impl Store {
         let tables: u64 = self
             .inner
             .keyspaces
-            .tagged()
+            .all()
             .iter()
-            .map(|(_, keyspace)| keyspace.disk_space())
+            .map(|keyspace| keyspace.disk_space())
             .sum();
         tables + self.inner.db.write_buffer_size()
     }
@@ -324,4 +395,65 @@ fn decode_alarm_key(key: &[u8]) -> Result<(u64, i32), MvccError> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(corrupt)?;
     Ok((u64::from_be_bytes(member), i32::from_be_bytes(alarm)))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest};
+    use crate::pb::keelpb::{self, command::Op};
+    use crate::Command;
+
+    fn every_key() -> RangeRequest {
+        RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_store_without_the_live_index_gets_it_built_on_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let put = |key: &'static [u8], value: &'static [u8]| {
+            Op::Put(PutRequest {
+                key: Bytes::from_static(key),
+                value: Bytes::from_static(value),
+                ..Default::default()
+            })
+        };
+        let ops = [
+            put(b"a", b"1"),
+            put(b"b", b"1"),
+            put(b"a\0", b"1"),
+            put(b"a", b"2"),
+            Op::DeleteRange(DeleteRangeRequest {
+                key: Bytes::from_static(b"b"),
+                ..Default::default()
+            }),
+            put(b"c", b"1"),
+        ];
+        let commands = ops
+            .into_iter()
+            .zip(1..)
+            .map(|(op, index)| (index, Command(keelpb::Command { op: Some(op) })))
+            .collect();
+        for result in store.apply_batch(commands) {
+            result.unwrap();
+        }
+        let before = store.range(&every_key()).unwrap();
+        assert_eq!(before.kvs.len(), 3);
+
+        // What a store written before the index existed looks like.
+        store.clear(&store.inner.keyspaces.live).unwrap();
+        store.inner.keyspaces.meta.remove(LIVE_INDEXED).unwrap();
+        assert!(store.range(&every_key()).unwrap().kvs.is_empty());
+        drop(store);
+
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(store.range(&every_key()).unwrap(), before);
+    }
 }
