@@ -165,6 +165,11 @@ impl<'a> Writer<'a> {
     }
 
     fn put(&mut self, put: &PutRequest) -> Result<PutResponse, MvccError> {
+        // Validated before proposing, but a command that reached the log
+        // unchecked must fail here, not panic the storage engine.
+        if put.key.is_empty() {
+            return Err(MvccError::EmptyKey);
+        }
         check_key_len(&put.key)?;
         let previous = self.get(&put.key)?;
         if (put.ignore_value || put.ignore_lease) && previous.is_none() {

@@ -161,11 +161,7 @@ pub struct LiveIndexer {
 
 impl LiveIndexer {
     /// The `live` entry `(user key, value)` the `kv` entry yields, if any.
-    pub fn next(
-        &mut self,
-        stored: &[u8],
-        value: &[u8],
-    ) -> Result<Option<LiveEntry>, MvccError> {
+    pub fn next(&mut self, stored: &[u8], value: &[u8]) -> Result<Option<LiveEntry>, MvccError> {
         let (key, revision) = split_version_key(stored)?;
         if self.last_key.as_deref() == Some(key.as_slice()) {
             return Ok(None);

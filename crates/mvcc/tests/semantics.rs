@@ -2068,3 +2068,22 @@ fn keys_longer_than_the_storage_engine_holds_are_refused_everywhere() {
     h.put("after", "ok");
     assert_eq!(h.store.range(&range("after", "")).unwrap().kvs.len(), 1);
 }
+
+/// A put of the empty key that reached the log unvalidated (a peer's
+/// forwarded write) fails when applied instead of panicking the storage
+/// engine, and writes nothing.
+#[test]
+fn an_unvalidated_empty_key_put_fails_when_applied() {
+    let mut h = Harness::new();
+    h.put("a", "1");
+    let revision = h.store.revision();
+    let empty = PutRequest {
+        key: Bytes::new(),
+        value: b("v"),
+        ..Default::default()
+    };
+    assert_eq!(h.try_put(empty).map(|_| ()), Err(MvccError::EmptyKey));
+    assert_eq!(h.store.revision(), revision, "nothing was written");
+    h.put("after", "ok");
+    assert_eq!(h.store.range(&range("after", "")).unwrap().kvs.len(), 1);
+}

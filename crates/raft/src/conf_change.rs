@@ -35,8 +35,15 @@ impl<S: Storage> Raft<S> {
                 if self.membership.is_voter(id) {
                     continue;
                 }
-                let matched = self.progress.get(&id).map_or(0, |pr| pr.matched);
+                let (matched, active) = self
+                    .progress
+                    .get(&id)
+                    .map_or((0, false), |pr| (pr.matched, pr.recent_active));
+                // A learner that never acknowledged an entry (matched 0) or
+                // went quiet is not caught up, however short the log is.
                 if !self.membership.learners.contains(&id)
+                    || matched == 0
+                    || !active
                     || last.saturating_sub(matched) > self.config.max_promotion_lag
                 {
                     return Err(ProposeError::NotCaughtUp { id, matched, last });

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use keel_mvcc::pb::keelpb::{outcome::Result as Outcome_, Command as CommandPb, Outcome};
-use keel_mvcc::WriteResponse;
+use keel_mvcc::{validate, WriteResponse};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::backend::Backend;
+use crate::errors;
 use crate::rpc::keelpb::forward_server::{Forward, ForwardServer};
 
 /// The wire form of a write's result.
@@ -64,8 +65,11 @@ impl Forward for ForwardService {
         if !backend.is_leader() {
             return Err(Status::unavailable("etcdserver: not leader"));
         }
+        // A peer's command enters the log only if a client's would.
+        let command = request.into_inner();
+        validate::command(&command, backend.limits.max_txn_ops).map_err(errors::mvcc)?;
         let deadline = Instant::now() + backend.limits.request_timeout;
-        let response = backend.propose_here(request.into_inner(), deadline).await?;
+        let response = backend.propose_here(command, deadline).await?;
         Ok(Response::new(outcome_of(response)?))
     }
 }

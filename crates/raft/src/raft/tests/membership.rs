@@ -203,6 +203,29 @@ fn adding_a_learner_that_is_down_never_stalls_commits() {
     }
 }
 
+/// Promotion: a learner that never answered (a wrong address, a node that
+/// never started) is not caught up even while the whole log is shorter than
+/// max_promotion_lag; promoting it would make a quorum it can never join.
+#[test]
+fn a_learner_that_never_answered_is_not_caught_up_however_short_the_log() {
+    let mut net = stable_cluster(|_| {});
+    // Node 4 never runs: everything sent to it is lost.
+    net.raw(1)
+        .propose_conf_change(ConfChange::add_learner(4))
+        .unwrap();
+    net.stabilize();
+    let last = net.raw(1).status().last.index;
+    assert!(last < Config::new(1).max_promotion_lag);
+    assert_eq!(
+        net.raw(1).propose_conf_change(ConfChange::add_voter(4)),
+        Err(ProposeError::NotCaughtUp {
+            id: 4,
+            matched: 0,
+            last
+        })
+    );
+}
+
 /// Learners and snapshots (§7): a learner that joins after the leader
 /// compacted its log gets the snapshot, membership included, and then the
 /// log — even starting with no membership at all.
