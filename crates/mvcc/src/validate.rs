@@ -1,7 +1,8 @@
 //! Checks a request before it is proposed, so that malformed requests are
 //! refused with etcd's errors instead of entering the log.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
 
 use bytes::Bytes;
 
@@ -99,19 +100,67 @@ fn compare(compare: &Compare) -> Result<(), MvccError> {
     Ok(())
 }
 
-/// A deleted key range: `[start, end)`, a single key when `end` is empty
-/// and open-ended when `end` is `"\0"`.
-struct Deleted {
-    start: Bytes,
-    end: Bytes,
-}
+/// The keys a branch deletes: the union of its delete ranges, kept as
+/// disjoint `[start, end)` intervals (`None`: no end), so that checking a
+/// key costs a logarithmic lookup however many ranges a large nested
+/// transaction deletes.
+#[derive(Default)]
+struct Deleted(BTreeMap<Bytes, Option<Bytes>>);
 
 impl Deleted {
-    fn covers(&self, key: &[u8]) -> bool {
-        if self.end.is_empty() {
-            return key == self.start.as_ref();
+    /// Adds a delete's range in etcd's forms: a single key when `range_end`
+    /// is empty, every key from `key` on when it is `"\0"`, otherwise
+    /// `[key, range_end)` (empty when `range_end` is not above `key`).
+    fn insert(&mut self, key: &Bytes, range_end: &Bytes) {
+        let end = match range_end.as_ref() {
+            // The key just above a single key is the key followed by 0x00.
+            b"" => Some(Bytes::from([key.as_ref(), b"\0"].concat())),
+            b"\0" => None,
+            end if end <= key.as_ref() => return,
+            _ => Some(range_end.clone()),
+        };
+        self.insert_interval(key.clone(), end);
+    }
+
+    fn insert_interval(&mut self, mut start: Bytes, mut end: Option<Bytes>) {
+        let reaches = |end: &Option<Bytes>, key: &Bytes| end.as_ref().is_none_or(|e| e >= key);
+        let furthest =
+            |a: Option<Bytes>, b: Option<Bytes>| Option::zip(a, b).map(|(a, b)| a.max(b));
+        // An interval starting at or before `start` that reaches it absorbs it.
+        if let Some((s, e)) = self.0.range(..=start.clone()).next_back() {
+            if reaches(e, &start) {
+                end = furthest(end, e.clone());
+                start = s.clone();
+            }
         }
-        key >= self.start.as_ref() && (self.end.as_ref() == b"\0" || key < self.end.as_ref())
+        // Intervals starting inside the new one are absorbed into it.
+        while let Some((s, e)) = self
+            .0
+            .range(start.clone()..)
+            .next()
+            .map(|(s, e)| (s.clone(), e.clone()))
+        {
+            if !reaches(&end, &s) {
+                break;
+            }
+            self.0.remove(&s);
+            end = furthest(end, e);
+        }
+        self.0.insert(start, end);
+    }
+
+    /// Adds every range `other` holds.
+    fn extend(&mut self, other: Deleted) {
+        for (start, end) in other.0 {
+            self.insert_interval(start, end);
+        }
+    }
+
+    fn covers(&self, key: &[u8]) -> bool {
+        self.0
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .is_some_and(|(_, end)| end.as_ref().is_none_or(|e| key < e.as_ref()))
     }
 }
 
@@ -119,17 +168,13 @@ impl Deleted {
 /// that puts a key twice or puts a key it also deletes (the then and else
 /// branches of a nested transaction exclude each other, so they may put
 /// the same key).
-fn writes(ops: &[RequestOp]) -> Result<(HashSet<Bytes>, Vec<Deleted>), MvccError> {
-    let mut deleted: Vec<Deleted> = ops
-        .iter()
-        .filter_map(|op| match &op.request {
-            Some(Request::RequestDeleteRange(d)) => Some(Deleted {
-                start: d.key.clone(),
-                end: d.range_end.clone(),
-            }),
-            _ => None,
-        })
-        .collect();
+fn writes(ops: &[RequestOp]) -> Result<(HashSet<Bytes>, Deleted), MvccError> {
+    let mut deleted = Deleted::default();
+    for op in ops {
+        if let Some(Request::RequestDeleteRange(d)) = &op.request {
+            deleted.insert(&d.key, &d.range_end);
+        }
+    }
     let mut puts = HashSet::new();
     for op in ops {
         let Some(Request::RequestTxn(nested)) = &op.request else {
@@ -140,7 +185,7 @@ fn writes(ops: &[RequestOp]) -> Result<(HashSet<Bytes>, Vec<Deleted>), MvccError
         // Checked against earlier operations only: the two branches
         // exclude each other, so they may write the same key.
         for key in puts_then.iter().chain(&puts_else) {
-            if puts.contains(key) || deleted.iter().any(|d| d.covers(key)) {
+            if puts.contains(key) || deleted.covers(key) {
                 return Err(MvccError::DuplicateKey);
             }
         }
@@ -153,7 +198,7 @@ fn writes(ops: &[RequestOp]) -> Result<(HashSet<Bytes>, Vec<Deleted>), MvccError
         let Some(Request::RequestPut(put)) = &op.request else {
             continue;
         };
-        if puts.contains(&put.key) || deleted.iter().any(|d| d.covers(&put.key)) {
+        if puts.contains(&put.key) || deleted.covers(&put.key) {
             return Err(MvccError::DuplicateKey);
         }
         puts.insert(put.key.clone());
@@ -236,6 +281,41 @@ mod tests {
             check(vec![delete_op("a", "b"), txn_op(vec![], vec![put_op("a")])]),
             Err(MvccError::DuplicateKey)
         );
+    }
+
+    /// The naive reading of etcd's delete forms, to check `Deleted` by.
+    fn naive_covers(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+        match end {
+            b"" => key == start,
+            b"\0" => key >= start,
+            _ => key >= start && key < end,
+        }
+    }
+
+    fn small_key() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(proptest::sample::select(vec![0u8, 1, b'a', b'b']), 0..4)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn deleted_covers_exactly_the_union_of_its_ranges(
+            ranges in proptest::collection::vec((small_key(), small_key()), 0..12),
+            probes in proptest::collection::vec(small_key(), 0..40),
+        ) {
+            let mut deleted = Deleted::default();
+            let mut halves = (Deleted::default(), Deleted::default());
+            for (i, (start, end)) in ranges.iter().enumerate() {
+                let (start, end) = (Bytes::from(start.clone()), Bytes::from(end.clone()));
+                deleted.insert(&start, &end);
+                if i % 2 == 0 { &mut halves.0 } else { &mut halves.1 }.insert(&start, &end);
+            }
+            halves.0.extend(halves.1);
+            for probe in &probes {
+                let expected = ranges.iter().any(|(s, e)| naive_covers(probe, s, e));
+                proptest::prop_assert_eq!(deleted.covers(probe), expected, "probe {:?}", probe);
+                proptest::prop_assert_eq!(halves.0.covers(probe), expected, "probe {:?}", probe);
+            }
+        }
     }
 
     #[test]
