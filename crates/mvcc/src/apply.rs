@@ -13,9 +13,7 @@ use fjall::{OwnedWriteBatch, Readable, Snapshot};
 use prost::Message;
 use tracing::error;
 
-use crate::encoding::{
-    check_key_len, decode_live, encode_live, encode_version, split_version_key, version_key,
-};
+use crate::encoding::{check_key_len, decode_live, encode_live, encode_version, version_key};
 use crate::pb::etcdserverpb::{
     alarm_request::AlarmAction, compare, request_op::Request, response_op::Response, AlarmMember,
     AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse, Compare,
@@ -25,7 +23,7 @@ use crate::pb::etcdserverpb::{
 use crate::pb::keelpb::command::Op;
 use crate::pb::mvccpb::KeyValue;
 use crate::range::{self, Committed, Span, Versions};
-use crate::store::{alarm_key, State, Store, APPLIED, COMPACTED, REVISION};
+use crate::store::{alarm_key, State, Store, APPLIED, COMPACTED, PHYSICAL, REVISION};
 use crate::{Command, MvccError, WriteResponse};
 
 impl Store {
@@ -308,25 +306,8 @@ impl<'a> Writer<'a> {
         if compact.revision > self.state.revision {
             return Err(MvccError::FutureRevision);
         }
-        // Compaction scans committed versions, so commit the batch so far.
-        if !self.pending.is_empty() {
-            self.commit()?;
-        }
-        let kv = &self.store.inner.keyspaces.kv;
-        let mut newest_kept: Option<Vec<u8>> = None;
-        for entry in self.snapshot.range(kv, Vec::<u8>::new()..) {
-            let (stored, value) = entry.into_inner()?;
-            let (key, rev) = split_version_key(&stored)?;
-            if rev > compact.revision {
-                continue;
-            }
-            // The newest version at or below the compaction point stays,
-            // unless it is a deletion; everything older goes.
-            if newest_kept.as_deref() == Some(key.as_slice()) || value.is_empty() {
-                self.batch.remove(kv, stored);
-            }
-            newest_kept = Some(key);
-        }
+        // Only the point moves here; `Store::compact_step` removes the
+        // history below it afterwards.
         self.state.compacted = compact.revision;
         Ok(CompactionResponse { header: None })
     }
@@ -410,6 +391,7 @@ impl<'a> Writer<'a> {
         batch.insert(meta, APPLIED, self.state.applied.to_be_bytes());
         batch.insert(meta, REVISION, (self.state.revision as u64).to_be_bytes());
         batch.insert(meta, COMPACTED, (self.state.compacted as u64).to_be_bytes());
+        batch.insert(meta, PHYSICAL, (self.state.physical as u64).to_be_bytes());
         {
             let mut published = self
                 .store

@@ -11,6 +11,7 @@
 
 mod apply;
 mod command;
+mod compaction;
 mod encoding;
 mod error;
 pub mod pb;

@@ -85,7 +85,9 @@ impl Store {
     /// store reports applied index 0, also across a restart, so an
     /// interrupted or corrupt restore is redone rather than trusted.
     pub fn restore(&self, snapshot: &mut dyn Read) -> Result<(), MvccError> {
-        let _writer = self.lock_writer();
+        let mut writer = self.lock_writer();
+        // A removal pass over the old contents means nothing for the new.
+        *writer = None;
         let mut reader = CrcReader {
             inner: BufReader::with_capacity(1 << 16, snapshot),
             crc: 0,

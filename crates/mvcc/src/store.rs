@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
 use prost::Message;
 
+use crate::compaction::{Garbage, Pass};
 use crate::encoding::{split_version_key, LiveIndexer};
 use crate::pb::etcdserverpb::{AlarmMember, Member, RangeRequest, RangeResponse};
 use crate::range::{self, Committed};
@@ -26,6 +27,9 @@ pub(crate) const APPLIED: &[u8] = b"applied";
 pub(crate) const REVISION: &[u8] = b"revision";
 /// Meta key of the compaction point.
 pub(crate) const COMPACTED: &[u8] = b"compacted";
+/// Meta key of the revision below which compacted history is removed
+/// (missing in stores that removed it while applying: then the point).
+pub(crate) const PHYSICAL: &[u8] = b"physically-compacted";
 /// Meta key present while a snapshot is being restored.
 pub(crate) const RESTORING: &[u8] = b"restoring";
 /// Meta key present once the `live` index matches `kv` (stores written
@@ -105,8 +109,9 @@ pub(crate) struct Inner {
     pub keyspaces: Keyspaces,
     /// The state as of the last committed batch.
     pub state: RwLock<State>,
-    /// Held by whoever writes: applying a batch or restoring.
-    pub writer: Mutex<()>,
+    /// Held by whoever writes: applying a batch, restoring, or removing
+    /// compacted history (whose progress it holds).
+    pub writer: Mutex<Option<Pass>>,
 }
 
 /// What the store knows besides the key versions; small, kept in memory.
@@ -115,6 +120,8 @@ pub(crate) struct State {
     pub applied: u64,
     pub revision: i64,
     pub compacted: i64,
+    /// Every version compaction removes is gone below this revision.
+    pub physical: i64,
     pub members: BTreeMap<u64, Member>,
     /// (member id, alarm type) pairs.
     pub alarms: BTreeSet<(u64, i32)>,
@@ -125,7 +132,8 @@ pub(crate) struct State {
 /// A hash of the key-value history up to a revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashKv {
-    /// CRC-32C over every stored version at or below the revision.
+    /// CRC-32C over every version at or below the revision that
+    /// compaction keeps.
     pub hash: u32,
     /// The store's revision when hashed.
     pub revision: i64,
@@ -152,7 +160,7 @@ impl Store {
                 db,
                 keyspaces,
                 state: RwLock::new(state),
-                writer: Mutex::new(()),
+                writer: Mutex::new(None),
             }),
         };
         let keyspaces = &store.inner.keyspaces;
@@ -211,7 +219,7 @@ impl Store {
             .clone()
     }
 
-    pub(crate) fn lock_writer(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn lock_writer(&self) -> MutexGuard<'_, Option<Pass>> {
         self.inner
             .writer
             .lock()
@@ -268,8 +276,9 @@ impl Store {
         range::execute(&versions, request, current, compacted)
     }
 
-    /// Hashes every stored version at or below `revision` (0: the current
-    /// revision). Members that applied the same commands agree on it.
+    /// Hashes every version at or below `revision` (0: the current
+    /// revision) that compaction keeps. Members that applied the same
+    /// commands agree on it.
     pub fn hash_kv(&self, revision: i64) -> Result<HashKv, MvccError> {
         let (snapshot, current, compacted) = self.read_view();
         let revision = if revision <= 0 { current } else { revision };
@@ -280,9 +289,14 @@ impl Store {
             return Err(MvccError::Compacted);
         }
         let mut hash = 0u32;
+        // What compaction removes is left out, removed yet or not.
+        let mut garbage = Garbage::new(compacted);
         for entry in snapshot.iter(&self.inner.keyspaces.kv) {
             let (stored, value) = entry.into_inner()?;
-            let (_, rev) = split_version_key(&stored)?;
+            let (key, rev) = split_version_key(&stored)?;
+            if garbage.is_garbage(&key, rev, value.is_empty()) {
+                continue;
+            }
             if rev <= revision {
                 hash = crc32c::crc32c_append(hash, &stored);
                 hash = crc32c::crc32c_append(hash, &value);
@@ -370,6 +384,7 @@ fn load_state(snapshot: &Snapshot, keyspaces: &Keyspaces) -> Result<State, MvccE
         applied: meta(APPLIED)?.unwrap_or(0),
         revision: meta(REVISION)?.map_or(1, |r| r as i64),
         compacted: meta(COMPACTED)?.map_or(0, |r| r as i64),
+        physical: meta(PHYSICAL)?.or(meta(COMPACTED)?).map_or(0, |r| r as i64),
         members,
         alarms,
         restoring: snapshot.contains_key(&keyspaces.meta, RESTORING)?,

@@ -136,6 +136,9 @@ enum Step {
     Read(Read),
     /// Applies pending writes, then drops and reopens the store.
     Reopen,
+    /// Applies pending writes, then removes compacted history: one chunk
+    /// of about this many entries.
+    RemoveHistory(usize),
 }
 
 fn span() -> impl Strategy<Value = Span> {
@@ -235,6 +238,7 @@ fn step() -> impl Strategy<Value = Step> {
         10 => (write, prop::bool::weighted(0.6)).prop_map(|(w, end)| Step::Write(w, end)),
         4 => read().prop_map(Step::Read),
         1 => Just(Step::Reopen),
+        2 => (1..6usize).prop_map(Step::RemoveHistory),
     ]
 }
 
@@ -885,6 +889,24 @@ impl Run {
         self.check_meta()
     }
 
+    fn remove_history(&mut self, chunk: usize) -> Result<(), TestCaseError> {
+        self.flush()?;
+        self.store().compact_step(chunk).expect("removing history");
+        prop_assert!(self.store().physically_compacted() <= self.model.compacted);
+        self.check_meta()
+    }
+
+    /// Removes all compacted history: what reads and the hash see must
+    /// not change.
+    fn finish_removing_history(&mut self) -> Result<(), TestCaseError> {
+        self.flush()?;
+        let hash = self.store().hash_kv(0).expect("hash");
+        while self.store().compact_step(3).expect("removing history") {}
+        prop_assert_eq!(self.store().physically_compacted(), self.model.compacted);
+        prop_assert_eq!(self.store().hash_kv(0).expect("hash"), hash);
+        self.check_history()
+    }
+
     /// Every key at every revision, and a few single keys.
     fn check_history(&mut self) -> Result<(), TestCaseError> {
         self.flush()?;
@@ -919,9 +941,11 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
             }
             Step::Read(read) => run.read(read)?,
             Step::Reopen => run.reopen()?,
+            Step::RemoveHistory(chunk) => run.remove_history(*chunk)?,
         }
     }
-    run.check_history()
+    run.check_history()?;
+    run.finish_removing_history()
 }
 
 proptest! {

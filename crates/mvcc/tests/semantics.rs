@@ -2087,3 +2087,64 @@ fn an_unvalidated_empty_key_put_fails_when_applied() {
     h.put("after", "ok");
     assert_eq!(h.store.range(&range("after", "")).unwrap().kvs.len(), 1);
 }
+
+#[test]
+fn compacted_history_is_removed_in_steps_that_reads_and_the_hash_cannot_see() {
+    let snapshot_len = |store: &Store| {
+        let mut out = Vec::new();
+        Store::write_snapshot(store.view(), &mut out).unwrap();
+        out.len()
+    };
+    let mut h = Harness::new();
+    some_history(&mut h);
+    for i in 0..20 {
+        h.put(&format!("key{}", i % 5), &format!("again {i}"));
+    }
+    h.delete("key2", "");
+    let compacted = h.store.revision() - 3;
+    h.compact(compacted).unwrap();
+
+    // Applying the compaction moved the point and removed nothing yet.
+    assert_eq!(h.store.compact_revision(), compacted);
+    assert_eq!(h.store.physically_compacted(), 0);
+    let reads = history(&h.store, compacted);
+    let hash = h.store.hash_kv(0).unwrap();
+    let hash_at_point = h.store.hash_kv(compacted).unwrap();
+    let full = snapshot_len(&h.store);
+
+    // A store restored mid-removal from a snapshot taken mid-removal.
+    assert!(
+        h.store.compact_step(2).unwrap(),
+        "more remains after one key"
+    );
+    let mut copy = Harness::new();
+    some_history(&mut copy);
+    assert!(
+        copy.store.compact_step(1).unwrap(),
+        "the copy is mid-removal too"
+    );
+    let mut stream = Vec::new();
+    Store::write_snapshot(h.store.view(), &mut stream).unwrap();
+    copy.store.restore(&mut stream.as_slice()).unwrap();
+
+    for store in [&h.store, &copy.store] {
+        let mut steps = 0;
+        while store.compact_step(2).unwrap() {
+            steps += 1;
+            assert_eq!(history(store, compacted), reads, "after {steps} steps");
+            assert_eq!(store.hash_kv(0).unwrap(), hash);
+        }
+        assert!(steps > 1, "removal took several steps");
+        assert_eq!(store.physically_compacted(), compacted);
+        assert!(!store.compact_step(2).unwrap(), "nothing left");
+        assert_eq!(history(store, compacted), reads);
+        assert_eq!(store.hash_kv(0).unwrap(), hash);
+        assert_eq!(store.hash_kv(compacted).unwrap(), hash_at_point);
+        assert!(snapshot_len(store) < full, "old versions are gone");
+    }
+
+    // Reopening keeps the progress.
+    let h = h.reopen();
+    assert_eq!(h.store.physically_compacted(), compacted);
+    assert_eq!(history(&h.store, compacted), reads);
+}

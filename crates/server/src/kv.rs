@@ -2,6 +2,7 @@
 //! unless serializable), writes replicated through raft.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel_mvcc::pb::etcdserverpb::*;
 use keel_mvcc::pb::keelpb::{command::Op, Command as CommandPb};
@@ -130,13 +131,25 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         self.0.admit(&request)?;
-        match self.write(Op::Compact(request.into_inner())).await? {
-            WriteResponse::Compact(mut response) => {
-                self.complete(&mut response.header);
-                Ok(Response::new(response))
+        let request = request.into_inner();
+        let (revision, physical) = (request.revision, request.physical);
+        let mut response = match self.write(Op::Compact(request)).await? {
+            WriteResponse::Compact(response) => response,
+            _ => return Err(unexpected("compaction")),
+        };
+        if physical {
+            // etcd answers a physical compaction once the history is gone
+            // from this member's storage.
+            let deadline = tokio::time::Instant::now() + self.0.limits.request_timeout;
+            while self.0.store.physically_compacted() < revision {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(errors::timeout());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            _ => Err(unexpected("compaction")),
         }
+        self.complete(&mut response.header);
+        Ok(Response::new(response))
     }
 }
 

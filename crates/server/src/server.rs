@@ -27,7 +27,7 @@ use crate::kv::KvService;
 use crate::maintenance::MaintenanceService;
 use crate::peers::Peers;
 use crate::rpc::cluster_client::ClusterClient;
-use crate::state_machine::MvccStateMachine;
+use crate::state_machine::{remove_compacted_history, MvccStateMachine};
 
 /// How long a joining member keeps asking the cluster about itself.
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
@@ -120,6 +120,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     tokio::spawn(report_health(backend.clone(), health.clone()));
     tokio::spawn(promote_caught_up(backend.clone()));
+    tokio::spawn(remove_compacted_history(backend.store.clone()));
     tokio::spawn(publish(backend.clone(), config.clone()));
     tracing::info!(clients = ?config.listen_client, peers = %config.listen_peer, "serving");
 

@@ -3,6 +3,7 @@
 //! addresses current.
 
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 use keel_mvcc::pb::keelpb::command::Op;
 use keel_mvcc::{Command, MvccError, Store, StoreView, WriteResponse};
@@ -62,5 +63,30 @@ impl StateMachine for MvccStateMachine {
 
     fn applied_index(&self) -> Index {
         self.store.applied_index()
+    }
+}
+
+/// Entries of history examined per step of [`remove_compacted_history`]:
+/// a step holds the store's writer for about a millisecond.
+const COMPACTION_CHUNK: usize = 1000;
+
+/// Removes the history below the compaction point in the background, a
+/// chunk at a time between applied batches, so applying a compaction never
+/// waits for the removal; runs for the life of the server.
+pub async fn remove_compacted_history(store: Store) {
+    loop {
+        let step = store.clone();
+        let pause =
+            match tokio::task::spawn_blocking(move || step.compact_step(COMPACTION_CHUNK)).await {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) => Duration::from_millis(100),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "removing compacted history failed; retrying");
+                    Duration::from_secs(1)
+                }
+                // The runtime is shutting down.
+                Err(_) => return,
+            };
+        tokio::time::sleep(pause).await;
     }
 }
