@@ -137,6 +137,9 @@ session() {
     etcdctl "$e" get foo --rev=1000 2>&1 | grep -v retry_interceptor
     etcdctl "$e" put "" x 2>&1 | grep -v retry_interceptor
     etcdctl "$e" compaction 3 2>&1 | grep -v retry_interceptor
+    # etcd's duplicate-key check takes a from-key delete's "\0" literally.
+    printf '\ndel zz --from-key\nput zz/1 v\n\n\n' | etcdctl "$e" txn
+    printf '\ndel zz --prefix\nput zz/2 v\n\n\n' | etcdctl "$e" txn 2>&1 | grep -v retry_interceptor
     etcdctl "$e" get "" --from-key --keys-only
 }
 mask() {

@@ -23,7 +23,9 @@ use crate::pb::etcdserverpb::{
 use crate::pb::keelpb::command::Op;
 use crate::pb::mvccpb::KeyValue;
 use crate::range::{self, Committed, Span, Versions};
-use crate::store::{alarm_key, State, Store, APPLIED, COMPACTED, PHYSICAL, REVISION};
+use crate::store::{
+    alarm_key, revision_bytes, State, Store, APPLIED, COMPACTED, LIVE_INDEXED, PHYSICAL, REVISION,
+};
 use crate::{Command, MvccError, WriteResponse};
 
 impl Store {
@@ -389,9 +391,10 @@ impl<'a> Writer<'a> {
         let meta = &self.store.inner.keyspaces.meta;
         let mut batch = mem::replace(&mut self.batch, self.store.inner.db.batch());
         batch.insert(meta, APPLIED, self.state.applied.to_be_bytes());
-        batch.insert(meta, REVISION, (self.state.revision as u64).to_be_bytes());
-        batch.insert(meta, COMPACTED, (self.state.compacted as u64).to_be_bytes());
-        batch.insert(meta, PHYSICAL, (self.state.physical as u64).to_be_bytes());
+        batch.insert(meta, REVISION, revision_bytes(self.state.revision));
+        batch.insert(meta, LIVE_INDEXED, revision_bytes(self.state.revision));
+        batch.insert(meta, COMPACTED, revision_bytes(self.state.compacted));
+        batch.insert(meta, PHYSICAL, revision_bytes(self.state.physical));
         {
             let mut published = self
                 .store

@@ -17,7 +17,7 @@ use std::sync::PoisonError;
 use fjall::Readable;
 
 use crate::encoding::{key_start, split_version_key};
-use crate::store::PHYSICAL;
+use crate::store::{revision_bytes, PHYSICAL};
 use crate::{MvccError, Store};
 
 /// Where a removal pass has got to.
@@ -108,7 +108,7 @@ impl Store {
             }
         }
         let done = pass.target;
-        batch.insert(&inner.keyspaces.meta, PHYSICAL, (done as u64).to_be_bytes());
+        batch.insert(&inner.keyspaces.meta, PHYSICAL, revision_bytes(done));
         {
             let mut published = inner.state.write().unwrap_or_else(PoisonError::into_inner);
             batch.commit()?;

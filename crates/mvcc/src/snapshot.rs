@@ -12,7 +12,9 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use fjall::Readable;
 
 use crate::encoding::LiveIndexer;
-use crate::store::{StoreView, KV_TAG, LIVE_INDEXED, RESTORING, WRITE_BATCH};
+use crate::store::{
+    revision_bytes, StoreView, KV_TAG, LIVE_INDEXED, META_TAG, RESTORING, REVISION, WRITE_BATCH,
+};
 use crate::{MvccError, Store};
 
 const MAGIC: &[u8] = b"KEELSNAP1";
@@ -63,7 +65,8 @@ impl Store {
         for (tag, keyspace) in view.keyspaces.tagged() {
             for entry in view.snapshot.iter(keyspace) {
                 let (key, value) = entry.into_inner().map_err(io::Error::other)?;
-                if tag == 1 && key.as_ref() == RESTORING {
+                // Local bookkeeping, not state.
+                if tag == META_TAG && [RESTORING, LIVE_INDEXED].contains(&key.as_ref()) {
                     continue;
                 }
                 w.write_all(&[tag])?;
@@ -114,6 +117,8 @@ impl Store {
         }
         let mut batch = inner.db.batch();
         let mut indexer = LiveIndexer::default();
+        // A store that never wrote has no revision record: revision 1.
+        let mut revision = revision_bytes(1).to_vec();
         loop {
             let mut tag = [0u8];
             read_exact(reader, &mut tag)?;
@@ -134,8 +139,11 @@ impl Store {
                 .ok_or_else(|| MvccError::Corrupt(format!("unknown snapshot record {}", tag[0])))?;
             let key = read_field(reader)?;
             let value = read_field(reader)?;
-            if key.is_empty() || (tag[0] == 1 && key == RESTORING) {
+            if key.is_empty() || (tag[0] == META_TAG && key == RESTORING) {
                 return Err(MvccError::Corrupt("malformed snapshot record".into()));
+            }
+            if tag[0] == META_TAG && key == REVISION {
+                revision = value.clone();
             }
             if tag[0] == KV_TAG {
                 if let Some((key, live)) = indexer.next(&key, &value)? {
@@ -148,7 +156,8 @@ impl Store {
                 batch = inner.db.batch();
             }
         }
-        batch.insert(&keyspaces.meta, LIVE_INDEXED, []);
+        // The index just built matches the restored revision.
+        batch.insert(&keyspaces.meta, LIVE_INDEXED, revision);
         batch.remove(&keyspaces.meta, RESTORING);
         batch.commit()?;
         Ok(())

@@ -32,10 +32,14 @@ pub(crate) const COMPACTED: &[u8] = b"compacted";
 pub(crate) const PHYSICAL: &[u8] = b"physically-compacted";
 /// Meta key present while a snapshot is being restored.
 pub(crate) const RESTORING: &[u8] = b"restoring";
-/// Meta key present once the `live` index matches `kv` (stores written
-/// before the index existed lack it and get the index built on opening).
+/// Meta key of the revision the `live` index matches `kv` at, written with
+/// every batch that writes both. Opening rebuilds the index when it differs
+/// from the store's revision: a store written before the index existed, or
+/// written by such a binary since. It is local: snapshots do not carry it.
 pub(crate) const LIVE_INDEXED: &[u8] = b"live-indexed";
 
+/// The tag of `meta` records in a snapshot stream.
+pub(crate) const META_TAG: u8 = 1;
 /// The tag of `kv` records in a snapshot stream.
 pub(crate) const KV_TAG: u8 = 2;
 
@@ -96,7 +100,7 @@ impl Keyspaces {
     /// Each keyspace a snapshot streams, with its tag in the stream.
     pub(crate) fn tagged(&self) -> [(u8, &Keyspace); 4] {
         [
-            (1, &self.meta),
+            (META_TAG, &self.meta),
             (KV_TAG, &self.kv),
             (3, &self.members),
             (4, &self.alarms),
@@ -164,15 +168,18 @@ impl Store {
             }),
         };
         let keyspaces = &store.inner.keyspaces;
-        if !keyspaces.meta.contains_key(LIVE_INDEXED)? {
+        let indexed_at = keyspaces.meta.get(LIVE_INDEXED)?;
+        let revision = revision_bytes(store.state().revision);
+        if indexed_at.as_deref() != Some(&revision[..]) {
             store.clear(&keyspaces.live)?;
-            store.build_live_index()?;
+            store.build_live_index(revision)?;
         }
         Ok(store)
     }
 
-    /// Fills the (empty) `live` index from `kv` and marks it built.
-    fn build_live_index(&self) -> Result<(), MvccError> {
+    /// Fills the (empty) `live` index from `kv` and marks it built as of
+    /// `revision`, the store's.
+    fn build_live_index(&self, revision: [u8; 8]) -> Result<(), MvccError> {
         let keyspaces = &self.inner.keyspaces;
         let snapshot = self.inner.db.snapshot();
         let mut batch = self.inner.db.batch();
@@ -187,7 +194,7 @@ impl Store {
                 }
             }
         }
-        batch.insert(&keyspaces.meta, LIVE_INDEXED, []);
+        batch.insert(&keyspaces.meta, LIVE_INDEXED, revision);
         batch.commit()?;
         Ok(())
     }
@@ -391,6 +398,11 @@ fn load_state(snapshot: &Snapshot, keyspaces: &Keyspaces) -> Result<State, MvccE
     })
 }
 
+/// How meta records hold a revision.
+pub(crate) fn revision_bytes(revision: i64) -> [u8; 8] {
+    (revision as u64).to_be_bytes()
+}
+
 /// The storage key of an alarm.
 pub(crate) fn alarm_key(member_id: u64, alarm: i32) -> [u8; 12] {
     let mut key = [0u8; 12];
@@ -417,6 +429,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::encoding::{encode_version, version_key};
     use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest};
     use crate::pb::keelpb::{self, command::Op};
     use crate::Command;
@@ -470,5 +483,48 @@ mod tests {
 
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         assert_eq!(store.range(&every_key()).unwrap(), before);
+    }
+
+    #[test]
+    fn writes_by_a_binary_without_the_live_index_get_it_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let put = |key: &'static [u8]| {
+            Command(keelpb::Command {
+                op: Some(Op::Put(PutRequest {
+                    key: Bytes::from_static(key),
+                    value: Bytes::from_static(b"1"),
+                    ..Default::default()
+                })),
+            })
+        };
+        for result in store.apply_batch(vec![(1, put(b"a")), (2, put(b"b"))]) {
+            result.unwrap();
+        }
+        // The marker is local: a snapshot does not carry it.
+        let mut stream = Vec::new();
+        Store::write_snapshot(store.view(), &mut stream).unwrap();
+        assert!(!stream
+            .windows(LIVE_INDEXED.len())
+            .any(|w| w == LIVE_INDEXED));
+
+        // An older binary deletes "a" at revision 4: `kv` and the revision
+        // move on, `live` and its marker do not.
+        let keyspaces = &store.inner.keyspaces;
+        let mut batch = store.inner.db.batch();
+        batch.insert(&keyspaces.kv, version_key(b"a", 4), encode_version(None));
+        batch.insert(&keyspaces.meta, REVISION, revision_bytes(4));
+        batch.commit().unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let keys: Vec<_> = store
+            .range(&every_key())
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(keys, vec![Bytes::from_static(b"b")]);
     }
 }

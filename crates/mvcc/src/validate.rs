@@ -100,36 +100,33 @@ fn compare(compare: &Compare) -> Result<(), MvccError> {
     Ok(())
 }
 
-/// The keys a branch deletes: the union of its delete ranges, kept as
-/// disjoint `[start, end)` intervals (`None`: no end), so that checking a
-/// key costs a logarithmic lookup however many ranges a large nested
-/// transaction deletes.
+/// The keys a branch deletes, as etcd 3.4 counts them for this check: the
+/// union of the delete ranges, kept as disjoint `[start, end)` intervals so
+/// that checking a key costs a logarithmic lookup however many ranges a
+/// large nested transaction deletes.
 #[derive(Default)]
-struct Deleted(BTreeMap<Bytes, Option<Bytes>>);
+struct Deleted(BTreeMap<Bytes, Bytes>);
 
 impl Deleted {
-    /// Adds a delete's range in etcd's forms: a single key when `range_end`
-    /// is empty, every key from `key` on when it is `"\0"`, otherwise
-    /// `[key, range_end)` (empty when `range_end` is not above `key`).
+    /// Adds a delete's range: a single key when `range_end` is empty,
+    /// otherwise `[key, range_end)`. Like etcd, this takes a from-key
+    /// delete's `"\0"` literally, as an empty range: such a delete and a put
+    /// of a key it removes may share a transaction (the put comes after).
     fn insert(&mut self, key: &Bytes, range_end: &Bytes) {
         let end = match range_end.as_ref() {
             // The key just above a single key is the key followed by 0x00.
-            b"" => Some(Bytes::from([key.as_ref(), b"\0"].concat())),
-            b"\0" => None,
+            b"" => Bytes::from([key.as_ref(), b"\0"].concat()),
             end if end <= key.as_ref() => return,
-            _ => Some(range_end.clone()),
+            _ => range_end.clone(),
         };
         self.insert_interval(key.clone(), end);
     }
 
-    fn insert_interval(&mut self, mut start: Bytes, mut end: Option<Bytes>) {
-        let reaches = |end: &Option<Bytes>, key: &Bytes| end.as_ref().is_none_or(|e| e >= key);
-        let furthest =
-            |a: Option<Bytes>, b: Option<Bytes>| Option::zip(a, b).map(|(a, b)| a.max(b));
+    fn insert_interval(&mut self, mut start: Bytes, mut end: Bytes) {
         // An interval starting at or before `start` that reaches it absorbs it.
         if let Some((s, e)) = self.0.range(..=start.clone()).next_back() {
-            if reaches(e, &start) {
-                end = furthest(end, e.clone());
+            if *e >= start {
+                end = end.max(e.clone());
                 start = s.clone();
             }
         }
@@ -140,11 +137,11 @@ impl Deleted {
             .next()
             .map(|(s, e)| (s.clone(), e.clone()))
         {
-            if !reaches(&end, &s) {
+            if s > end {
                 break;
             }
             self.0.remove(&s);
-            end = furthest(end, e);
+            end = end.max(e);
         }
         self.0.insert(start, end);
     }
@@ -160,7 +157,7 @@ impl Deleted {
         self.0
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
-            .is_some_and(|(_, end)| end.as_ref().is_none_or(|e| key < e.as_ref()))
+            .is_some_and(|(_, end)| key < end.as_ref())
     }
 }
 
@@ -263,10 +260,9 @@ mod tests {
             check(vec![delete_op("a", "c"), put_op("b")]),
             Err(MvccError::DuplicateKey)
         );
-        assert_eq!(
-            check(vec![delete_op("a", "\0"), put_op("z")]),
-            Err(MvccError::DuplicateKey)
-        );
+        // etcd 3.4 takes a from-key delete's "\0" literally here (checked
+        // against etcd 3.4.23): the put is accepted and runs after the delete.
+        assert_eq!(check(vec![delete_op("a", "\0"), put_op("z")]), Ok(()));
         assert_eq!(check(vec![delete_op("a", "c"), put_op("c")]), Ok(()));
         assert_eq!(check(vec![delete_op("a", ""), put_op("ab")]), Ok(()));
         assert_eq!(
@@ -283,11 +279,11 @@ mod tests {
         );
     }
 
-    /// The naive reading of etcd's delete forms, to check `Deleted` by.
+    /// The naive reading of etcd's check, to test `Deleted` by: a single
+    /// key, or `[start, end)` with `"\0"` taken literally.
     fn naive_covers(key: &[u8], start: &[u8], end: &[u8]) -> bool {
         match end {
             b"" => key == start,
-            b"\0" => key >= start,
             _ => key >= start && key < end,
         }
     }

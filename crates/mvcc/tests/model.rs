@@ -648,9 +648,11 @@ fn branch_valid(ops: &[RequestOp]) -> bool {
     ops.iter().all(|op| match &op.request {
         Some(Request::RequestPut(p)) => {
             put.insert(p.key.clone())
-                && !deleted
-                    .iter()
-                    .any(|d| in_span(&p.key, &d.key, &d.range_end))
+                && !deleted.iter().any(|d| {
+                    // etcd's duplicate check takes a from-key delete's "\0"
+                    // literally: an empty range.
+                    d.range_end.as_ref() != b"\0" && in_span(&p.key, &d.key, &d.range_end)
+                })
         }
         _ => true,
     })

@@ -120,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     tokio::spawn(report_health(backend.clone(), health.clone()));
     tokio::spawn(promote_caught_up(backend.clone()));
-    tokio::spawn(remove_compacted_history(backend.store.clone()));
+    tokio::spawn(remove_compacted_history(backend.clone()));
     tokio::spawn(publish(backend.clone(), config.clone()));
     tracing::info!(clients = ?config.listen_client, peers = %config.listen_peer, "serving");
 

@@ -3,12 +3,14 @@
 //! addresses current.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_mvcc::pb::keelpb::command::Op;
 use keel_mvcc::{Command, MvccError, Store, StoreView, WriteResponse};
 use keel_node::{Index, StateMachine};
 
+use crate::backend::Backend;
 use crate::peers::Peers;
 
 /// keel's replicated state machine: a [`Store`] plus the peer address book
@@ -72,10 +74,10 @@ const COMPACTION_CHUNK: usize = 1000;
 
 /// Removes the history below the compaction point in the background, a
 /// chunk at a time between applied batches, so applying a compaction never
-/// waits for the removal; runs for the life of the server.
-pub async fn remove_compacted_history(store: Store) {
-    loop {
-        let step = store.clone();
+/// waits for the removal. Runs until the node stops.
+pub async fn remove_compacted_history(backend: Arc<Backend>) {
+    while backend.node.status().running {
+        let step = backend.store.clone();
         let pause =
             match tokio::task::spawn_blocking(move || step.compact_step(COMPACTION_CHUNK)).await {
                 Ok(Ok(true)) => continue,
@@ -84,8 +86,13 @@ pub async fn remove_compacted_history(store: Store) {
                     tracing::error!(error = %e, "removing compacted history failed; retrying");
                     Duration::from_secs(1)
                 }
-                // The runtime is shutting down.
-                Err(_) => return,
+                Err(e) => {
+                    // Cancelled means the runtime is going; a panic is a bug.
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "removing compacted history panicked; stopped");
+                    }
+                    return;
+                }
             };
         tokio::time::sleep(pause).await;
     }
