@@ -35,6 +35,10 @@ pub enum MvccError {
     /// `ignore_lease` together with a lease.
     #[error("lease is provided")]
     LeaseProvided,
+    /// A snapshot is being restored (or its restore was interrupted and
+    /// must be redone): reads wait for it.
+    #[error("a snapshot is being restored; retry")]
+    Restoring,
     /// A malformed request (unknown enum value and the like).
     #[error("{0}")]
     InvalidArgument(String),

@@ -234,13 +234,18 @@ impl Store {
     }
 
     /// A storage snapshot with the revision and compaction point it holds.
-    fn read_view(&self) -> (Snapshot, i64, i64) {
+    /// Refused while a restore is unfinished: the keyspaces are then half
+    /// old, half new.
+    fn read_view(&self) -> Result<(Snapshot, i64, i64), MvccError> {
         let state = self
             .inner
             .state
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        (self.inner.db.snapshot(), state.revision, state.compacted)
+        if state.restoring {
+            return Err(MvccError::Restoring);
+        }
+        Ok((self.inner.db.snapshot(), state.revision, state.compacted))
     }
 
     /// The raft index of the last applied command (0 while a restore is
@@ -274,7 +279,7 @@ impl Store {
 
     /// Serves a range request from committed state.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        let (snapshot, current, compacted) = self.read_view();
+        let (snapshot, current, compacted) = self.read_view()?;
         let versions = Committed {
             snapshot: &snapshot,
             revision: current,
@@ -287,7 +292,7 @@ impl Store {
     /// revision) that compaction keeps. Members that applied the same
     /// commands agree on it.
     pub fn hash_kv(&self, revision: i64) -> Result<HashKv, MvccError> {
-        let (snapshot, current, compacted) = self.read_view();
+        let (snapshot, current, compacted) = self.read_view()?;
         let revision = if revision <= 0 { current } else { revision };
         if revision > current {
             return Err(MvccError::FutureRevision);
@@ -344,12 +349,19 @@ impl Store {
     }
 
     /// A consistent view of the whole store as of the last applied batch.
+    /// While a restore is unfinished it holds partial contents (see
+    /// [`restoring`](Store::restoring)); the raft node never asks then.
     pub fn view(&self) -> StoreView {
-        let (snapshot, _, _) = self.read_view();
         StoreView {
-            snapshot,
+            snapshot: self.inner.db.snapshot(),
             keyspaces: self.inner.keyspaces.clone(),
         }
+    }
+
+    /// Whether a restore is under way or was interrupted: the contents are
+    /// then partial, and reads are refused until it is redone.
+    pub fn restoring(&self) -> bool {
+        self.state().restoring
     }
 
     /// Re-reads the state from storage and publishes it.

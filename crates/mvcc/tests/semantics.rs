@@ -1630,6 +1630,10 @@ fn a_damaged_snapshot_is_refused() {
     // Garbage.
     let result = target.store.restore(&mut &b"definitely not a snapshot"[..]);
     assert!(matches!(result, Err(MvccError::Corrupt(_))), "{result:?}");
+    // Until a restore completes, the half-replaced contents are not read.
+    assert!(target.store.restoring());
+    assert_eq!(target.store.range(&all()), Err(MvccError::Restoring));
+    assert_eq!(target.store.hash_kv(0), Err(MvccError::Restoring));
 
     // The intact snapshot still restores.
     target.store.restore(&mut snapshot.as_slice()).unwrap();

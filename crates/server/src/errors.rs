@@ -60,6 +60,9 @@ pub fn mvcc(error: MvccError) -> Status {
             Status::resource_exhausted("etcdserver: mvcc: database space exceeded")
         }
         MvccError::EmptyKey => Status::invalid_argument("etcdserver: key is not provided"),
+        MvccError::Restoring => {
+            Status::unavailable("etcdserver: a snapshot is being restored; retry")
+        }
         MvccError::KeyTooLong => {
             Status::invalid_argument("etcdserver: key is too long (at most 32762 bytes)")
         }

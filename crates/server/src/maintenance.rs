@@ -199,6 +199,9 @@ impl Maintenance for MaintenanceService {
         request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
         self.backend.admit(&request)?;
+        if self.backend.store.restoring() {
+            return Err(errors::mvcc(keel_mvcc::MvccError::Restoring));
+        }
         let view = self.backend.store.view();
         let header = self.header();
         let scratch = self.scratch_dir.clone();
