@@ -6,8 +6,10 @@
 //! its revision, and the versions compaction removes are all older than
 //! that). The versions are removed afterwards by [`Store::compact_step`],
 //! a bounded chunk at a time between applied batches, so a compaction of a
-//! long history never stalls the apply path. A chunk ends on a key
-//! boundary, so each key loses its old versions atomically.
+//! long history never stalls the apply path, however many versions one key
+//! has. A chunk may end inside a key's versions; a deletion that hides
+//! older versions is removed only after them, so a read between two chunks
+//! never finds a version the deletion hid.
 //!
 //! What counts as removable is [`Garbage`]'s rule, which `hash_kv` applies
 //! too, so the hash does not depend on how far removal has got.
@@ -16,24 +18,41 @@ use std::sync::PoisonError;
 
 use fjall::Readable;
 
-use crate::encoding::{key_start, split_version_key};
+use crate::encoding::split_version_key;
 use crate::store::{revision_bytes, PHYSICAL};
 use crate::{MvccError, Store};
 
 /// Where a removal pass has got to.
 #[derive(Debug)]
 pub(crate) struct Pass {
-    /// The compaction point when the pass began: once it reaches the end,
-    /// nothing at or below this remains to remove.
-    target: i64,
+    /// The rule of the pass, at the compaction point when it began (once
+    /// the pass reaches the end, nothing at or below that point remains to
+    /// remove), and where in the current key it is.
+    garbage: Garbage,
     /// The storage key to continue from.
     resume: Vec<u8>,
+    /// The current key's deletion that hides its older versions: removed
+    /// once they are.
+    hiding: Option<Vec<u8>>,
+}
+
+/// What compaction does with a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// It stays.
+    Keep,
+    /// It goes.
+    Remove,
+    /// It goes, after the key's older versions: it is the deletion that
+    /// hides them.
+    RemoveLast,
 }
 
 /// Which `kv` entries, visited in storage order (each key's versions
 /// newest first), compaction at `compacted` removes: every version at or
 /// below it except the newest one of each key, and that one too if it is
 /// a deletion.
+#[derive(Debug)]
 pub(crate) struct Garbage {
     compacted: i64,
     key: Option<Vec<u8>>,
@@ -52,29 +71,37 @@ impl Garbage {
         }
     }
 
-    /// Whether the version of `key` at `revision` (a deletion when
-    /// `tombstone`) is removable; entries must come in storage order.
-    pub(crate) fn is_garbage(&mut self, key: &[u8], revision: i64, tombstone: bool) -> bool {
+    /// The fate of the version of `key` at `revision` (a deletion when
+    /// `tombstone`); entries must come in storage order.
+    pub(crate) fn fate(&mut self, key: &[u8], revision: i64, tombstone: bool) -> Fate {
         if self.key.as_deref() != Some(key) {
             self.key = Some(key.to_vec());
             self.settled = false;
         }
         if revision > self.compacted {
-            return false;
+            return Fate::Keep;
         }
-        let garbage = self.settled || tombstone;
+        let newest = !self.settled;
         self.settled = true;
-        garbage
+        match (newest, tombstone) {
+            (true, false) => Fate::Keep,
+            (true, true) => Fate::RemoveLast,
+            (false, _) => Fate::Remove,
+        }
+    }
+
+    /// Whether `key` is the key whose versions are being visited.
+    fn is_current(&self, key: &[u8]) -> bool {
+        self.key.as_deref() == Some(key)
     }
 }
 
 impl Store {
-    /// Removes up to about `max_entries` entries' worth of history below the
-    /// compaction point (never splitting one key's versions) and returns
-    /// whether more remains. Cheap when there is nothing to do; the server
-    /// calls it in a loop off the request path.
+    /// Removes the history below the compaction point, examining up to
+    /// `max_entries` entries, and returns whether more remains. Cheap when
+    /// there is nothing to do; the server calls it in a loop off the
+    /// request path.
     pub fn compact_step(&self, max_entries: usize) -> Result<bool, MvccError> {
-        let max_entries = max_entries.max(1);
         let mut progress = self.lock_writer();
         let state = self.state();
         if state.restoring || state.physical >= state.compacted {
@@ -82,32 +109,38 @@ impl Store {
             return Ok(false);
         }
         let pass = progress.get_or_insert_with(|| Pass {
-            target: state.compacted,
+            garbage: Garbage::new(state.compacted),
             resume: Vec::new(),
+            hiding: None,
         });
         let inner = &self.inner;
         let kv = &inner.keyspaces.kv;
         let snapshot = inner.db.snapshot();
         let mut batch = inner.db.batch();
-        // The current point, not the pass's: removing more is as safe.
-        let mut garbage = Garbage::new(state.compacted);
-        let mut last_key: Option<Vec<u8>> = None;
-        for (scanned, entry) in snapshot.range(kv, pass.resume.clone()..).enumerate() {
+        for (examined, entry) in snapshot.range(kv, pass.resume.clone()..).enumerate() {
             let (stored, value) = entry.into_inner()?;
-            let (key, revision) = split_version_key(&stored)?;
-            if last_key.as_deref() != Some(key.as_slice()) {
-                if scanned >= max_entries {
-                    pass.resume = key_start(&key);
-                    batch.commit()?;
-                    return Ok(true);
-                }
-                last_key = Some(key.clone());
+            if examined >= max_entries.max(1) {
+                pass.resume = stored.to_vec();
+                batch.commit()?;
+                return Ok(true);
             }
-            if garbage.is_garbage(&key, revision, value.is_empty()) {
-                batch.remove(kv, stored);
+            let (key, revision) = split_version_key(&stored)?;
+            if !pass.garbage.is_current(&key) {
+                // The previous key's older versions are gone.
+                if let Some(hiding) = pass.hiding.take() {
+                    batch.remove(kv, hiding);
+                }
+            }
+            match pass.garbage.fate(&key, revision, value.is_empty()) {
+                Fate::Keep => {}
+                Fate::Remove => batch.remove(kv, stored),
+                Fate::RemoveLast => pass.hiding = Some(stored.to_vec()),
             }
         }
-        let done = pass.target;
+        if let Some(hiding) = pass.hiding.take() {
+            batch.remove(kv, hiding);
+        }
+        let done = pass.garbage.compacted;
         batch.insert(&inner.keyspaces.meta, PHYSICAL, revision_bytes(done));
         {
             let mut published = inner.state.write().unwrap_or_else(PoisonError::into_inner);

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
 use prost::Message;
 
-use crate::compaction::{Garbage, Pass};
+use crate::compaction::{Fate, Garbage, Pass};
 use crate::encoding::{split_version_key, LiveIndexer};
 use crate::pb::etcdserverpb::{AlarmMember, Member, RangeRequest, RangeResponse};
 use crate::range::{self, Committed};
@@ -306,7 +306,7 @@ impl Store {
         for entry in snapshot.iter(&self.inner.keyspaces.kv) {
             let (stored, value) = entry.into_inner()?;
             let (key, rev) = split_version_key(&stored)?;
-            if garbage.is_garbage(&key, rev, value.is_empty()) {
+            if garbage.fate(&key, rev, value.is_empty()) != Fate::Keep {
                 continue;
             }
             if rev <= revision {
