@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::auto_compaction::Retention;
+
 /// Every setting, each optional: what one source (file or flags) says.
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +62,14 @@ pub struct Settings {
     /// Milliseconds a request may wait for raft before it fails.
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
+    /// `periodic` (keep the last stretch of time) or `revision` (keep the
+    /// last revisions).
+    #[arg(long)]
+    pub auto_compaction_mode: Option<String>,
+    /// How much history automatic compaction keeps: `0` (off), a duration
+    /// (`30m`, `1h`; a bare number is hours) or a number of revisions.
+    #[arg(long)]
+    pub auto_compaction_retention: Option<String>,
     /// Log filter: a level (`info`) or tracing directives (`keel=debug,info`).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -112,6 +122,8 @@ impl Settings {
             max_txn_ops,
             quota_backend_bytes,
             request_timeout_ms,
+            auto_compaction_mode,
+            auto_compaction_retention,
             log_level,
             log_format,
             log_dir,
@@ -176,6 +188,9 @@ pub struct Config {
     pub quota_backend_bytes: u64,
     /// How long a request may wait on raft.
     pub request_timeout: Duration,
+    /// How much history the leader keeps when compacting automatically;
+    /// `None`: it does not.
+    pub auto_compaction: Option<Retention>,
     /// The log filter.
     pub log_level: String,
     /// The log format.
@@ -280,6 +295,11 @@ impl Config {
                 s.request_timeout_ms.unwrap_or(5000),
                 "request_timeout_ms",
             )?),
+            auto_compaction: Retention::parse(
+                s.auto_compaction_mode.as_deref().unwrap_or("periodic"),
+                s.auto_compaction_retention.as_deref().unwrap_or("0"),
+            )
+            .context("auto_compaction_mode / auto_compaction_retention")?,
             log_level: s.log_level.unwrap_or_else(|| "info".into()),
             log_format,
             log_dir: s.log_dir,

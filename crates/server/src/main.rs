@@ -3,6 +3,7 @@
 //! `keel serve` runs a member; `keel cluster` runs three on this machine;
 //! the other subcommands are a small client (etcdctl works too).
 
+mod auto_compaction;
 mod backend;
 mod client;
 mod cluster;

@@ -18,6 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server as GrpcServer;
 use tonic_health::ServingStatus;
 
+use crate::auto_compaction::auto_compact;
 use crate::backend::{Backend, Limits};
 use crate::cluster::{promote_caught_up, ClusterService};
 use crate::config::{host_port, ClusterState, Config};
@@ -121,6 +122,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tokio::spawn(report_health(backend.clone(), health.clone()));
     tokio::spawn(promote_caught_up(backend.clone()));
     tokio::spawn(remove_compacted_history(backend.clone()));
+    if let Some(retention) = config.auto_compaction {
+        tokio::spawn(auto_compact(backend.clone(), retention));
+    }
     tokio::spawn(publish(backend.clone(), config.clone()));
     tracing::info!(clients = ?config.listen_client, peers = %config.listen_peer, "serving");
 

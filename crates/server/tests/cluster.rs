@@ -197,3 +197,62 @@ async fn killing_the_leader_under_writes_loses_no_acknowledged_write() {
         "hashes differ: {hashes:?}"
     );
 }
+
+/// `--auto-compaction-*`: the leader compacts history older than the
+/// retention on its own, and physically removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_compacts_automatically_by_the_retention() {
+    use keel_mvcc::pb::etcdserverpb::RangeRequest;
+
+    let cluster = Cluster::start(
+        1,
+        &[
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            "1s",
+        ],
+    )
+    .await;
+    for i in 0..5 {
+        put(&cluster, 0, "counter", &i.to_string())
+            .await
+            .expect("put");
+    }
+    let mut kv = cluster.kv(0).await;
+    let old_read = RangeRequest {
+        key: b"counter".to_vec().into(),
+        revision: 2,
+        ..Default::default()
+    };
+    // Liveness, not speed: the compaction must come, within a generous bound.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match kv.range(old_read.clone()).await {
+            Err(status)
+                if status
+                    .message()
+                    .contains("required revision has been compacted") =>
+            {
+                break
+            }
+            Ok(_) => {}
+            Err(status) => panic!("reading revision 2: {status}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "history was not compacted automatically"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What is current survives.
+    let now = kv
+        .range(RangeRequest {
+            key: b"counter".to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(&now.kvs[0].value[..], b"4");
+}
