@@ -89,6 +89,23 @@ impl Span {
 pub(crate) trait Versions {
     /// The live key-values in `span` as of `revision`, ascending by key.
     fn live(&self, span: &Span, revision: i64) -> Result<Vec<KeyValue>, MvccError>;
+
+    /// The first `take` of [`live`](Versions::live)'s key-values (all when
+    /// `None`) and how many there are in all; a source that can count
+    /// without decoding every key-value does so.
+    fn first(
+        &self,
+        span: &Span,
+        revision: i64,
+        take: Option<usize>,
+    ) -> Result<(Vec<KeyValue>, usize), MvccError> {
+        let mut kvs = self.live(span, revision)?;
+        let count = kvs.len();
+        if let Some(take) = take {
+            kvs.truncate(take);
+        }
+        Ok((kvs, count))
+    }
 }
 
 /// The versions in a committed storage snapshot.
@@ -103,30 +120,56 @@ pub(crate) struct Committed<'a> {
 
 impl Versions for Committed<'_> {
     fn live(&self, span: &Span, revision: i64) -> Result<Vec<KeyValue>, MvccError> {
+        Ok(self.first(span, revision, None)?.0)
+    }
+
+    fn first(
+        &self,
+        span: &Span,
+        revision: i64,
+        take: Option<usize>,
+    ) -> Result<(Vec<KeyValue>, usize), MvccError> {
         if revision >= self.revision {
-            self.current(span)
-        } else {
-            self.history(span, revision)
+            return self.current(span, take);
         }
+        let mut kvs = self.history(span, revision)?;
+        let count = kvs.len();
+        if let Some(take) = take {
+            kvs.truncate(take);
+        }
+        Ok((kvs, count))
     }
 }
 
 impl Committed<'_> {
-    /// The live key-values in `span` from the `live` index.
-    fn current(&self, span: &Span) -> Result<Vec<KeyValue>, MvccError> {
+    /// The first `take` live key-values in `span` from the `live` index,
+    /// and how many there are: the rest are counted, not decoded.
+    fn current(
+        &self,
+        span: &Span,
+        take: Option<usize>,
+    ) -> Result<(Vec<KeyValue>, usize), MvccError> {
         let live = &self.keyspaces.live;
+        let take = take.unwrap_or(usize::MAX);
         if let Some(key) = span.single() {
             return match self.snapshot.get(live, key)? {
-                Some(value) => Ok(vec![decode_live(key, &value)?]),
-                None => Ok(Vec::new()),
+                Some(value) if take > 0 => Ok((vec![decode_live(key, &value)?], 1)),
+                Some(_) => Ok((Vec::new(), 1)),
+                None => Ok((Vec::new(), 0)),
             };
         }
         let mut found = Vec::new();
+        let mut count = 0;
         for entry in self.snapshot.range(live, span.user_bounds()) {
-            let (key, value) = entry.into_inner()?;
-            found.push(decode_live(&key, &value)?);
+            if found.len() < take {
+                let (key, value) = entry.into_inner()?;
+                found.push(decode_live(&key, &value)?);
+            } else {
+                entry.key()?;
+            }
+            count += 1;
         }
-        Ok(found)
+        Ok((found, count))
     }
 
     /// The key-values in `span` as of a past `revision`, from `kv`.
@@ -175,15 +218,23 @@ pub(crate) fn execute(
     if revision < compacted {
         return Err(MvccError::Compacted);
     }
-    let mut kvs = match Span::new(&request.key, &request.range_end)? {
-        Some(span) => versions.live(&span, revision)?,
-        None => Vec::new(),
+    // Without filters, in key order, only the first `limit` key-values are
+    // needed; the count covers them all either way.
+    let in_key_order = !has_filters(request) && sorts_by_key_ascending(request);
+    let take = match request.limit {
+        _ if request.count_only => Some(0),
+        limit if limit > 0 && in_key_order => Some(limit as usize),
+        _ => None,
+    };
+    let (mut kvs, count) = match Span::new(&request.key, &request.range_end)? {
+        Some(span) => versions.first(&span, revision, take)?,
+        None => (Vec::new(), 0),
     };
     let header = Some(ResponseHeader {
         revision: current,
         ..Default::default()
     });
-    let count = kvs.len() as i64;
+    let count = count as i64;
     if request.count_only {
         return Ok(RangeResponse {
             header,
@@ -195,7 +246,13 @@ pub(crate) fn execute(
     kvs.retain(|kv| passes_filters(request, kv));
     sort(&mut kvs, request);
     let mut more = false;
-    if request.limit > 0 && kvs.len() as i64 > request.limit {
+    // What the limit applies to: all matches when only the first were read.
+    let matched = if take.is_some() {
+        count
+    } else {
+        kvs.len() as i64
+    };
+    if request.limit > 0 && matched > request.limit {
         kvs.truncate(request.limit as usize);
         more = true;
     }
@@ -210,6 +267,19 @@ pub(crate) fn execute(
         more,
         count,
     })
+}
+
+fn has_filters(request: &RangeRequest) -> bool {
+    request.max_mod_revision != 0
+        || request.min_mod_revision != 0
+        || request.max_create_revision != 0
+        || request.min_create_revision != 0
+}
+
+/// Whether results come ascending by key, as they are stored.
+fn sorts_by_key_ascending(request: &RangeRequest) -> bool {
+    SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key) == SortTarget::Key
+        && SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None) != SortOrder::Descend
 }
 
 fn passes_filters(request: &RangeRequest, kv: &KeyValue) -> bool {
