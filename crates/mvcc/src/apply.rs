@@ -13,7 +13,7 @@ use fjall::{OwnedWriteBatch, Readable, Snapshot};
 use prost::Message;
 use tracing::error;
 
-use crate::encoding::{check_key_len, decode_live, encode_live, encode_version, version_key};
+use crate::encoding::{decode_live, encode_live, encode_version, version_key};
 use crate::pb::etcdserverpb::{
     alarm_request::AlarmAction, compare, request_op::Request, response_op::Response, AlarmMember,
     AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse, Compare,
@@ -26,7 +26,7 @@ use crate::range::{self, Committed, Span, Versions};
 use crate::store::{
     alarm_key, revision_bytes, State, Store, APPLIED, COMPACTED, LIVE_INDEXED, PHYSICAL, REVISION,
 };
-use crate::{Command, MvccError, WriteResponse};
+use crate::{validate, Command, MvccError, WriteResponse};
 
 impl Store {
     /// Applies commands committed at increasing raft indexes, all in one
@@ -167,10 +167,7 @@ impl<'a> Writer<'a> {
     fn put(&mut self, put: &PutRequest) -> Result<PutResponse, MvccError> {
         // Validated before proposing, but a command that reached the log
         // unchecked must fail here, not panic the storage engine.
-        if put.key.is_empty() {
-            return Err(MvccError::EmptyKey);
-        }
-        check_key_len(&put.key)?;
+        validate::keys(&put.key, &[])?;
         let previous = self.get(&put.key)?;
         if (put.ignore_value || put.ignore_lease) && previous.is_none() {
             return Err(MvccError::KeyNotFound);

@@ -18,7 +18,7 @@ pub enum MvccError {
     EmptyKey,
     /// A key or range end longer than
     /// [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES).
-    #[error("key is too long (at most 32762 bytes)")]
+    #[error("key is too long (at most {} bytes)", crate::MAX_KEY_BYTES)]
     KeyTooLong,
     /// `ignore_value` or `ignore_lease` on a key that does not exist.
     #[error("key not found")]

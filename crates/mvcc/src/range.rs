@@ -99,13 +99,17 @@ pub(crate) trait Versions {
         revision: i64,
         take: Option<usize>,
     ) -> Result<(Vec<KeyValue>, usize), MvccError> {
-        let mut kvs = self.live(span, revision)?;
-        let count = kvs.len();
-        if let Some(take) = take {
-            kvs.truncate(take);
-        }
-        Ok((kvs, count))
+        Ok(first_of(self.live(span, revision)?, take))
     }
+}
+
+/// The first `take` of `kvs` (all when `None`) and how many `kvs` held.
+fn first_of(mut kvs: Vec<KeyValue>, take: Option<usize>) -> (Vec<KeyValue>, usize) {
+    let count = kvs.len();
+    if let Some(take) = take {
+        kvs.truncate(take);
+    }
+    (kvs, count)
 }
 
 /// The versions in a committed storage snapshot.
@@ -132,12 +136,7 @@ impl Versions for Committed<'_> {
         if revision >= self.revision {
             return self.current(span, take);
         }
-        let mut kvs = self.history(span, revision)?;
-        let count = kvs.len();
-        if let Some(take) = take {
-            kvs.truncate(take);
-        }
-        Ok((kvs, count))
+        Ok(first_of(self.history(span, revision)?, take))
     }
 }
 

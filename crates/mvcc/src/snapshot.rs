@@ -13,7 +13,7 @@ use fjall::Readable;
 
 use crate::encoding::LiveIndexer;
 use crate::store::{
-    revision_bytes, StoreView, KV_TAG, LIVE_INDEXED, META_TAG, RESTORING, REVISION, WRITE_BATCH,
+    revision_bytes, StoreView, KV_TAG, LIVE_INDEXED, META_TAG, RESTORING, REVISION,
 };
 use crate::{MvccError, Store};
 
@@ -151,10 +151,7 @@ impl Store {
                 }
             }
             batch.insert(&keyspace, key, value);
-            if batch.len() >= WRITE_BATCH {
-                batch.commit()?;
-                batch = inner.db.batch();
-            }
+            self.commit_if_full(&mut batch)?;
         }
         // The index just built matches the restored revision.
         batch.insert(&keyspaces.meta, LIVE_INDEXED, revision);

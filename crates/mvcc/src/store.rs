@@ -9,10 +9,11 @@
 //! together with the revision it holds, so a read never sees half a write.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::mem;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, Readable, Snapshot};
 use prost::Message;
 
 use crate::compaction::{Fate, Garbage, Pass};
@@ -44,7 +45,7 @@ pub(crate) const META_TAG: u8 = 1;
 pub(crate) const KV_TAG: u8 = 2;
 
 /// Entries per write batch when rebuilding, clearing or restoring.
-pub(crate) const WRITE_BATCH: usize = 4096;
+const WRITE_BATCH: usize = 4096;
 
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
@@ -188,14 +189,20 @@ impl Store {
             let (stored, value) = entry.into_inner()?;
             if let Some((key, live)) = indexer.next(&stored, &value)? {
                 batch.insert(&keyspaces.live, key, live);
-                if batch.len() >= WRITE_BATCH {
-                    batch.commit()?;
-                    batch = self.inner.db.batch();
-                }
+                self.commit_if_full(&mut batch)?;
             }
         }
         batch.insert(&keyspaces.meta, LIVE_INDEXED, revision);
         batch.commit()?;
+        Ok(())
+    }
+
+    /// Commits a bulk write's `batch` and starts a new one once it holds
+    /// [`WRITE_BATCH`] entries, so memory stays bounded.
+    pub(crate) fn commit_if_full(&self, batch: &mut OwnedWriteBatch) -> Result<(), MvccError> {
+        if batch.len() >= WRITE_BATCH {
+            mem::replace(batch, self.inner.db.batch()).commit()?;
+        }
         Ok(())
     }
 
@@ -209,10 +216,7 @@ impl Store {
                 continue;
             }
             batch.remove(keyspace, key);
-            if batch.len() >= WRITE_BATCH {
-                batch.commit()?;
-                batch = self.inner.db.batch();
-            }
+            self.commit_if_full(&mut batch)?;
         }
         batch.commit()?;
         Ok(())

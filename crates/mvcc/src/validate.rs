@@ -38,7 +38,7 @@ pub fn range(range: &RangeRequest) -> Result<(), MvccError> {
 }
 
 /// Refuses an empty key and a key or range end too long to store.
-fn keys(key: &[u8], range_end: &[u8]) -> Result<(), MvccError> {
+pub(crate) fn keys(key: &[u8], range_end: &[u8]) -> Result<(), MvccError> {
     if key.is_empty() {
         return Err(MvccError::EmptyKey);
     }

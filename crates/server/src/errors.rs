@@ -60,12 +60,8 @@ pub fn mvcc(error: MvccError) -> Status {
             Status::resource_exhausted("etcdserver: mvcc: database space exceeded")
         }
         MvccError::EmptyKey => Status::invalid_argument("etcdserver: key is not provided"),
-        MvccError::Restoring => {
-            Status::unavailable("etcdserver: a snapshot is being restored; retry")
-        }
-        MvccError::KeyTooLong => {
-            Status::invalid_argument("etcdserver: key is too long (at most 32762 bytes)")
-        }
+        e @ MvccError::Restoring => Status::unavailable(format!("etcdserver: {e}")),
+        e @ MvccError::KeyTooLong => Status::invalid_argument(format!("etcdserver: {e}")),
         MvccError::KeyNotFound => Status::invalid_argument("etcdserver: key not found"),
         MvccError::DuplicateKey => {
             Status::invalid_argument("etcdserver: duplicate key given in txn request")
