@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use keel_mvcc::pb::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest};
-use keel_mvcc::pb::keelpb::{self, command::Op};
+use keel_api::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest};
+use keel_api::keelpb::{self, command::Op};
 use keel_mvcc::{Command, Store, StoreOptions};
 
 fn env(name: &str, default: usize) -> usize {
@@ -31,7 +31,7 @@ fn key(i: usize) -> Bytes {
 fn apply(store: &Store, index: &mut u64, ops: impl Iterator<Item = Op>) {
     let mut batch = Vec::with_capacity(64);
     let flush = |batch: &mut Vec<(u64, Command)>| {
-        for result in store.apply_batch(std::mem::take(batch)) {
+        for result in store.apply_batch(std::mem::take(batch)).responses {
             result.expect("applying a command");
         }
     };

@@ -3,10 +3,12 @@
 use prost::Message;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::pb::etcdserverpb::{
+use keel_api::etcdserverpb::{
     AlarmResponse, CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse,
 };
-use crate::pb::keelpb;
+use keel_api::keelpb::{self, outcome::Result as Sent, Outcome};
+
+use crate::MvccError;
 
 /// A write command as it travels through the raft log: keel's protobuf
 /// [`keelpb::Command`], carried by serde as its protobuf bytes.
@@ -55,4 +57,75 @@ pub enum WriteResponse {
     /// The command was applied before (a replay after restart); its
     /// original response is gone.
     AlreadyApplied,
+}
+
+impl WriteResponse {
+    /// The wire form in which the leader answers a member that forwarded
+    /// the command. `AlreadyApplied` has none: a fresh proposal is never a
+    /// replay.
+    pub fn into_outcome(self) -> Result<Outcome, MvccError> {
+        let result = match self {
+            WriteResponse::Put(r) => Sent::Put(r),
+            WriteResponse::DeleteRange(r) => Sent::DeleteRange(r),
+            WriteResponse::Txn(r) => Sent::Txn(r),
+            WriteResponse::Compact(r) => Sent::Compact(r),
+            WriteResponse::Alarm(r) => Sent::Alarm(r),
+            WriteResponse::Member => Sent::Member(true),
+            WriteResponse::AlreadyApplied => {
+                return Err(MvccError::InvalidArgument(
+                    "a fresh proposal was reported as replayed".into(),
+                ))
+            }
+        };
+        Ok(Outcome {
+            result: Some(result),
+        })
+    }
+
+    /// A forwarded command's response from its wire form (an empty one is
+    /// a peer speaking nonsense).
+    pub fn from_outcome(outcome: Outcome) -> Result<WriteResponse, MvccError> {
+        Ok(match outcome.result {
+            Some(Sent::Put(r)) => WriteResponse::Put(r),
+            Some(Sent::DeleteRange(r)) => WriteResponse::DeleteRange(r),
+            Some(Sent::Txn(r)) => WriteResponse::Txn(r),
+            Some(Sent::Compact(r)) => WriteResponse::Compact(r),
+            Some(Sent::Alarm(r)) => WriteResponse::Alarm(r),
+            Some(Sent::Member(_)) => WriteResponse::Member,
+            None => {
+                return Err(MvccError::Corrupt(
+                    "the leader answered a forwarded command with an empty outcome".into(),
+                ))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_round_trip_and_nonsense_is_refused() {
+        let responses = [
+            WriteResponse::Put(PutResponse::default()),
+            WriteResponse::DeleteRange(DeleteRangeResponse {
+                deleted: 2,
+                ..Default::default()
+            }),
+            WriteResponse::Txn(TxnResponse {
+                succeeded: true,
+                ..Default::default()
+            }),
+            WriteResponse::Compact(CompactionResponse::default()),
+            WriteResponse::Alarm(AlarmResponse::default()),
+            WriteResponse::Member,
+        ];
+        for response in responses {
+            let outcome = response.clone().into_outcome().unwrap();
+            assert_eq!(WriteResponse::from_outcome(outcome).unwrap(), response);
+        }
+        assert!(WriteResponse::AlreadyApplied.into_outcome().is_err());
+        assert!(WriteResponse::from_outcome(Outcome::default()).is_err());
+    }
 }

@@ -19,7 +19,7 @@ use std::sync::PoisonError;
 use fjall::Readable;
 
 use crate::encoding::split_version_key;
-use crate::store::{revision_bytes, PHYSICAL};
+use crate::schema::{revision_bytes, PHYSICAL};
 use crate::{MvccError, Store};
 
 /// Where a removal pass has got to.

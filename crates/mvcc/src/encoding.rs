@@ -17,8 +17,8 @@
 use bytes::Bytes;
 use prost::Message;
 
-use crate::pb::mvccpb::KeyValue;
 use crate::MvccError;
+use keel_api::mvccpb::KeyValue;
 
 const TERMINATOR: [u8; 2] = [0x00, 0x01];
 

@@ -14,12 +14,14 @@ mod command;
 mod compaction;
 mod encoding;
 mod error;
-pub mod pb;
+pub mod quota;
 mod range;
+mod schema;
 mod snapshot;
 mod store;
 pub mod validate;
 
+pub use apply::Applied;
 pub use command::{Command, WriteResponse};
 pub use encoding::MAX_KEY_BYTES;
 pub use error::MvccError;

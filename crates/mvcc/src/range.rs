@@ -10,11 +10,11 @@ use fjall::{Readable, Snapshot};
 use crate::encoding::{
     check_key_len, decode_live, decode_version, key_end, key_start, split_version_key,
 };
-use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
-use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
-use crate::pb::mvccpb::KeyValue;
-use crate::store::Keyspaces;
+use crate::schema::Keyspaces;
 use crate::MvccError;
+use keel_api::etcdserverpb::range_request::{SortOrder, SortTarget};
+use keel_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use keel_api::mvccpb::KeyValue;
 
 /// The user keys a request covers, in etcd's forms: one key (`range_end`
 /// empty), `[key, range_end)`, or every key from `key` on (`range_end`

@@ -12,9 +12,8 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use fjall::Readable;
 
 use crate::encoding::LiveIndexer;
-use crate::store::{
-    revision_bytes, StoreView, KV_TAG, LIVE_INDEXED, META_TAG, RESTORING, REVISION,
-};
+use crate::schema::{revision_bytes, KV_TAG, LIVE_INDEXED, META_TAG, RESTORING, REVISION};
+use crate::store::StoreView;
 use crate::{MvccError, Store};
 
 const MAGIC: &[u8] = b"KEELSNAP1";

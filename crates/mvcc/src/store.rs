@@ -1,48 +1,20 @@
-//! The store: opening it, its published state, and the read side.
-//!
-//! Four fjall keyspaces hold the state: `kv` (every key version, see
-//! [`encoding`](crate::encoding)), `meta` (applied index, revision,
-//! compaction point), `members` and `alarms`. A fifth, `live`, indexes the
-//! newest version of each existing key; it is derived from `kv`, written in
-//! the same batches, and rebuilt rather than streamed in snapshots. One
-//! writer at a time applies commands; readers take a storage snapshot
+//! The store: opening it, its published state, and the read side. The
+//! layout on disk is [`schema`](crate::schema)'s. One writer at a time
+//! applies commands; readers take a storage snapshot
 //! together with the revision it holds, so a read never sees half a write.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::mem;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, Readable, Snapshot};
-use prost::Message;
+use fjall::{Database, Keyspace, OwnedWriteBatch, Readable, Snapshot};
 
 use crate::compaction::{Fate, Garbage, Pass};
 use crate::encoding::{split_version_key, LiveIndexer};
-use crate::pb::etcdserverpb::{AlarmMember, Member, RangeRequest, RangeResponse};
 use crate::range::{self, Committed};
+use crate::schema::{revision_bytes, Keyspaces, State, LIVE_INDEXED, RESTORING};
 use crate::MvccError;
-
-/// Meta key of the last applied raft index.
-pub(crate) const APPLIED: &[u8] = b"applied";
-/// Meta key of the store revision.
-pub(crate) const REVISION: &[u8] = b"revision";
-/// Meta key of the compaction point.
-pub(crate) const COMPACTED: &[u8] = b"compacted";
-/// Meta key of the revision below which compacted history is removed
-/// (missing in stores that removed it while applying: then the point).
-pub(crate) const PHYSICAL: &[u8] = b"physically-compacted";
-/// Meta key present while a snapshot is being restored.
-pub(crate) const RESTORING: &[u8] = b"restoring";
-/// Meta key of the revision the `live` index matches `kv` at, written with
-/// every batch that writes both. Opening rebuilds the index when it differs
-/// from the store's revision: a store written before the index existed, or
-/// written by such a binary since. It is local: snapshots do not carry it.
-pub(crate) const LIVE_INDEXED: &[u8] = b"live-indexed";
-
-/// The tag of `meta` records in a snapshot stream.
-pub(crate) const META_TAG: u8 = 1;
-/// The tag of `kv` records in a snapshot stream.
-pub(crate) const KV_TAG: u8 = 2;
+use keel_api::etcdserverpb::{AlarmMember, Member, RangeRequest, RangeResponse};
 
 /// Entries per write batch when rebuilding, clearing or restoring.
 const WRITE_BATCH: usize = 4096;
@@ -76,39 +48,6 @@ pub struct StoreView {
     pub(crate) keyspaces: Keyspaces,
 }
 
-/// The store's keyspaces.
-#[derive(Clone)]
-pub(crate) struct Keyspaces {
-    pub kv: Keyspace,
-    pub live: Keyspace,
-    pub meta: Keyspace,
-    pub members: Keyspace,
-    pub alarms: Keyspace,
-}
-
-impl Keyspaces {
-    /// Every keyspace, the derived `live` index included.
-    pub(crate) fn all(&self) -> [&Keyspace; 5] {
-        [
-            &self.kv,
-            &self.live,
-            &self.meta,
-            &self.members,
-            &self.alarms,
-        ]
-    }
-
-    /// Each keyspace a snapshot streams, with its tag in the stream.
-    pub(crate) fn tagged(&self) -> [(u8, &Keyspace); 4] {
-        [
-            (META_TAG, &self.meta),
-            (KV_TAG, &self.kv),
-            (3, &self.members),
-            (4, &self.alarms),
-        ]
-    }
-}
-
 pub(crate) struct Inner {
     pub db: Database,
     pub keyspaces: Keyspaces,
@@ -117,21 +56,6 @@ pub(crate) struct Inner {
     /// Held by whoever writes: applying a batch, restoring, or removing
     /// compacted history (whose progress it holds).
     pub writer: Mutex<Option<Pass>>,
-}
-
-/// What the store knows besides the key versions; small, kept in memory.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct State {
-    pub applied: u64,
-    pub revision: i64,
-    pub compacted: i64,
-    /// Every version compaction removes is gone below this revision.
-    pub physical: i64,
-    pub members: BTreeMap<u64, Member>,
-    /// (member id, alarm type) pairs.
-    pub alarms: BTreeSet<(u64, i32)>,
-    /// A restore was started and not finished: the state is not usable.
-    pub restoring: bool,
 }
 
 /// A hash of the key-value history up to a revision.
@@ -152,14 +76,8 @@ impl Store {
         let db = Database::builder(path)
             .cache_size(options.cache_bytes)
             .open()?;
-        let keyspaces = Keyspaces {
-            kv: db.keyspace("kv", KeyspaceCreateOptions::default)?,
-            live: db.keyspace("live", KeyspaceCreateOptions::default)?,
-            meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
-            members: db.keyspace("members", KeyspaceCreateOptions::default)?,
-            alarms: db.keyspace("alarms", KeyspaceCreateOptions::default)?,
-        };
-        let state = load_state(&db.snapshot(), &keyspaces)?;
+        let keyspaces = Keyspaces::open(&db)?;
+        let state = State::load(&db.snapshot(), &keyspaces)?;
         let store = Store {
             inner: Arc::new(Inner {
                 db,
@@ -370,7 +288,7 @@ impl Store {
 
     /// Re-reads the state from storage and publishes it.
     pub(crate) fn reload(&self) -> Result<(), MvccError> {
-        let state = load_state(&self.inner.db.snapshot(), &self.inner.keyspaces)?;
+        let state = State::load(&self.inner.db.snapshot(), &self.inner.keyspaces)?;
         *self
             .inner
             .state
@@ -380,75 +298,16 @@ impl Store {
     }
 }
 
-fn load_state(snapshot: &Snapshot, keyspaces: &Keyspaces) -> Result<State, MvccError> {
-    let meta = |key: &[u8]| -> Result<Option<u64>, MvccError> {
-        match snapshot.get(&keyspaces.meta, key)? {
-            None => Ok(None),
-            Some(v) => v
-                .as_ref()
-                .try_into()
-                .map(|b| Some(u64::from_be_bytes(b)))
-                .map_err(|_| MvccError::Corrupt(format!("meta {}", String::from_utf8_lossy(key)))),
-        }
-    };
-    let mut members = BTreeMap::new();
-    for entry in snapshot.iter(&keyspaces.members) {
-        let (_, value) = entry.into_inner()?;
-        let member = Member::decode(value.as_ref())
-            .map_err(|e| MvccError::Corrupt(format!("member record: {e}")))?;
-        members.insert(member.id, member);
-    }
-    let mut alarms = BTreeSet::new();
-    for entry in snapshot.iter(&keyspaces.alarms) {
-        let (key, _) = entry.into_inner()?;
-        alarms.insert(decode_alarm_key(&key)?);
-    }
-    Ok(State {
-        applied: meta(APPLIED)?.unwrap_or(0),
-        revision: meta(REVISION)?.map_or(1, |r| r as i64),
-        compacted: meta(COMPACTED)?.map_or(0, |r| r as i64),
-        physical: meta(PHYSICAL)?.or(meta(COMPACTED)?).map_or(0, |r| r as i64),
-        members,
-        alarms,
-        restoring: snapshot.contains_key(&keyspaces.meta, RESTORING)?,
-    })
-}
-
-/// How meta records hold a revision.
-pub(crate) fn revision_bytes(revision: i64) -> [u8; 8] {
-    (revision as u64).to_be_bytes()
-}
-
-/// The storage key of an alarm.
-pub(crate) fn alarm_key(member_id: u64, alarm: i32) -> [u8; 12] {
-    let mut key = [0u8; 12];
-    key[..8].copy_from_slice(&member_id.to_be_bytes());
-    key[8..].copy_from_slice(&alarm.to_be_bytes());
-    key
-}
-
-fn decode_alarm_key(key: &[u8]) -> Result<(u64, i32), MvccError> {
-    let corrupt = || MvccError::Corrupt("alarm record".into());
-    let member: [u8; 8] = key
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(corrupt)?;
-    let alarm: [u8; 4] = key
-        .get(8..)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(corrupt)?;
-    Ok((u64::from_be_bytes(member), i32::from_be_bytes(alarm)))
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
 
     use super::*;
     use crate::encoding::{encode_version, version_key};
-    use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest};
-    use crate::pb::keelpb::{self, command::Op};
+    use crate::schema::REVISION;
     use crate::Command;
+    use keel_api::etcdserverpb::{DeleteRangeRequest, PutRequest};
+    use keel_api::keelpb::{self, command::Op};
 
     fn every_key() -> RangeRequest {
         RangeRequest {
@@ -485,7 +344,7 @@ mod tests {
             .zip(1..)
             .map(|(op, index)| (index, Command(keelpb::Command { op: Some(op) })))
             .collect();
-        for result in store.apply_batch(commands) {
+        for result in store.apply_batch(commands).responses {
             result.unwrap();
         }
         let before = store.range(&every_key()).unwrap();
@@ -514,7 +373,10 @@ mod tests {
                 })),
             })
         };
-        for result in store.apply_batch(vec![(1, put(b"a")), (2, put(b"b"))]) {
+        for result in store
+            .apply_batch(vec![(1, put(b"a")), (2, put(b"b"))])
+            .responses
+        {
             result.unwrap();
         }
         // The marker is local: a snapshot does not carry it.

@@ -7,12 +7,12 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use crate::encoding::check_key_len;
-use crate::pb::etcdserverpb::{
+use crate::MvccError;
+use keel_api::etcdserverpb::{
     compare, range_request, request_op::Request, Compare, DeleteRangeRequest, PutRequest,
     RangeRequest, RequestOp, TxnRequest,
 };
-use crate::pb::keelpb::{command::Op, Command};
-use crate::MvccError;
+use keel_api::keelpb::{command::Op, Command};
 
 /// Checks a write command; `max_txn_ops` caps compares and operations per
 /// transaction branch.

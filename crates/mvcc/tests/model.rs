@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
-use keel_mvcc::pb::etcdserverpb::{
+use keel_api::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
     request_op::Request,
@@ -27,8 +27,8 @@ use keel_mvcc::pb::etcdserverpb::{
     PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
     TxnRequest, TxnResponse,
 };
-use keel_mvcc::pb::keelpb::{self, command::Op};
-use keel_mvcc::pb::mvccpb::KeyValue;
+use keel_api::keelpb::{self, command::Op};
+use keel_api::mvccpb::KeyValue;
 use keel_mvcc::{validate, Command, MvccError, Store, StoreOptions, WriteResponse};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
@@ -856,7 +856,7 @@ impl Run {
             expected.push((command.clone(), want));
             commands.push((index, command));
         }
-        let results = self.store().apply_batch(commands);
+        let results = self.store().apply_batch(commands).responses;
         prop_assert_eq!(results.len(), expected.len());
         for (got, (command, want)) in results.into_iter().zip(expected) {
             let got = got.map(strip_headers);

@@ -10,7 +10,7 @@
 //! validation the server runs before proposing.
 
 use bytes::Bytes;
-use keel_mvcc::pb::etcdserverpb::{
+use keel_api::etcdserverpb::{
     alarm_request::AlarmAction,
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
@@ -20,8 +20,8 @@ use keel_mvcc::pb::etcdserverpb::{
     DeleteRangeResponse, Member, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
     TxnRequest, TxnResponse,
 };
-use keel_mvcc::pb::keelpb::{self, command::Op};
-use keel_mvcc::pb::mvccpb::KeyValue;
+use keel_api::keelpb::{self, command::Op};
+use keel_api::mvccpb::KeyValue;
 use keel_mvcc::{validate, Command, MvccError, Store, StoreOptions, WriteResponse};
 use tempfile::TempDir;
 
@@ -66,7 +66,7 @@ impl Harness {
             })
             .collect();
         let n = commands.len();
-        let results = self.store.apply_batch(commands);
+        let results = self.store.apply_batch(commands).responses;
         assert_eq!(results.len(), n, "one result per command");
         results
     }
@@ -1432,7 +1432,7 @@ fn commands_at_or_below_the_applied_index_are_skipped() {
             .map(|i| (i, cmd(Op::Put(put("a", &format!("v{i}"))))))
             .collect()
     };
-    let results = h.store.apply_batch(puts(1, 5));
+    let results = h.store.apply_batch(puts(1, 5)).responses;
     assert!(
         results
             .iter()
@@ -1442,7 +1442,7 @@ fn commands_at_or_below_the_applied_index_are_skipped() {
     assert_eq!(h.store.applied_index(), 5);
     assert_eq!(h.store.revision(), 6);
 
-    let results = h.store.apply_batch(puts(3, 7));
+    let results = h.store.apply_batch(puts(3, 7)).responses;
     assert_eq!(
         results[..3],
         [
@@ -1470,7 +1470,10 @@ fn commands_at_or_below_the_applied_index_are_skipped() {
         ignore_value: true,
         ..Default::default()
     };
-    let results = h.store.apply_batch(vec![(8, cmd(Op::Put(failing)))]);
+    let results = h
+        .store
+        .apply_batch(vec![(8, cmd(Op::Put(failing)))])
+        .responses;
     assert_eq!(results, vec![Err(MvccError::KeyNotFound)]);
     assert_eq!(h.store.applied_index(), 8);
 
@@ -1479,7 +1482,7 @@ fn commands_at_or_below_the_applied_index_are_skipped() {
     let mut replay = puts(1, 7);
     // What the log holds there no longer matters.
     replay.push((8, cmd(Op::SetMember(member(1, "x")))));
-    let results = h.store.apply_batch(replay);
+    let results = h.store.apply_batch(replay).responses;
     assert!(
         results
             .iter()
@@ -1572,13 +1575,16 @@ fn a_snapshot_restores_the_state_at_its_view() {
     assert_eq!(target.get("junk"), None);
 
     // The same later commands at the same indexes bring it level again.
-    let results = target.store.apply_batch(
-        later
-            .into_iter()
-            .enumerate()
-            .map(|(i, op)| (first_later_index + i as u64, cmd(op)))
-            .collect(),
-    );
+    let results = target
+        .store
+        .apply_batch(
+            later
+                .into_iter()
+                .enumerate()
+                .map(|(i, op)| (first_later_index + i as u64, cmd(op)))
+                .collect(),
+        )
+        .responses;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(target.store.applied_index(), source.store.applied_index());
     assert_eq!(target.store.revision(), source.store.revision());

@@ -8,8 +8,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::auto_compaction::Retention;
-
 /// Every setting, each optional: what one source (file or flags) says.
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +309,55 @@ impl Config {
     }
 }
 
+/// How much history automatic compaction keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// The revisions of the last this long.
+    Periodic(Duration),
+    /// The last this many revisions.
+    Revision(i64),
+}
+
+impl Retention {
+    /// Parses etcd's mode (`periodic` or `revision`) and retention: for
+    /// `periodic` a duration (`90s`, `30m`, `1h`; a bare number is hours),
+    /// for `revision` a count. `None` when the retention is zero (off).
+    pub fn parse(mode: &str, retention: &str) -> anyhow::Result<Option<Retention>> {
+        let retention = retention.trim();
+        let policy = match mode {
+            "periodic" => Retention::Periodic(parse_duration(retention)?),
+            "revision" => Retention::Revision(
+                retention
+                    .parse()
+                    .with_context(|| format!("`{retention}` is not a number of revisions"))?,
+            ),
+            other => bail!("must be `periodic` or `revision`, not `{other}`"),
+        };
+        Ok(match policy {
+            Retention::Periodic(d) if d.is_zero() => None,
+            Retention::Revision(n) if n <= 0 => None,
+            policy => Some(policy),
+        })
+    }
+}
+
+fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "h"),
+    };
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("`{text}` is not a duration like 90s, 30m or 1h"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => bail!("`{text}` is not a duration like 90s, 30m or 1h"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
 /// The `host:port` of an `http://host:port` URL (TLS is not served yet).
 pub fn host_port(url: &str) -> anyhow::Result<String> {
     let Some(rest) = url.strip_prefix("http://") else {
@@ -418,5 +465,37 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../keel.example.toml");
         let settings = Settings::from_file(&path).unwrap();
         Config::resolve(settings).unwrap();
+    }
+
+    #[test]
+    fn retention_parses_like_etcd() {
+        let parse = Retention::parse;
+        assert_eq!(
+            parse("periodic", "1").unwrap(),
+            Some(Retention::Periodic(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            parse("periodic", "30m").unwrap(),
+            Some(Retention::Periodic(Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            parse("periodic", "90s").unwrap(),
+            Some(Retention::Periodic(Duration::from_secs(90)))
+        );
+        assert_eq!(parse("periodic", "0").unwrap(), None);
+        assert_eq!(
+            parse("revision", "1000").unwrap(),
+            Some(Retention::Revision(1000))
+        );
+        assert_eq!(parse("revision", "0").unwrap(), None);
+        for (mode, retention) in [
+            ("periodic", "1d"),
+            ("periodic", "h"),
+            ("periodic", "-5m"),
+            ("revision", "10m"),
+            ("hourly", "1"),
+        ] {
+            assert!(parse(mode, retention).is_err(), "{mode} {retention}");
+        }
     }
 }

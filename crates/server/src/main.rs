@@ -3,22 +3,17 @@
 //! `keel serve` runs a member; `keel cluster` runs three on this machine;
 //! the other subcommands are a small client (etcdctl works too).
 
-mod auto_compaction;
-mod backend;
-mod client;
+mod api;
+mod cli;
 mod cluster;
 mod config;
-mod errors;
-mod forward;
+mod core;
 mod identity;
-mod kv;
-mod local_cluster;
 mod logging;
-mod maintenance;
-mod peers;
-mod rpc;
 mod server;
-mod state_machine;
+mod tasks;
+
+use cli::{client, local_cluster};
 
 use clap::{Parser, Subcommand};
 

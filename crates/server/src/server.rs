@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use keel_mvcc::pb::etcdserverpb::{Member, MemberListRequest};
-use keel_mvcc::pb::keelpb::{command::Op, Command as CommandPb};
+use keel_api::etcdserverpb::cluster_client::ClusterClient;
+use keel_api::etcdserverpb::{Member, MemberListRequest};
 use keel_mvcc::{Store, StoreOptions};
 use keel_node::{GrpcTransport, NodeConfig, NodeId, RaftNode, RaftService};
 use tokio::net::TcpListener;
@@ -18,17 +18,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server as GrpcServer;
 use tonic_health::ServingStatus;
 
-use crate::auto_compaction::auto_compact;
-use crate::backend::{Backend, Limits};
-use crate::cluster::{promote_caught_up, ClusterService};
+use crate::api::grpc::admission::AdmissionLayer;
+use crate::api::grpc::{ClusterService, ForwardService, KvService, MaintenanceService};
+use crate::cluster::Peers;
 use crate::config::{host_port, ClusterState, Config};
-use crate::forward::ForwardService;
+use crate::core::{Core, Limits, MvccStateMachine};
 use crate::identity::{self, Identity};
-use crate::kv::KvService;
-use crate::maintenance::MaintenanceService;
-use crate::peers::Peers;
-use crate::rpc::cluster_client::ClusterClient;
-use crate::state_machine::{remove_compacted_history, MvccStateMachine};
+use crate::tasks::{self, Tasks};
 
 /// How long a joining member keeps asking the cluster about itself.
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
@@ -36,7 +32,7 @@ const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 /// Runs a member until `shutdown` resolves, then stops it cleanly: stop
 /// accepting clients, let in-flight requests finish, stop the node (its
 /// WAL is synced), close the peer port.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("kv"), StoreOptions::default())
@@ -74,11 +70,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     node_config.snapshot_threshold = config.snapshot_count;
     let node = RaftNode::start(
         node_config,
-        MvccStateMachine::new(store.clone(), peers.clone()),
+        MvccStateMachine::new(store.clone(), peers.clone(), Vec::new()),
         transport,
     )
     .context("starting the raft node")?;
-    let backend = Arc::new(Backend::new(
+    let core = Arc::new(Core::new(
         node.clone(),
         store,
         identity,
@@ -93,9 +89,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let (stop_peers, peers_stopped) = watch::channel(false);
     let peer_server = GrpcServer::builder()
+        .layer(AdmissionLayer::new(core.clone()))
         .add_service(RaftService::new(identity.cluster_id, node.inbox()).into_server())
-        .add_service(ClusterService(backend.clone()).into_server())
-        .add_service(ForwardService(backend.clone()).into_server())
+        .add_service(ClusterService(core.clone()).into_server())
+        .add_service(ForwardService(core.clone()).into_server())
         .serve_with_incoming_shutdown(
             TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
             signalled(peers_stopped),
@@ -107,10 +104,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut client_servers = Vec::new();
     for listener in client_listeners {
         let server = GrpcServer::builder()
-            .add_service(KvService(backend.clone()).into_server())
-            .add_service(ClusterService(backend.clone()).into_server())
+            .layer(AdmissionLayer::new(core.clone()))
+            .add_service(KvService(core.clone()).into_server())
+            .add_service(ClusterService(core.clone()).into_server())
             .add_service(
-                MaintenanceService::new(backend.clone(), config.data_dir.join("tmp")).into_server(),
+                MaintenanceService::new(core.clone(), config.data_dir.join("tmp")).into_server(),
             )
             .add_service(health_service.clone())
             .serve_with_incoming_shutdown(
@@ -119,13 +117,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             );
         client_servers.push(tokio::spawn(server));
     }
-    tokio::spawn(report_health(backend.clone(), health.clone()));
-    tokio::spawn(promote_caught_up(backend.clone()));
-    tokio::spawn(remove_compacted_history(backend.clone()));
+
+    let mut background = Tasks::new();
+    let status = node.watch();
+    background.spawn("health", |stop| {
+        tasks::health::report_health(status.clone(), health.clone(), stop)
+    });
+    let store = core.store.clone();
+    background.spawn("history removal", |stop| {
+        tasks::history::remove_compacted_history(store, stop)
+    });
+    let (c, settings) = (core.clone(), config.clone());
+    background.spawn("member record", |stop| {
+        tasks::publish::publish_member(c, settings, stop)
+    });
+    let c = core.clone();
+    background.spawn_while_leader("promotion", status.clone(), move |stop| {
+        tasks::promotion::promote_caught_up(c.clone(), stop)
+    });
     if let Some(retention) = config.auto_compaction {
-        tokio::spawn(auto_compact(backend.clone(), retention));
+        let c = core.clone();
+        background.spawn_while_leader("auto-compaction", status.clone(), move |stop| {
+            tasks::auto_compaction::auto_compact(c.clone(), retention, stop)
+        });
     }
-    tokio::spawn(publish(backend.clone(), config.clone()));
     tracing::info!(clients = ?config.listen_client, peers = %config.listen_peer, "serving");
 
     shutdown.await;
@@ -143,6 +158,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Err(_) => tracing::warn!("client requests still running after the grace period"),
         }
     }
+    background.shutdown(grace).await;
     node.stop().await;
     let _ = stop_peers.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), peer_server).await;
@@ -263,60 +279,5 @@ async fn join(config: &Config) -> anyhow::Result<(Identity, Vec<Member>)> {
             bail!("no member of initial_cluster answered within {JOIN_PATIENCE:?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Records this member's name and URLs in the replicated member list once a
-/// leader exists (and again whenever they changed since the last start).
-async fn publish(backend: Arc<Backend>, config: Config) {
-    let id = backend.identity.member_id;
-    loop {
-        if !backend.node.status().running {
-            return;
-        }
-        let record = backend.store.members().into_iter().find(|m| m.id == id);
-        let wanted = Member {
-            id,
-            name: config.name.clone(),
-            peer_ur_ls: vec![config.advertise_peer_url.clone()],
-            client_ur_ls: config.advertise_client_urls.clone(),
-            is_learner: record.as_ref().is_some_and(|r| r.is_learner),
-        };
-        if record.as_ref() == Some(&wanted) {
-            return;
-        }
-        let command = CommandPb {
-            op: Some(Op::SetMember(wanted)),
-        };
-        match backend.write(command).await {
-            Ok(_) => {
-                tracing::info!("published this member's name and URLs");
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "publishing this member: will retry");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-/// The gRPC health status follows whether a leader is known.
-async fn report_health(backend: Arc<Backend>, health: tonic_health::server::HealthReporter) {
-    let mut watch = backend.node.watch();
-    loop {
-        let (serving, running) = {
-            let status = watch.borrow_and_update();
-            (status.leader.is_some() && status.running, status.running)
-        };
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        health.set_service_status("", status).await;
-        if !running || watch.changed().await.is_err() {
-            return;
-        }
     }
 }

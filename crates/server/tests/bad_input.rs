@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 
 use common::{put, Cluster};
-use keel_mvcc::pb::etcdserverpb::*;
+use keel_api::etcdserverpb::*;
 use tonic::Code;
 
 /// Checks that `result` failed with `code` and a message containing `message`.
@@ -115,7 +115,7 @@ async fn bad_requests_get_clear_errors_and_the_member_keeps_serving() {
         "future revision",
     );
     let mut cluster_client =
-        common::rpc::cluster_client::ClusterClient::new(cluster.channel(0).await);
+        keel_api::etcdserverpb::cluster_client::ClusterClient::new(cluster.channel(0).await);
     check(
         cluster_client
             .member_remove(MemberRemoveRequest { id: 12345 })

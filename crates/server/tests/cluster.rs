@@ -117,8 +117,8 @@ async fn killing_the_leader_under_writes_loses_no_acknowledged_write() {
                 .connect_timeout(Duration::from_millis(300))
                 .timeout(Duration::from_secs(3))
                 .connect_lazy();
-                let result = common::rpc::kv_client::KvClient::new(channel)
-                    .put(keel_mvcc::pb::etcdserverpb::PutRequest {
+                let result = keel_api::etcdserverpb::kv_client::KvClient::new(channel)
+                    .put(keel_api::etcdserverpb::PutRequest {
                         key: key.clone().into_bytes().into(),
                         value: value.clone().into_bytes().into(),
                         ..Default::default()
@@ -202,7 +202,7 @@ async fn killing_the_leader_under_writes_loses_no_acknowledged_write() {
 /// retention on its own, and physically removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_compacts_automatically_by_the_retention() {
-    use keel_mvcc::pb::etcdserverpb::RangeRequest;
+    use keel_api::etcdserverpb::RangeRequest;
 
     let cluster = Cluster::start(
         1,

@@ -11,12 +11,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::rpc::cluster_client::ClusterClient;
-use common::rpc::keelpb::forward_client::ForwardClient;
-use common::rpc::kv_client::KvClient;
 use common::{Cluster, MaintenanceClient};
-use keel_mvcc::pb::etcdserverpb::*;
-use keel_mvcc::pb::keelpb::{command::Op, Command as CommandPb};
+use keel_api::etcdserverpb::cluster_client::ClusterClient;
+use keel_api::etcdserverpb::kv_client::KvClient;
+use keel_api::etcdserverpb::*;
+use keel_api::keelpb::forward_client::ForwardClient;
+use keel_api::keelpb::{command::Op, Command as CommandPb};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use keel_mvcc::pb::etcdserverpb::Member;
+use keel_api::etcdserverpb::Member;
 use keel_node::{GrpcTransport, NodeId};
 
 use crate::config::host_port;

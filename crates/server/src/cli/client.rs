@@ -2,12 +2,12 @@
 //! reference client), printed the way etcdctl prints them.
 
 use anyhow::{bail, Context};
-use keel_mvcc::pb::etcdserverpb::*;
+use keel_api::etcdserverpb::*;
 use tonic::transport::Channel;
 
-use crate::rpc::cluster_client::ClusterClient;
-use crate::rpc::kv_client::KvClient;
-use crate::rpc::maintenance_client::MaintenanceClient;
+use keel_api::etcdserverpb::cluster_client::ClusterClient;
+use keel_api::etcdserverpb::kv_client::KvClient;
+use keel_api::etcdserverpb::maintenance_client::MaintenanceClient;
 
 /// Where the client commands connect.
 #[derive(clap::Args, Debug)]
@@ -203,7 +203,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-fn print_kvs(kvs: &[keel_mvcc::pb::mvccpb::KeyValue], keys_only: bool) {
+fn print_kvs(kvs: &[keel_api::mvccpb::KeyValue], keys_only: bool) {
     for kv in kvs {
         println!("{}", String::from_utf8_lossy(&kv.key));
         if !keys_only {

@@ -1,0 +1,18 @@
+//! Generates the etcd v3 API (proto/etcd/kv.proto: `mvccpb`, rpc.proto:
+//! `etcdserverpb`) and keel's own messages and member-to-member service
+//! (command.proto: `keelpb`), messages and gRPC clients and servers alike,
+//! with protox: pure Rust, no protoc needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=../../proto/etcd");
+    let fds = protox::compile(
+        ["kv.proto", "rpc.proto", "command.proto"],
+        ["../../proto/etcd"],
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The write side: applying committed commands in one storage batch, and
+//! reporting what the batch changed.
+//!
+//! The dispatcher here hands each command to the kind of state it changes,
+//! each owning its part of the batch: the key space ([`kv`]), the member
+//! records ([`members`]) and the alarms ([`alarms`]). The space quota is a
+//! check around them ([`quota`](crate::quota)), not inside them.
+//!
+//! Commands of a batch read the committed snapshot taken when the batch
+//! began plus what earlier commands of the batch wrote (`pending`); the
+//! writes of the command being applied are `staged` and only join the batch
+//! when the command succeeds, so a failed command changes nothing.
+
+mod alarms;
+mod kv;
+mod members;
+
+use std::collections::BTreeMap;
+use std::mem;
+
+use bytes::Bytes;
+use fjall::{OwnedWriteBatch, Snapshot};
+use keel_api::etcdserverpb::{response_op::Response, AlarmType, ResponseHeader, TxnResponse};
+use keel_api::keelpb::command::Op;
+use keel_api::mvccpb::{Event, KeyValue};
+use tracing::error;
+
+use crate::schema::{revision_bytes, State, APPLIED, COMPACTED, LIVE_INDEXED, PHYSICAL, REVISION};
+use crate::store::Store;
+use crate::{quota, Command, MvccError, WriteResponse};
+
+/// What applying a batch of commands did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// One result per command, in the order given.
+    pub responses: Vec<Result<WriteResponse, MvccError>>,
+    /// Every change to the key space, in revision order (and within a
+    /// revision, in the order the command made them): what watchers see.
+    /// Empty when committing the batch failed.
+    pub events: Vec<Event>,
+}
+
+impl Store {
+    /// Applies commands committed at increasing raft indexes, all in one
+    /// storage batch together with the new applied index, and returns one
+    /// result per command and the batch's events. Commands at or below the
+    /// applied index were applied before (a log replay after restart) and
+    /// are skipped. The batch is not synced: the raft log is the durable
+    /// record.
+    pub fn apply_batch(&self, commands: Vec<(u64, Command)>) -> Applied {
+        let _writer = self.lock_writer();
+        let mut writer = Writer::new(self);
+        let mut responses = Vec::with_capacity(commands.len());
+        for (index, Command(command)) in commands {
+            if index <= writer.state.applied {
+                responses.push(Ok(WriteResponse::AlreadyApplied));
+                continue;
+            }
+            let response = writer.apply(command);
+            writer.state.applied = index;
+            responses.push(response);
+        }
+        if let Err(e) = writer.commit() {
+            error!(error = %e, "committing applied commands failed");
+            return Applied {
+                responses: responses.iter().map(|_| Err(e.clone())).collect(),
+                events: Vec::new(),
+            };
+        }
+        Applied {
+            responses,
+            events: writer.events,
+        }
+    }
+}
+
+/// One version of a key: `None` is a deletion.
+type Version = Option<KeyValue>;
+
+/// A write of the command being applied.
+struct Change {
+    key: Bytes,
+    /// The new version (`None`: deleted).
+    version: Version,
+    /// The version it replaces, if the key existed.
+    previous: Option<KeyValue>,
+}
+
+struct Writer<'a> {
+    store: &'a Store,
+    /// Committed state when the batch (or its last flush) began.
+    snapshot: Snapshot,
+    /// The revision `snapshot` holds.
+    snapshot_revision: i64,
+    batch: OwnedWriteBatch,
+    /// The state including the batch so far.
+    state: State,
+    /// Versions written by earlier commands of the batch, oldest first.
+    pending: BTreeMap<Bytes, Vec<(i64, Version)>>,
+    /// Writes of the command being applied, at `state.revision + 1`.
+    staged: Vec<Change>,
+    /// The events of the batch so far.
+    events: Vec<Event>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(store: &'a Store) -> Self {
+        let state = store.state();
+        Writer {
+            store,
+            snapshot: store.inner.db.snapshot(),
+            snapshot_revision: state.revision,
+            batch: store.inner.db.batch(),
+            state,
+            pending: BTreeMap::new(),
+            staged: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Applies one command: the quota check, then the kind of state it
+    /// changes.
+    fn apply(&mut self, command: keel_api::keelpb::Command) -> Result<WriteResponse, MvccError> {
+        self.staged.clear();
+        if quota::adds_data(&command) && self.nospace() {
+            return Err(MvccError::NoSpace);
+        }
+        let response = match command.op {
+            Some(Op::Put(put)) => self.put(&put).map(WriteResponse::Put),
+            Some(Op::DeleteRange(delete)) => self.delete(&delete).map(WriteResponse::DeleteRange),
+            Some(Op::Txn(txn)) => self.txn(&txn).map(WriteResponse::Txn),
+            Some(Op::Compact(compact)) => self.compact(&compact).map(WriteResponse::Compact),
+            Some(Op::SetMember(member)) => {
+                self.set_member(member);
+                Ok(WriteResponse::Member)
+            }
+            Some(Op::RemoveMember(id)) => {
+                self.remove_member(id);
+                Ok(WriteResponse::Member)
+            }
+            Some(Op::Alarm(alarm)) => self.alarm(&alarm).map(WriteResponse::Alarm),
+            None => Err(MvccError::InvalidArgument("empty command".into())),
+        };
+        match response {
+            Ok(mut response) => {
+                self.publish_staged();
+                set_header(&mut response, self.state.revision);
+                Ok(response)
+            }
+            Err(e) => {
+                self.staged.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a NOSPACE alarm is raised (on any member).
+    fn nospace(&self) -> bool {
+        let nospace = AlarmType::Nospace as i32;
+        self.state.alarms.iter().any(|&(_, alarm)| alarm == nospace)
+    }
+
+    /// Commits the batch with the state it reached, publishes the state and
+    /// starts a new batch on a fresh snapshot.
+    fn commit(&mut self) -> Result<(), MvccError> {
+        let meta = &self.store.inner.keyspaces.meta;
+        let mut batch = mem::replace(&mut self.batch, self.store.inner.db.batch());
+        batch.insert(meta, APPLIED, self.state.applied.to_be_bytes());
+        batch.insert(meta, REVISION, revision_bytes(self.state.revision));
+        batch.insert(meta, LIVE_INDEXED, revision_bytes(self.state.revision));
+        batch.insert(meta, COMPACTED, revision_bytes(self.state.compacted));
+        batch.insert(meta, PHYSICAL, revision_bytes(self.state.physical));
+        {
+            let mut published = self
+                .store
+                .inner
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            batch.commit()?;
+            *published = self.state.clone();
+        }
+        self.snapshot = self.store.inner.db.snapshot();
+        self.snapshot_revision = self.state.revision;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// Fills the response headers (nested ones too) with the revision.
+fn set_header(response: &mut WriteResponse, revision: i64) {
+    let header = Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    });
+    match response {
+        WriteResponse::Put(r) => r.header = header,
+        WriteResponse::DeleteRange(r) => r.header = header,
+        WriteResponse::Txn(r) => set_txn_headers(r, header),
+        WriteResponse::Compact(r) => r.header = header,
+        WriteResponse::Alarm(r) => r.header = header,
+        WriteResponse::Member | WriteResponse::AlreadyApplied => {}
+    }
+}
+
+fn set_txn_headers(txn: &mut TxnResponse, header: Option<ResponseHeader>) {
+    txn.header = header;
+    for op in &mut txn.responses {
+        match &mut op.response {
+            Some(Response::ResponsePut(r)) => r.header = header,
+            Some(Response::ResponseDeleteRange(r)) => r.header = header,
+            Some(Response::ResponseTxn(t)) => set_txn_headers(t, header),
+            Some(Response::ResponseRange(_)) | None => {}
+        }
+    }
+}

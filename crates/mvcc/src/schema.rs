@@ -1,0 +1,164 @@
+//! How the store lays out its state in fjall: the keyspaces, the meta keys,
+//! the in-memory [`State`] loaded from them, and the byte forms of
+//! revisions and alarms. The other modules of the store build on this one;
+//! it depends on none of them.
+//!
+//! Four keyspaces hold the replicated state: `kv` (every key version, see
+//! [`encoding`](crate::encoding)), `meta` (applied index, revision,
+//! compaction point), `members` and `alarms`. A fifth, `live`, indexes the
+//! newest version of each existing key; it is derived from `kv`, written in
+//! the same batches, and rebuilt rather than streamed in snapshots.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
+use keel_api::etcdserverpb::Member;
+use prost::Message;
+
+use crate::MvccError;
+
+/// Meta key of the last applied raft index.
+pub(crate) const APPLIED: &[u8] = b"applied";
+/// Meta key of the store revision.
+pub(crate) const REVISION: &[u8] = b"revision";
+/// Meta key of the compaction point.
+pub(crate) const COMPACTED: &[u8] = b"compacted";
+/// Meta key of the revision below which compacted history is removed
+/// (missing in stores that removed it while applying: then the point).
+pub(crate) const PHYSICAL: &[u8] = b"physically-compacted";
+/// Meta key present while a snapshot is being restored.
+pub(crate) const RESTORING: &[u8] = b"restoring";
+/// Meta key of the revision the `live` index matches `kv` at, written with
+/// every batch that writes both. Opening rebuilds the index when it differs
+/// from the store's revision: a store written before the index existed, or
+/// written by such a binary since. It is local: snapshots do not carry it.
+pub(crate) const LIVE_INDEXED: &[u8] = b"live-indexed";
+
+/// The tag of `meta` records in a snapshot stream.
+pub(crate) const META_TAG: u8 = 1;
+/// The tag of `kv` records in a snapshot stream.
+pub(crate) const KV_TAG: u8 = 2;
+
+/// The store's keyspaces.
+#[derive(Clone)]
+pub(crate) struct Keyspaces {
+    pub kv: Keyspace,
+    pub live: Keyspace,
+    pub meta: Keyspace,
+    pub members: Keyspace,
+    pub alarms: Keyspace,
+}
+
+impl Keyspaces {
+    /// Opens (or creates) every keyspace of `db`.
+    pub(crate) fn open(db: &Database) -> Result<Keyspaces, MvccError> {
+        Ok(Keyspaces {
+            kv: db.keyspace("kv", KeyspaceCreateOptions::default)?,
+            live: db.keyspace("live", KeyspaceCreateOptions::default)?,
+            meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
+            members: db.keyspace("members", KeyspaceCreateOptions::default)?,
+            alarms: db.keyspace("alarms", KeyspaceCreateOptions::default)?,
+        })
+    }
+
+    /// Every keyspace, the derived `live` index included.
+    pub(crate) fn all(&self) -> [&Keyspace; 5] {
+        [
+            &self.kv,
+            &self.live,
+            &self.meta,
+            &self.members,
+            &self.alarms,
+        ]
+    }
+
+    /// Each keyspace a snapshot streams, with its tag in the stream.
+    pub(crate) fn tagged(&self) -> [(u8, &Keyspace); 4] {
+        [
+            (META_TAG, &self.meta),
+            (KV_TAG, &self.kv),
+            (3, &self.members),
+            (4, &self.alarms),
+        ]
+    }
+}
+
+/// What the store knows besides the key versions; small, kept in memory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct State {
+    pub applied: u64,
+    pub revision: i64,
+    pub compacted: i64,
+    /// Every version compaction removes is gone below this revision.
+    pub physical: i64,
+    pub members: BTreeMap<u64, Member>,
+    /// (member id, alarm type) pairs.
+    pub alarms: BTreeSet<(u64, i32)>,
+    /// A restore was started and not finished: the state is not usable.
+    pub restoring: bool,
+}
+
+impl State {
+    /// Reads the state a storage snapshot holds.
+    pub(crate) fn load(snapshot: &Snapshot, keyspaces: &Keyspaces) -> Result<State, MvccError> {
+        let meta = |key: &[u8]| -> Result<Option<u64>, MvccError> {
+            match snapshot.get(&keyspaces.meta, key)? {
+                None => Ok(None),
+                Some(v) => v
+                    .as_ref()
+                    .try_into()
+                    .map(|b| Some(u64::from_be_bytes(b)))
+                    .map_err(|_| {
+                        MvccError::Corrupt(format!("meta {}", String::from_utf8_lossy(key)))
+                    }),
+            }
+        };
+        let mut members = BTreeMap::new();
+        for entry in snapshot.iter(&keyspaces.members) {
+            let (_, value) = entry.into_inner()?;
+            let member = Member::decode(value.as_ref())
+                .map_err(|e| MvccError::Corrupt(format!("member record: {e}")))?;
+            members.insert(member.id, member);
+        }
+        let mut alarms = BTreeSet::new();
+        for entry in snapshot.iter(&keyspaces.alarms) {
+            let (key, _) = entry.into_inner()?;
+            alarms.insert(decode_alarm_key(&key)?);
+        }
+        Ok(State {
+            applied: meta(APPLIED)?.unwrap_or(0),
+            revision: meta(REVISION)?.map_or(1, |r| r as i64),
+            compacted: meta(COMPACTED)?.map_or(0, |r| r as i64),
+            physical: meta(PHYSICAL)?.or(meta(COMPACTED)?).map_or(0, |r| r as i64),
+            members,
+            alarms,
+            restoring: snapshot.contains_key(&keyspaces.meta, RESTORING)?,
+        })
+    }
+}
+
+/// How meta records hold a revision.
+pub(crate) fn revision_bytes(revision: i64) -> [u8; 8] {
+    (revision as u64).to_be_bytes()
+}
+
+/// The storage key of an alarm.
+pub(crate) fn alarm_key(member_id: u64, alarm: i32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&member_id.to_be_bytes());
+    key[8..].copy_from_slice(&alarm.to_be_bytes());
+    key
+}
+
+fn decode_alarm_key(key: &[u8]) -> Result<(u64, i32), MvccError> {
+    let corrupt = || MvccError::Corrupt("alarm record".into());
+    let member: [u8; 8] = key
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let alarm: [u8; 4] = key
+        .get(8..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    Ok((u64::from_be_bytes(member), i32::from_be_bytes(alarm)))
+}

@@ -1,0 +1,134 @@
+//! `etcdserverpb.Maintenance`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use keel_api::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
+use keel_api::etcdserverpb::*;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::core::{Backup, Core};
+
+/// Bytes per message of a streamed backup.
+const SNAPSHOT_CHUNK: usize = 64 * 1024;
+
+/// The Maintenance service of one member.
+pub(crate) struct MaintenanceService {
+    core: Arc<Core>,
+    /// Where backups are staged before streaming.
+    scratch_dir: PathBuf,
+}
+
+impl MaintenanceService {
+    /// A service staging backups in `scratch_dir`.
+    pub(crate) fn new(core: Arc<Core>, scratch_dir: PathBuf) -> Self {
+        MaintenanceService { core, scratch_dir }
+    }
+
+    /// The tonic service.
+    pub(crate) fn into_server(self) -> MaintenanceServer<Self> {
+        MaintenanceServer::new(self)
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        Ok(Response::new(self.core.alarm(request.into_inner()).await?))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(self.core.status()))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        Ok(Response::new(self.core.defragment()))
+    }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Ok(Response::new(self.core.hash().await?))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        Ok(Response::new(self.core.hash_kv(revision).await?))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        let backup = self.core.backup(self.scratch_dir.clone()).await?;
+        Ok(Response::new(Box::pin(stream_backup(backup))))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        Ok(Response::new(self.core.move_leader(target).await?))
+    }
+}
+
+/// The backup in messages of [`SNAPSHOT_CHUNK`] bytes, each saying how many
+/// bytes remain after it, read on a blocking thread a few messages ahead of
+/// the client.
+fn stream_backup(backup: Backup) -> impl Stream<Item = Result<SnapshotResponse, Status>> {
+    let Backup {
+        mut file,
+        size,
+        header,
+    } = backup;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut remaining = size;
+        let mut first = true;
+        loop {
+            let mut blob = vec![0; SNAPSHOT_CHUNK];
+            let n = match file.read(&mut blob) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(format!(
+                        "etcdserver: reading the backup: {e}"
+                    ))));
+                    return;
+                }
+            };
+            if n == 0 && !first {
+                return;
+            }
+            blob.truncate(n);
+            remaining = remaining.saturating_sub(n as u64);
+            let message = SnapshotResponse {
+                header: if first { Some(header) } else { None },
+                remaining_bytes: remaining,
+                blob: blob.into(),
+            };
+            first = false;
+            if tx.blocking_send(Ok(message)).is_err() || n == 0 {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

@@ -1,0 +1,23 @@
+//! etcd's v3 gRPC API: one file per service, each a thin translation to the
+//! core. What every request passes first ([`admission`]) is a tower layer
+//! around all of them, and etcd's exact error codes and strings live in
+//! one place ([`status`]).
+
+pub(crate) mod admission;
+mod cluster;
+mod forward;
+mod kv;
+mod maintenance;
+mod status;
+
+pub(crate) use cluster::ClusterService;
+pub(crate) use forward::ForwardService;
+pub(crate) use kv::KvService;
+pub(crate) use maintenance::MaintenanceService;
+
+/// The largest message a service decodes: a little over the request cap,
+/// so an oversized request gets etcd's error from [`admission`] rather than
+/// a transport one.
+fn decoding_limit(max_request_bytes: usize) -> usize {
+    max_request_bytes + 512 * 1024
+}

@@ -1,0 +1,120 @@
+//! The key-value operations: ranges served from the local store (after a
+//! ReadIndex unless serializable), writes replicated through raft.
+
+use std::time::Duration;
+
+use keel_api::etcdserverpb::{
+    request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use keel_api::keelpb::{command::Op, Command as CommandPb};
+use keel_mvcc::{validate, WriteResponse};
+
+use super::{blocking, Core, ServerError};
+
+impl Core {
+    /// A range read.
+    pub(crate) async fn range(&self, request: RangeRequest) -> Result<RangeResponse, ServerError> {
+        validate::range(&request)?;
+        if !request.serializable {
+            self.linearizable().await?;
+        }
+        let store = self.store.clone();
+        let mut response = blocking("range", move || store.range(&request)).await??;
+        self.complete(&mut response.header);
+        Ok(response)
+    }
+
+    /// Puts a key.
+    pub(crate) async fn put(&self, request: PutRequest) -> Result<PutResponse, ServerError> {
+        refuse_leases(&request)?;
+        match self.write_op(Op::Put(request)).await? {
+            WriteResponse::Put(mut response) => {
+                self.complete(&mut response.header);
+                Ok(response)
+            }
+            _ => Err(unexpected("put")),
+        }
+    }
+
+    /// Deletes a key or a range.
+    pub(crate) async fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ServerError> {
+        match self.write_op(Op::DeleteRange(request)).await? {
+            WriteResponse::DeleteRange(mut response) => {
+                self.complete(&mut response.header);
+                Ok(response)
+            }
+            _ => Err(unexpected("delete")),
+        }
+    }
+
+    /// A transaction. As in etcd, only the outer response's header is a
+    /// full one: the responses inside carry their revision only.
+    pub(crate) async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, ServerError> {
+        refuse_leases_in(&request)?;
+        match self.write_op(Op::Txn(request)).await? {
+            WriteResponse::Txn(mut response) => {
+                self.complete(&mut response.header);
+                Ok(response)
+            }
+            _ => Err(unexpected("txn")),
+        }
+    }
+
+    /// Compacts history up to a revision; a physical compaction answers
+    /// once the history is gone from this member's storage, as etcd's does.
+    pub(crate) async fn compact(
+        &self,
+        request: CompactionRequest,
+    ) -> Result<CompactionResponse, ServerError> {
+        let (revision, physical) = (request.revision, request.physical);
+        let mut response = match self.write_op(Op::Compact(request)).await? {
+            WriteResponse::Compact(response) => response,
+            _ => return Err(unexpected("compaction")),
+        };
+        if physical {
+            let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+            while self.store.physically_compacted() < revision {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ServerError::Timeout);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.complete(&mut response.header);
+        Ok(response)
+    }
+
+    async fn write_op(&self, op: Op) -> Result<WriteResponse, ServerError> {
+        self.write(CommandPb { op: Some(op) }).await
+    }
+}
+
+/// Leases are not served yet, so no lease id can exist.
+fn refuse_leases(put: &PutRequest) -> Result<(), ServerError> {
+    if put.lease != 0 {
+        return Err(ServerError::LeaseNotFound);
+    }
+    Ok(())
+}
+
+fn refuse_leases_in(txn: &TxnRequest) -> Result<(), ServerError> {
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(request_op::Request::RequestPut(put)) => refuse_leases(put)?,
+            Some(request_op::Request::RequestTxn(inner)) => refuse_leases_in(inner)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The store answered with a response of another kind than the request's.
+pub(super) fn unexpected(what: &str) -> ServerError {
+    ServerError::Internal(format!(
+        "the store answered a {what} with another kind of response"
+    ))
+}
