@@ -62,7 +62,7 @@ fn delete(rng: &mut Rng) -> Request {
 
 /// A transaction of random operations.
 fn txn(rng: &mut Rng, depth: u32) -> TxnRequest {
-    let mut branch = |rng: &mut Rng| -> Vec<RequestOp> {
+    let branch = |rng: &mut Rng| -> Vec<RequestOp> {
         (0..rng.below(4))
             .map(|_| RequestOp {
                 request: Some(match rng.below(5) {

@@ -29,7 +29,7 @@ impl Writer<'_> {
 
     /// The live version of `key` now, including the batch and the command.
     fn get(&self, key: &Bytes) -> Result<Option<KeyValue>, MvccError> {
-        if let Some(change) = self.staged.iter().rev().find(|c| &c.key == key) {
+        if let Some(change) = self.staged.iter().rev().find(|c| c.key == key) {
             return Ok(change.version.clone());
         }
         if let Some((_, version)) = self.pending.get(key).and_then(|v| v.last()) {
