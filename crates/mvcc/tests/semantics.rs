@@ -18,7 +18,7 @@ use keel_api::etcdserverpb::{
     response_op::Response,
     AlarmMember, AlarmRequest, AlarmType, CompactionRequest, Compare, DeleteRangeRequest,
     DeleteRangeResponse, Member, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    TxnRequest, TxnResponse,
+    ResponseHeader, TxnRequest, TxnResponse,
 };
 use keel_api::keelpb::{self, command::Op};
 use keel_api::mvccpb::KeyValue;
@@ -1031,6 +1031,58 @@ fn txn_runs_the_chosen_branch_in_order_and_sees_its_own_writes() {
         .unwrap();
     assert_eq!(t.header.unwrap().revision, 5);
     assert_eq!(h.get("e"), Some(kv("e", "1", 5, 5, 1)));
+}
+
+/// As in etcd 3.4 (checked with `etcdctl txn -w json` side by side): the
+/// responses inside a transaction carry a header with only the revision as
+/// of that operation, and a nested transaction's header is empty.
+#[test]
+fn responses_inside_a_txn_carry_the_revision_as_of_their_operation() {
+    let mut h = Harness::new();
+    h.put("a", "1");
+    let nested = txn(vec![], vec![put_op("c", "1")], vec![]);
+    let t = h
+        .txn(txn(
+            vec![],
+            vec![
+                delete_op(delete("missing", "")),
+                range_op(range("a", "")),
+                put_op("b", "1"),
+                range_op(range("a", "")),
+                delete_op(delete("a", "")),
+                txn_op(nested),
+            ],
+            vec![],
+        ))
+        .unwrap();
+    let only = |revision| {
+        Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        })
+    };
+    assert_eq!(t.header, only(3));
+    let headers: Vec<Option<ResponseHeader>> = t
+        .responses
+        .iter()
+        .map(|r| match r.response.as_ref().unwrap() {
+            Response::ResponseRange(r) => r.header,
+            Response::ResponsePut(r) => r.header,
+            Response::ResponseDeleteRange(r) => r.header,
+            Response::ResponseTxn(r) => r.header,
+        })
+        .collect();
+    assert_eq!(
+        headers,
+        vec![
+            only(2),
+            only(2),
+            only(3),
+            only(3),
+            only(3),
+            Some(ResponseHeader::default())
+        ]
+    );
 }
 
 #[test]

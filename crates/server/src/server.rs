@@ -14,11 +14,13 @@ use keel_mvcc::{Store, StoreOptions};
 use keel_node::{GrpcTransport, NodeConfig, NodeId, RaftNode, RaftService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server as GrpcServer;
 use tonic_health::ServingStatus;
 
 use crate::api::grpc::admission::AdmissionLayer;
+use crate::api::grpc::authority::LenientAuthority;
 use crate::api::grpc::{ClusterService, ForwardService, KvService, MaintenanceService};
 use crate::cluster::Peers;
 use crate::config::{host_port, ClusterState, Config};
@@ -112,7 +114,9 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             )
             .add_service(health_service.clone())
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map(|accepted| accepted.map(LenientAuthority::new)),
                 signalled(clients_stopped.clone()),
             );
         client_servers.push(tokio::spawn(server));

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use fjall::Readable;
 use keel_api::etcdserverpb::{
     compare, request_op::Request, response_op::Response, CompactionRequest, CompactionResponse,
-    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, ResponseOp,
-    TxnRequest, TxnResponse,
+    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, ResponseHeader,
+    ResponseOp, TxnRequest, TxnResponse,
 };
 use keel_api::mvccpb::{event::EventType, Event, KeyValue};
 
@@ -144,15 +144,24 @@ impl Writer<'_> {
                     self.current(),
                     self.state.compacted,
                 )?),
-                Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p)?),
+                Some(Request::RequestPut(p)) => {
+                    let mut put = self.put(p)?;
+                    put.header = self.header_now();
+                    Response::ResponsePut(put)
+                }
                 Some(Request::RequestDeleteRange(d)) => {
-                    Response::ResponseDeleteRange(self.delete(d)?)
+                    let mut delete = self.delete(d)?;
+                    delete.header = self.header_now();
+                    Response::ResponseDeleteRange(delete)
                 }
                 Some(Request::RequestTxn(t)) => {
                     let path = nested
                         .next()
                         .ok_or_else(|| MvccError::InvalidArgument("txn path".into()))?;
-                    Response::ResponseTxn(self.run(t, path)?)
+                    let mut txn = self.run(t, path)?;
+                    // etcd leaves a nested transaction's header empty.
+                    txn.header = Some(ResponseHeader::default());
+                    Response::ResponseTxn(txn)
                 }
                 None => return Err(MvccError::InvalidArgument("empty txn operation".into())),
             };
@@ -164,6 +173,16 @@ impl Writer<'_> {
             header: None,
             succeeded: path.succeeded,
             responses,
+        })
+    }
+
+    /// The header of a response inside a transaction: the revision as of
+    /// that operation (the store's before the transaction wrote anything,
+    /// one past it after), as etcd's are.
+    fn header_now(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision: self.current(),
+            ..Default::default()
         })
     }
 

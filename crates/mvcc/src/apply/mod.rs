@@ -20,7 +20,7 @@ use std::mem;
 
 use bytes::Bytes;
 use fjall::{OwnedWriteBatch, Snapshot};
-use keel_api::etcdserverpb::{response_op::Response, AlarmType, ResponseHeader, TxnResponse};
+use keel_api::etcdserverpb::{AlarmType, ResponseHeader};
 use keel_api::keelpb::command::Op;
 use keel_api::mvccpb::{Event, KeyValue};
 use tracing::error;
@@ -187,7 +187,8 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// Fills the response headers (nested ones too) with the revision.
+/// Fills the response's header with the revision the store reached. The
+/// responses inside a transaction got theirs as they ran.
 fn set_header(response: &mut WriteResponse, revision: i64) {
     let header = Some(ResponseHeader {
         revision,
@@ -196,21 +197,9 @@ fn set_header(response: &mut WriteResponse, revision: i64) {
     match response {
         WriteResponse::Put(r) => r.header = header,
         WriteResponse::DeleteRange(r) => r.header = header,
-        WriteResponse::Txn(r) => set_txn_headers(r, header),
+        WriteResponse::Txn(r) => r.header = header,
         WriteResponse::Compact(r) => r.header = header,
         WriteResponse::Alarm(r) => r.header = header,
         WriteResponse::Member | WriteResponse::AlreadyApplied => {}
-    }
-}
-
-fn set_txn_headers(txn: &mut TxnResponse, header: Option<ResponseHeader>) {
-    txn.header = header;
-    for op in &mut txn.responses {
-        match &mut op.response {
-            Some(Response::ResponsePut(r)) => r.header = header,
-            Some(Response::ResponseDeleteRange(r)) => r.header = header,
-            Some(Response::ResponseTxn(t)) => set_txn_headers(t, header),
-            Some(Response::ResponseRange(_)) | None => {}
-        }
     }
 }

@@ -4,6 +4,7 @@
 //! one place ([`status`]).
 
 pub(crate) mod admission;
+pub(crate) mod authority;
 mod cluster;
 mod forward;
 mod kv;
