@@ -38,17 +38,15 @@
 //! (100000), `BENCH_READ_KEYS` (1000).
 
 use std::fmt::Write as _;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use keel_api::etcdserverpb::*;
-use tonic::transport::Channel;
-
 use keel_api::etcdserverpb::kv_client::KvClient;
-use keel_api::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_api::etcdserverpb::*;
+use keel_testkit::{Cluster, Flavor};
+use tonic::transport::Channel;
 
 /// Bench settings, from the environment.
 #[derive(Clone, Debug)]
@@ -137,216 +135,6 @@ impl Op {
         match self {
             Op::Put => "put",
             Op::Range => "range (linearizable)",
-        }
-    }
-}
-
-/// A free loopback port (bound, then released for a member to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// One member process of either kind.
-struct Member {
-    name: String,
-    client: String,
-    peer: String,
-    log: PathBuf,
-    process: Option<Child>,
-}
-
-/// A running three-member cluster; dropping it stops the members (SIGTERM,
-/// then SIGKILL after 10 s) and removes their data (unless kept).
-struct Cluster {
-    target: String,
-    members: Vec<Member>,
-    dir: Option<tempfile::TempDir>,
-    keep: bool,
-}
-
-impl Cluster {
-    /// Starts three members of `target` ("keel" or "etcd") running `exe`.
-    fn start(target: &str, exe: &Path, keep: bool) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("bench-{target}-"))
-            .tempdir()
-            .expect("temp dir");
-        let prefix = &target[..1];
-        let members: Vec<Member> = (1..=3)
-            .map(|i| Member {
-                name: format!("{prefix}{i}"),
-                client: format!("127.0.0.1:{}", free_port()),
-                peer: format!("127.0.0.1:{}", free_port()),
-                log: dir.path().join(format!("{prefix}{i}.log")),
-                process: None,
-            })
-            .collect();
-        let initial = members
-            .iter()
-            .map(|m| format!("{}=http://{}", m.name, m.peer))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = Cluster {
-            target: target.into(),
-            members,
-            dir: Some(dir),
-            keep,
-        };
-        let base = cluster.dir.as_ref().expect("dir").path().to_path_buf();
-        for m in &mut cluster.members {
-            let data = base.join(&m.name).display().to_string();
-            let client_url = format!("http://{}", m.client);
-            let peer_url = format!("http://{}", m.peer);
-            let mut cmd = Command::new(exe);
-            if target == "keel" {
-                cmd.arg("serve")
-                    .args(["--name", &m.name])
-                    .args(["--data-dir", &data])
-                    .args(["--listen-client-urls", &client_url])
-                    .args(["--listen-peer-url", &peer_url])
-                    .args(["--initial-cluster", &initial])
-                    .args(["--initial-cluster-state", "new"])
-                    .args(["--initial-cluster-token", "bench"])
-                    .args(["--log-format", "text"]);
-            } else {
-                cmd.args(["--name", &m.name])
-                    .args(["--data-dir", &data])
-                    .args(["--listen-client-urls", &client_url])
-                    .args(["--advertise-client-urls", &client_url])
-                    .args(["--listen-peer-urls", &peer_url])
-                    .args(["--initial-advertise-peer-urls", &peer_url])
-                    .args(["--initial-cluster", &initial])
-                    .args(["--initial-cluster-token", "bench"])
-                    .args(["--initial-cluster-state", "new"]);
-            }
-            let log = std::fs::File::create(&m.log).expect("log file");
-            // SAFETY: prctl(2) is async-signal-safe; it only asks the kernel
-            // to SIGTERM the member if the bench's main thread dies (e.g. on
-            // Ctrl-C), so no member outlives the bench.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {} ({}): {e}", m.name, exe.display()));
-            m.process = Some(child);
-        }
-        cluster
-    }
-
-    fn channel(&self, i: usize) -> Channel {
-        Channel::from_shared(format!("http://{}", self.members[i].client))
-            .expect("url")
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(2))
-            .connect_lazy()
-    }
-
-    /// The index of the member every member agrees leads, waiting up to 30 s.
-    async fn wait_for_leader(&mut self) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            self.check_alive();
-            let mut leaders = Vec::new();
-            let mut ids = Vec::new();
-            for i in 0..self.members.len() {
-                let mut m = MaintenanceClient::new(self.channel(i));
-                match m.status(StatusRequest {}).await {
-                    Ok(r) => {
-                        let s = r.into_inner();
-                        leaders.push(s.leader);
-                        ids.push(s.header.map_or(0, |h| h.member_id));
-                    }
-                    Err(e) => {
-                        last = format!("{}: {}", self.members[i].name, e.message());
-                        leaders.push(0);
-                        ids.push(0);
-                    }
-                }
-            }
-            let leader = leaders[0];
-            if leader != 0 && leaders.iter().all(|l| *l == leader) {
-                if let Some(i) = ids.iter().position(|id| *id == leader) {
-                    return i;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.dump_logs();
-        panic!(
-            "{}: no leader agreed on within 30 s (last error: {last})",
-            self.target
-        );
-    }
-
-    /// Panics (after showing the logs) if a member has exited.
-    fn check_alive(&mut self) {
-        let mut dead = Vec::new();
-        for m in &mut self.members {
-            if let Some(Ok(Some(status))) = m.process.as_mut().map(|c| c.try_wait()) {
-                dead.push(format!("{} exited ({status})", m.name));
-            }
-        }
-        if !dead.is_empty() {
-            self.dump_logs();
-            panic!("{}: {}", self.target, dead.join(", "));
-        }
-    }
-
-    /// Prints the last lines of each member's log.
-    fn dump_logs(&self) {
-        for m in &self.members {
-            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("--- last lines of {} ---", m.log.display());
-            for line in &lines[lines.len().saturating_sub(20)..] {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in &self.members {
-            if let Some(child) = &m.process {
-                // SAFETY: kill(2) on a child we spawned and have not reaped.
-                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for m in &mut self.members {
-            if let Some(mut child) = m.process.take() {
-                loop {
-                    match child.try_wait() {
-                        Ok(Some(_)) | Err(_) => break,
-                        Ok(None) if Instant::now() >= deadline => {
-                            eprintln!("{} did not stop within 10 s; killing it", m.name);
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            break;
-                        }
-                        Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                }
-            }
-        }
-        if let Some(dir) = self.dir.take() {
-            if self.keep {
-                eprintln!("{}: kept {}", self.target, dir.keep().display());
-            }
-            // Otherwise dropping `dir` removes it.
         }
     }
 }
@@ -595,19 +383,18 @@ fn main() {
                 }
             },
         };
-        let mut cluster = Cluster::start(target, &exe, s.keep_dir);
-        if s.keep_dir {
-            eprintln!(
-                "{target}: data and logs in {}",
-                cluster.dir.as_ref().expect("dir").path().display()
-            );
-        }
+        let flavor = match target.as_str() {
+            "keel" => Flavor::Keel,
+            _ => Flavor::Etcd,
+        };
+        let mut cluster = Cluster::start(flavor, &exe, 3, &[]);
+        cluster.keep_dir(s.keep_dir);
         let mut preloaded = false;
         runtime.block_on(async {
             for &clients in &s.clients {
                 for &op in &s.ops {
                     let leader = cluster.wait_for_leader().await;
-                    let addr = cluster.members[leader].client.clone();
+                    let addr = cluster.members[leader].spec.client.clone();
                     if op == Op::Range && !preloaded {
                         preload(&addr, &s).await;
                         preloaded = true;
@@ -615,11 +402,11 @@ fn main() {
                     eprintln!(
                         "{target}: {} × {clients} clients on leader {} ({addr}) for {} s",
                         op.name(),
-                        cluster.members[leader].name,
+                        cluster.members[leader].spec.name,
                         s.secs
                     );
                     let r = run(&addr, op, clients, &s).await;
-                    cluster.check_alive();
+                    cluster.assert_running();
                     if let Some(e) = &r.first_error {
                         eprintln!("{target}: {} errors; first: {e}", r.errors);
                     }

@@ -135,7 +135,10 @@ async fn bad_requests_get_clear_errors_and_the_member_keeps_serving() {
     );
 
     // Garbage on the client port and the peer port: bytes that are not HTTP/2.
-    for address in [&cluster.members[0].client, &cluster.members[0].peer] {
+    for address in [
+        &cluster.members[0].spec.client,
+        &cluster.members[0].spec.peer,
+    ] {
         let mut socket = std::net::TcpStream::connect(address).expect("connect");
         let _ = socket.write_all(&[0xde; 4096]);
     }

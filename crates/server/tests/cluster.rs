@@ -98,7 +98,11 @@ async fn killing_the_leader_under_writes_loses_no_acknowledged_write() {
     let mut cluster = Cluster::start(3, &[]).await;
     let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client.clone()).collect();
+    let endpoints: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| m.spec.client.clone())
+        .collect();
     let mut writers = Vec::new();
     for w in 0..4 {
         let acknowledged = acknowledged.clone();

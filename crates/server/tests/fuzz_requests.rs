@@ -566,7 +566,7 @@ async fn random_requests_get_answers_or_clear_errors_and_lose_nothing() {
     let mut gen = Gen {
         rng: StdRng::seed_from_u64(seed),
         member_id,
-        peer_url: format!("http://{}", cluster.members[0].peer),
+        peer_url: format!("http://{}", cluster.members[0].spec.peer),
         revision: 1,
     };
     let mut outcomes = std::collections::BTreeMap::<(&str, String), usize>::new();
@@ -789,8 +789,8 @@ async fn malformed_frames_and_nonsense_from_a_peer_get_errors_and_change_nothing
     common::put(&cluster, 0, "known", "value")
         .await
         .expect("put");
-    let client = cluster.members[0].client.clone();
-    let peer = cluster.members[0].peer.clone();
+    let client = cluster.members[0].spec.client.clone();
+    let peer = cluster.members[0].spec.peer.clone();
     let grpc = "application/grpc";
     let range = RangeRequest {
         key: Bytes::from_static(b"known"),

@@ -8,10 +8,11 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::Context;
+use keel_testkit::{initial_cluster, Flavor, MemberSpec};
 
 /// Options of `keel cluster`.
 #[derive(clap::Args, Debug)]
-pub struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     /// Where the members keep their data (one directory each).
     #[arg(long, default_value = "keel-cluster-data")]
     data_dir: PathBuf,
@@ -27,42 +28,30 @@ const MEMBERS: [(&str, u16, u16); 3] = [
     ("keel3", 32379, 32380),
 ];
 
-/// The `keel serve` arguments of member `i`.
-fn serve_args(args: &ClusterArgs, i: usize) -> Vec<String> {
+/// Where member `i` listens and keeps its data.
+fn member(args: &ClusterArgs, i: usize) -> MemberSpec {
     let (name, client, peer) = MEMBERS[i];
-    let initial: Vec<String> = MEMBERS
-        .iter()
-        .map(|(n, _, p)| format!("{n}=http://127.0.0.1:{p}"))
-        .collect();
-    vec![
-        "serve".into(),
-        "--name".into(),
-        name.into(),
-        "--data-dir".into(),
-        args.data_dir.join(name).display().to_string(),
-        "--listen-client-urls".into(),
-        format!("http://127.0.0.1:{client}"),
-        "--listen-peer-url".into(),
-        format!("http://127.0.0.1:{peer}"),
-        "--initial-cluster".into(),
-        initial.join(","),
-        "--initial-cluster-token".into(),
-        "keel-local-cluster".into(),
-        "--log-format".into(),
-        "text".into(),
-    ]
+    MemberSpec {
+        name: name.into(),
+        client: format!("127.0.0.1:{client}"),
+        peer: format!("127.0.0.1:{peer}"),
+        data_dir: args.data_dir.join(name),
+    }
 }
 
 /// Runs the cluster until SIGINT/SIGTERM, then stops every member cleanly.
-pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: ClusterArgs) -> anyhow::Result<()> {
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)
             .with_context(|| format!("removing {}", args.data_dir.display()))?;
     }
     let exe = std::env::current_exe().context("finding the keel binary")?;
+    let members: Vec<MemberSpec> = (0..MEMBERS.len()).map(|i| member(&args, i)).collect();
+    let initial = initial_cluster(&members);
     let mut children: Vec<(String, Child)> = Vec::new();
-    for (i, (name, _, _)) in MEMBERS.iter().enumerate() {
-        let serve = serve_args(&args, i);
+    for spec in &members {
+        let name = &spec.name;
+        let serve = spec.args(Flavor::Keel, &initial, "keel-local-cluster");
         let child = Command::new(&exe)
             .args(&serve)
             .spawn()
