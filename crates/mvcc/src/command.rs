@@ -26,7 +26,7 @@ impl<'de> Deserialize<'de> for Command {
         struct Bytes;
         impl de::Visitor<'_> for Bytes {
             type Value = Command;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("protobuf bytes of a keel command")
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Command, E> {

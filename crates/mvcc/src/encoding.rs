@@ -29,7 +29,7 @@ const TERMINATOR: [u8; 2] = [0x00, 0x01];
 pub const MAX_KEY_BYTES: usize = (u16::MAX as usize - TERMINATOR.len() - 8) / 2;
 
 /// Refuses a user key (or range end) longer than [`MAX_KEY_BYTES`].
-pub fn check_key_len(key: &[u8]) -> Result<(), MvccError> {
+pub(crate) fn check_key_len(key: &[u8]) -> Result<(), MvccError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(MvccError::KeyTooLong);
     }
@@ -48,7 +48,7 @@ fn escape_into(key: &[u8], out: &mut Vec<u8>) {
 
 /// The storage prefix shared by all versions of `key`: the lowest storage
 /// key any of its versions can have.
-pub fn key_start(key: &[u8]) -> Vec<u8> {
+pub(crate) fn key_start(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 10);
     escape_into(key, &mut out);
     out.extend_from_slice(&TERMINATOR);
@@ -56,7 +56,7 @@ pub fn key_start(key: &[u8]) -> Vec<u8> {
 }
 
 /// The storage key just above every version of `key`.
-pub fn key_end(key: &[u8]) -> Vec<u8> {
+pub(crate) fn key_end(key: &[u8]) -> Vec<u8> {
     let mut out = key_start(key);
     if let Some(last) = out.last_mut() {
         *last += 1;
@@ -65,14 +65,14 @@ pub fn key_end(key: &[u8]) -> Vec<u8> {
 }
 
 /// The storage key of `key` at `revision`.
-pub fn version_key(key: &[u8], revision: i64) -> Vec<u8> {
+pub(crate) fn version_key(key: &[u8], revision: i64) -> Vec<u8> {
     let mut out = key_start(key);
     out.extend_from_slice(&(!(revision as u64)).to_be_bytes());
     out
 }
 
 /// Splits a storage key into the user key and the revision.
-pub fn split_version_key(stored: &[u8]) -> Result<(Vec<u8>, i64), MvccError> {
+pub(crate) fn split_version_key(stored: &[u8]) -> Result<(Vec<u8>, i64), MvccError> {
     let corrupt = || MvccError::Corrupt("malformed version key".into());
     let mut key = Vec::with_capacity(stored.len());
     let mut i = 0;
@@ -103,7 +103,7 @@ pub fn split_version_key(stored: &[u8]) -> Result<(Vec<u8>, i64), MvccError> {
 }
 
 /// One stored version: `None` is a tombstone.
-pub fn encode_version(kv: Option<&KeyValue>) -> Vec<u8> {
+pub(crate) fn encode_version(kv: Option<&KeyValue>) -> Vec<u8> {
     match kv {
         None => Vec::new(),
         Some(kv) => KeyValue {
@@ -116,7 +116,7 @@ pub fn encode_version(kv: Option<&KeyValue>) -> Vec<u8> {
 }
 
 /// Decodes a stored version of `key` at `revision`; `None` is a tombstone.
-pub fn decode_version(
+pub(crate) fn decode_version(
     key: &[u8],
     revision: i64,
     value: &[u8],
@@ -132,7 +132,7 @@ pub fn decode_version(
 }
 
 /// The `live` entry of a key's newest version.
-pub fn encode_live(kv: &KeyValue) -> Vec<u8> {
+pub(crate) fn encode_live(kv: &KeyValue) -> Vec<u8> {
     KeyValue {
         key: Bytes::new(),
         ..kv.clone()
@@ -141,7 +141,7 @@ pub fn encode_live(kv: &KeyValue) -> Vec<u8> {
 }
 
 /// Decodes the `live` entry of `key`.
-pub fn decode_live(key: &[u8], value: &[u8]) -> Result<KeyValue, MvccError> {
+pub(crate) fn decode_live(key: &[u8], value: &[u8]) -> Result<KeyValue, MvccError> {
     let mut kv =
         KeyValue::decode(value).map_err(|e| MvccError::Corrupt(format!("live key-value: {e}")))?;
     kv.key = Bytes::copy_from_slice(key);
@@ -149,19 +149,23 @@ pub fn decode_live(key: &[u8], value: &[u8]) -> Result<KeyValue, MvccError> {
 }
 
 /// A `live` entry: the user key and the encoded key-value.
-pub type LiveEntry = (Vec<u8>, Vec<u8>);
+pub(crate) type LiveEntry = (Vec<u8>, Vec<u8>);
 
 /// Derives the `live` index from `kv` entries visited in storage order:
 /// the first version of each user key is its newest, and it belongs in the
 /// index unless it is a deletion.
 #[derive(Default)]
-pub struct LiveIndexer {
+pub(crate) struct LiveIndexer {
     last_key: Option<Vec<u8>>,
 }
 
 impl LiveIndexer {
     /// The `live` entry `(user key, value)` the `kv` entry yields, if any.
-    pub fn next(&mut self, stored: &[u8], value: &[u8]) -> Result<Option<LiveEntry>, MvccError> {
+    pub(crate) fn next(
+        &mut self,
+        stored: &[u8],
+        value: &[u8],
+    ) -> Result<Option<LiveEntry>, MvccError> {
         let (key, revision) = split_version_key(stored)?;
         if self.last_key.as_deref() == Some(key.as_slice()) {
             return Ok(None);

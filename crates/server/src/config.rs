@@ -11,7 +11,7 @@ use serde::Deserialize;
 /// Every setting, each optional: what one source (file or flags) says.
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// This member's human-readable name.
     #[arg(long)]
     pub name: Option<String>,
@@ -93,14 +93,14 @@ macro_rules! overlay {
 
 impl Settings {
     /// Reads a TOML file of settings.
-    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
+    pub(crate) fn from_file(path: &Path) -> anyhow::Result<Settings> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
     }
 
     /// These settings with every key `over` sets replaced by its value.
-    pub fn overlaid_with(self, over: Settings) -> Settings {
+    pub(crate) fn overlaid_with(self, over: Settings) -> Settings {
         overlay!(
             self,
             over,
@@ -133,7 +133,7 @@ impl Settings {
 
 /// Whether a member bootstraps a new cluster or joins a running one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClusterState {
+pub(crate) enum ClusterState {
     /// Bootstrap with the members of `initial_cluster`.
     New,
     /// Join a cluster that has already added this member.
@@ -142,7 +142,7 @@ pub enum ClusterState {
 
 /// How logs are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Text on a terminal, JSON otherwise.
     Auto,
     /// Human-readable lines.
@@ -153,7 +153,7 @@ pub enum LogFormat {
 
 /// Resolved settings, defaults filled in and checked.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub(crate) struct Config {
     /// This member's name.
     pub name: String,
     /// The data directory.
@@ -202,13 +202,13 @@ pub struct Config {
 }
 
 /// The default client URL: etcd's port, so `etcdctl` needs no flags.
-pub const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
+pub(crate) const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
 /// The default peer URL.
-pub const DEFAULT_PEER_URL: &str = "http://127.0.0.1:2380";
+pub(crate) const DEFAULT_PEER_URL: &str = "http://127.0.0.1:2380";
 
 impl Config {
     /// Fills in defaults and checks `settings`; errors name the bad key.
-    pub fn resolve(s: Settings) -> anyhow::Result<Config> {
+    pub(crate) fn resolve(s: Settings) -> anyhow::Result<Config> {
         let name = s.name.unwrap_or_else(|| "default".into());
         let listen_client_urls = s
             .listen_client_urls
@@ -311,7 +311,7 @@ impl Config {
 
 /// How much history automatic compaction keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retention {
+pub(crate) enum Retention {
     /// The revisions of the last this long.
     Periodic(Duration),
     /// The last this many revisions.
@@ -322,7 +322,7 @@ impl Retention {
     /// Parses etcd's mode (`periodic` or `revision`) and retention: for
     /// `periodic` a duration (`90s`, `30m`, `1h`; a bare number is hours),
     /// for `revision` a count. `None` when the retention is zero (off).
-    pub fn parse(mode: &str, retention: &str) -> anyhow::Result<Option<Retention>> {
+    pub(crate) fn parse(mode: &str, retention: &str) -> anyhow::Result<Option<Retention>> {
         let retention = retention.trim();
         let policy = match mode {
             "periodic" => Retention::Periodic(parse_duration(retention)?),
@@ -359,7 +359,7 @@ fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 }
 
 /// The `host:port` of an `http://host:port` URL (TLS is not served yet).
-pub fn host_port(url: &str) -> anyhow::Result<String> {
+pub(crate) fn host_port(url: &str) -> anyhow::Result<String> {
     let Some(rest) = url.strip_prefix("http://") else {
         bail!("`{url}` is not an http:// URL (https is not supported yet)");
     };
@@ -373,7 +373,7 @@ pub fn host_port(url: &str) -> anyhow::Result<String> {
 }
 
 /// Parses `name=url,name=url`.
-pub fn parse_initial_cluster(list: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn parse_initial_cluster(list: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut members: Vec<(String, String)> = Vec::new();
     for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let Some((name, url)) = item.split_once('=') else {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A member's and its cluster's ids, as stored in `data_dir/identity.toml`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// This member's id (non-zero).
     pub member_id: u64,
     /// The cluster's id (non-zero).
@@ -21,7 +21,7 @@ impl Identity {
     }
 
     /// The identity saved in `data_dir`, if the member has started before.
-    pub fn load(data_dir: &Path) -> anyhow::Result<Option<Identity>> {
+    pub(crate) fn load(data_dir: &Path) -> anyhow::Result<Option<Identity>> {
         let path = Self::path(data_dir);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -37,7 +37,7 @@ impl Identity {
     }
 
     /// Saves the identity durably (written aside, synced, then renamed).
-    pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
+    pub(crate) fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
         let path = Self::path(data_dir);
         let tmp = data_dir.join("identity.toml.tmp");
         let text = toml::to_string(self).context("encoding the identity")?;
@@ -55,7 +55,7 @@ impl Identity {
 
 /// FNV-1a over `parts` (each followed by a separator): stable across builds
 /// and platforms, unlike std's hasher. Never zero.
-pub fn stable_id<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+pub(crate) fn stable_id<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for byte in part.iter().chain(&[0xff]) {
@@ -67,12 +67,12 @@ pub fn stable_id<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
 }
 
 /// The id of an initial member: from its peer URL and the cluster token.
-pub fn initial_member_id(peer_url: &str, token: &str) -> u64 {
+pub(crate) fn initial_member_id(peer_url: &str, token: &str) -> u64 {
     stable_id([peer_url.as_bytes(), token.as_bytes()])
 }
 
 /// The id of a new cluster: from its initial members and token.
-pub fn cluster_id(initial_cluster: &[(String, String)], token: &str) -> u64 {
+pub(crate) fn cluster_id(initial_cluster: &[(String, String)], token: &str) -> u64 {
     let mut urls: Vec<&str> = initial_cluster.iter().map(|(_, u)| u.as_str()).collect();
     urls.sort_unstable();
     stable_id(

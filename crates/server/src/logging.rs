@@ -15,7 +15,7 @@ use crate::config::{Config, LogFormat};
 
 /// The name of the live log file in the log directory; rolled files get
 /// `.1` (newest) to `.N` appended.
-pub const LOG_FILE: &str = "keel.log";
+pub(crate) const LOG_FILE: &str = "keel.log";
 
 /// A plain level (`info`, `debug`, ...) applies to keel; the storage
 /// engine's own chatter stays at warnings unless a full filter is given.
@@ -29,12 +29,12 @@ fn quiet_storage(level: &str) -> String {
 }
 
 /// Keeps the file writer alive; dropping it flushes what is buffered.
-pub struct LogGuard {
+pub(crate) struct LogGuard {
     _flush_on_drop: Option<WorkerGuard>,
 }
 
 /// Installs the global subscriber for `config`.
-pub fn init(config: &Config) -> anyhow::Result<LogGuard> {
+pub(crate) fn init(config: &Config) -> anyhow::Result<LogGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
             .with_context(|| format!("RUST_LOG `{directives}` is not a valid filter"))?,
@@ -88,7 +88,7 @@ pub fn init(config: &Config) -> anyhow::Result<LogGuard> {
 
 /// A log file that rolls over at a size: `keel.log` is renamed `keel.log.1`
 /// (and older ones shift up), keeping at most `max_files` files in all.
-pub struct RollingFile {
+pub(crate) struct RollingFile {
     dir: PathBuf,
     max_bytes: u64,
     max_files: usize,
@@ -98,7 +98,11 @@ pub struct RollingFile {
 
 impl RollingFile {
     /// Opens (appending to) `dir/keel.log`, creating `dir` if needed.
-    pub fn open(dir: &Path, max_bytes: u64, max_files: usize) -> anyhow::Result<RollingFile> {
+    pub(crate) fn open(
+        dir: &Path,
+        max_bytes: u64,
+        max_files: usize,
+    ) -> anyhow::Result<RollingFile> {
         fs::create_dir_all(dir).with_context(|| format!("creating log dir {}", dir.display()))?;
         let path = dir.join(LOG_FILE);
         let file = OpenOptions::new()

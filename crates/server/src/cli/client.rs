@@ -11,7 +11,7 @@ use keel_api::etcdserverpb::maintenance_client::MaintenanceClient;
 
 /// Where the client commands connect.
 #[derive(clap::Args, Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     /// Client endpoints (`host:port`, comma-separated); the first that
     /// answers is used.
     #[arg(
@@ -25,7 +25,7 @@ pub struct Connection {
 
 /// The client commands.
 #[derive(clap::Subcommand, Debug)]
-pub enum ClientCommand {
+pub(crate) enum ClientCommand {
     /// Put a key.
     Put {
         #[command(flatten)]
@@ -109,7 +109,7 @@ pub enum ClientCommand {
 
 /// Range forms shared by get and del.
 #[derive(clap::Args, Debug)]
-pub struct RangeFlags {
+pub(crate) struct RangeFlags {
     /// Every key with `key` as a prefix.
     #[arg(long)]
     prefix: bool,
@@ -120,7 +120,7 @@ pub struct RangeFlags {
 
 /// Membership commands.
 #[derive(clap::Subcommand, Debug)]
-pub enum MemberCommand {
+pub(crate) enum MemberCommand {
     /// List the members.
     List {
         #[command(flatten)]
@@ -153,7 +153,7 @@ pub enum MemberCommand {
 }
 
 /// Runs a client command.
-pub fn run(command: ClientCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: ClientCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -11,14 +11,14 @@ use crate::config::host_port;
 
 /// Shared, cheap to clone.
 #[derive(Clone)]
-pub struct Peers {
+pub(crate) struct Peers {
     transport: GrpcTransport,
     addresses: Arc<RwLock<BTreeMap<NodeId, String>>>,
 }
 
 impl Peers {
     /// A book starting with `addresses` (`host:port`), feeding `transport`.
-    pub fn new(transport: GrpcTransport, addresses: BTreeMap<NodeId, String>) -> Self {
+    pub(crate) fn new(transport: GrpcTransport, addresses: BTreeMap<NodeId, String>) -> Self {
         for (id, address) in &addresses {
             transport.set_address(*id, address.clone());
         }
@@ -29,7 +29,7 @@ impl Peers {
     }
 
     /// The peer address of member `id`, if known.
-    pub fn address(&self, id: NodeId) -> Option<String> {
+    pub(crate) fn address(&self, id: NodeId) -> Option<String> {
         self.addresses
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -39,7 +39,7 @@ impl Peers {
 
     /// Takes the peer URLs of recorded members; addresses that changed are
     /// handed to the transport (which reconnects).
-    pub fn update(&self, members: &[Member]) {
+    pub(crate) fn update(&self, members: &[Member]) {
         let mut addresses = self.addresses.write().unwrap_or_else(|e| e.into_inner());
         for member in members {
             let Some(address) = member.peer_ur_ls.first().and_then(|u| host_port(u).ok()) else {

@@ -10,11 +10,11 @@ use keel_testkit::Flavor;
 use tonic::transport::Channel;
 
 use keel_api::etcdserverpb::kv_client::KvClient;
-pub use keel_api::etcdserverpb::maintenance_client::MaintenanceClient;
+pub(crate) use keel_api::etcdserverpb::maintenance_client::MaintenanceClient;
 
 /// A keel cluster of real processes (keel-testkit's), with fast raft
 /// timing and the assertions the tests share.
-pub struct Cluster(keel_testkit::Cluster);
+pub(crate) struct Cluster(keel_testkit::Cluster);
 
 impl std::ops::Deref for Cluster {
     type Target = keel_testkit::Cluster;
@@ -33,7 +33,7 @@ impl std::ops::DerefMut for Cluster {
 impl Cluster {
     /// Starts `n` members with extra `keel serve` arguments and waits for a
     /// leader.
-    pub async fn start(n: usize, extra_args: &[&str]) -> Cluster {
+    pub(crate) async fn start(n: usize, extra_args: &[&str]) -> Cluster {
         let mut args = vec![
             "--heartbeat-interval-ms",
             "50",
@@ -48,7 +48,7 @@ impl Cluster {
     }
 
     /// Stops member `i` with SIGTERM and checks it exits cleanly (status 0).
-    pub fn stop(&mut self, i: usize) {
+    pub(crate) fn stop(&mut self, i: usize) {
         let status = self.0.stop(i);
         assert_eq!(
             status,
@@ -59,17 +59,17 @@ impl Cluster {
     }
 
     /// A channel to member `i`'s client port.
-    pub async fn channel(&self, i: usize) -> Channel {
+    pub(crate) async fn channel(&self, i: usize) -> Channel {
         self.0.channel(i)
     }
 
     /// A KV client for member `i`.
-    pub async fn kv(&self, i: usize) -> KvClient<Channel> {
+    pub(crate) async fn kv(&self, i: usize) -> KvClient<Channel> {
         KvClient::new(self.0.channel(i))
     }
 
     /// Waits until member `i` has applied at least `index`.
-    pub async fn wait_applied(&self, i: usize, index: u64) {
+    pub(crate) async fn wait_applied(&self, i: usize, index: u64) {
         for _ in 0..300 {
             if self
                 .status(i)
@@ -84,13 +84,13 @@ impl Cluster {
     }
 
     /// Panics if member `i` has exited or its log shows a panic.
-    pub fn assert_healthy(&mut self, i: usize) {
+    pub(crate) fn assert_healthy(&mut self, i: usize) {
         assert!(self.members[i].process.is_some(), "member {i} not started");
         self.assert_running();
     }
 
     /// HashKV of member `i` at `revision`.
-    pub async fn hash_kv(&self, i: usize, revision: i64) -> u32 {
+    pub(crate) async fn hash_kv(&self, i: usize, revision: i64) -> u32 {
         let mut m = MaintenanceClient::new(self.0.channel(i));
         m.hash_kv(HashKvRequest { revision })
             .await
@@ -101,7 +101,7 @@ impl Cluster {
 }
 
 /// Puts `key = value` through member `i`.
-pub async fn put(
+pub(crate) async fn put(
     cluster: &Cluster,
     i: usize,
     key: &str,
@@ -121,7 +121,7 @@ pub async fn put(
 }
 
 /// Every key-value under `prefix` read from member `i`.
-pub async fn read_prefix(
+pub(crate) async fn read_prefix(
     cluster: &Cluster,
     i: usize,
     prefix: &str,
