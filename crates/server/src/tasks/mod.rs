@@ -141,6 +141,19 @@ mod tests {
         running: AtomicUsize,
     }
 
+    /// A leader task that counts its starts and runs until told to stop.
+    fn spawn_counted(tasks: &mut Tasks, status: watch::Receiver<Status>, counts: Arc<Counts>) {
+        tasks.spawn_while_leader("test", status, move |stop| {
+            let c = counts.clone();
+            async move {
+                c.started.fetch_add(1, Ordering::SeqCst);
+                c.running.fetch_add(1, Ordering::SeqCst);
+                stop.cancelled().await;
+                c.running.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+    }
+
     async fn settle() {
         for _ in 0..20 {
             tokio::task::yield_now().await;
@@ -153,16 +166,7 @@ mod tests {
         let (tx, rx) = watch::channel(status(Role::Follower, true));
         let counts = Arc::new(Counts::default());
         let mut tasks = Tasks::new();
-        let c = counts.clone();
-        tasks.spawn_while_leader("test", rx, move |stop| {
-            let c = c.clone();
-            async move {
-                c.started.fetch_add(1, Ordering::SeqCst);
-                c.running.fetch_add(1, Ordering::SeqCst);
-                stop.cancelled().await;
-                c.running.fetch_sub(1, Ordering::SeqCst);
-            }
-        });
+        spawn_counted(&mut tasks, rx, counts.clone());
         settle().await;
         assert_eq!(counts.started.load(Ordering::SeqCst), 0, "not leading yet");
 
@@ -204,19 +208,12 @@ mod tests {
         let (tx, rx) = watch::channel(status(Role::Leader, true));
         let counts = Arc::new(Counts::default());
         let mut tasks = Tasks::new();
-        let c = counts.clone();
-        tasks.spawn_while_leader("test", rx, move |stop| {
-            let c = c.clone();
-            async move {
-                c.running.fetch_add(1, Ordering::SeqCst);
-                stop.cancelled().await;
-                c.running.fetch_sub(1, Ordering::SeqCst);
-            }
-        });
-        let c = counts.clone();
+        spawn_counted(&mut tasks, rx, counts.clone());
+        let plain = Arc::new(AtomicUsize::new(0));
+        let ended = plain.clone();
         tasks.spawn("plain", move |stop| async move {
             stop.cancelled().await;
-            c.started.fetch_add(1, Ordering::SeqCst);
+            ended.fetch_add(1, Ordering::SeqCst);
         });
         settle().await;
         assert_eq!(counts.running.load(Ordering::SeqCst), 1);
@@ -225,7 +222,7 @@ mod tests {
         assert_eq!(counts.running.load(Ordering::SeqCst), 0, "the node stopped");
         tasks.shutdown(Duration::from_secs(5)).await;
         assert_eq!(
-            counts.started.load(Ordering::SeqCst),
+            plain.load(Ordering::SeqCst),
             1,
             "the plain task was awaited"
         );
