@@ -18,6 +18,16 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Why a leader task's run ended.
+enum Ended {
+    /// The member is shutting down.
+    Shutdown,
+    /// This member no longer leads (or the node stopped).
+    LeadershipLost,
+    /// The task returned (or panicked) while this member led.
+    ByItself,
+}
+
 /// The background tasks of one member.
 pub(crate) struct Tasks {
     running: JoinSet<()>,
@@ -71,23 +81,37 @@ impl Tasks {
                 tracing::debug!(task = name, "leading: task started");
                 let term = stop.child_token();
                 let mut work = tokio::spawn(task(term.clone()));
-                let ended = tokio::select! {
-                    _ = stop.cancelled() => false,
-                    lost = status.wait_for(|s| !leads(s)) => lost.is_ok(),
-                    _ = &mut work => true,
+                let (ended, finished) = tokio::select! {
+                    _ = stop.cancelled() => (Ended::Shutdown, None),
+                    _ = status.wait_for(|s| !leads(s)) => (Ended::LeadershipLost, None),
+                    result = &mut work => (Ended::ByItself, Some(result)),
                 };
                 term.cancel();
-                if let Err(e) = work.await {
+                // A finished task's handle must not be awaited again.
+                let result = match finished {
+                    Some(result) => result,
+                    None => work.await,
+                };
+                if let Err(e) = result {
                     if e.is_panic() {
                         tracing::error!(task = name, error = %e, "leader task panicked");
                     }
                 }
                 tracing::debug!(task = name, "task stopped");
-                if !ended || !status.borrow().running {
+                if !status.borrow().running {
                     return;
                 }
-                // The task ended by itself while leading: wait for the next term.
-                let _ = status.wait_for(|s| !leads(s)).await;
+                match ended {
+                    Ended::Shutdown => return,
+                    Ended::LeadershipLost => {}
+                    // Ended while leading: wait for the next term.
+                    Ended::ByItself => {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = status.wait_for(|s| !leads(s)) => {}
+                        }
+                    }
+                }
             }
         });
     }
@@ -201,6 +225,28 @@ mod tests {
             0,
             "stopped at shutdown"
         );
+    }
+
+    #[tokio::test]
+    async fn a_leader_task_that_ends_by_itself_runs_again_next_term() {
+        let (tx, rx) = watch::channel(status(Role::Leader, true));
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Tasks::new();
+        let s = started.clone();
+        tasks.spawn_while_leader("test", rx, move |_stop| {
+            let s = s.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        tx.send_replace(status(Role::Follower, true));
+        settle().await;
+        tx.send_replace(status(Role::Leader, true));
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 2, "started again next term");
+        tasks.shutdown(Duration::from_secs(5)).await;
     }
 
     #[tokio::test]
