@@ -201,7 +201,8 @@ impl Cluster {
     /// did not exit within 15 s and was killed).
     pub fn stop(&mut self, i: usize) -> Option<i32> {
         let child = self.members[i].process.take()?;
-        terminate(child, Duration::from_secs(15))
+        sigterm(&child);
+        wait_exit(child, Instant::now() + Duration::from_secs(15))
     }
 
     /// Kills member `i` with SIGKILL: no chance to flush anything.
@@ -304,15 +305,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for m in &self.members {
-            if let Some(child) = &m.process {
-                // SAFETY: kill(2) on a child we spawned and have not reaped.
-                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            }
+        for child in self.members.iter().filter_map(|m| m.process.as_ref()) {
+            sigterm(child);
         }
+        let deadline = Instant::now() + Duration::from_secs(10);
         for m in &mut self.members {
             if let Some(child) = m.process.take() {
-                if terminate(child, Duration::from_secs(10)).is_none() {
+                if wait_exit(child, deadline).is_none() {
                     eprintln!("{} did not stop within 10 s; killed", m.spec.name);
                 }
             }
@@ -325,12 +324,14 @@ impl Drop for Cluster {
     }
 }
 
-/// Sends SIGTERM (again, harmlessly, if already sent) and waits up to
-/// `limit` for the exit code; kills the process after that.
-fn terminate(mut child: Child, limit: Duration) -> Option<i32> {
+/// Asks a member to shut down cleanly.
+fn sigterm(child: &Child) {
     // SAFETY: kill(2) on a child we spawned and have not reaped.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + limit;
+}
+
+/// Waits until `deadline` for the exit code; kills the process after that.
+fn wait_exit(mut child: Child, deadline: Instant) -> Option<i32> {
     while Instant::now() < deadline {
         match child.try_wait() {
             Ok(Some(status)) => return status.code(),
