@@ -323,6 +323,38 @@ struct Driver<S: StateMachine, T> {
     wal_syncs: Arc<AtomicU64>,
 }
 
+/// Why a node stopped on its own: going on could corrupt or lose state.
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    /// Durable state could not be written.
+    #[error("cannot persist: {0}")]
+    Store(#[from] StoreError),
+    /// A committed entry is not a command of this state machine: every
+    /// replica would fail on it the same way, so applying must not go on.
+    #[error("committed entry {index} does not decode as a command: {reason}")]
+    Undecodable {
+        /// The entry's index.
+        index: Index,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The state machine's `apply_batch` broke its contract.
+    #[error(
+        "apply_batch returned {responses} responses for {commands} commands \
+         (entries {first} to {last})"
+    )]
+    ResponseCount {
+        /// The first entry of the batch.
+        first: Index,
+        /// The last entry of the batch.
+        last: Index,
+        /// Commands handed to the state machine.
+        commands: usize,
+        /// Responses it returned.
+        responses: usize,
+    },
+}
+
 /// How many queued inputs one loop turn takes before handling a Ready.
 const MAX_BATCH: usize = 4096;
 
@@ -369,14 +401,27 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
                 }
             }
             if let Err(e) = self.handle_readies() {
-                tracing::error!(id = self.config.id, error = %e, "cannot persist; stopping the node");
+                tracing::error!(id = self.config.id, error = %e, "stopping the node");
                 stop = true;
             }
             self.wal_syncs.store(self.store.syncs(), Ordering::Relaxed);
-            self.publish_status(!stop);
             if stop {
+                self.answer_pending();
+                self.publish_status(false);
                 break;
             }
+            self.publish_status(true);
+        }
+    }
+
+    /// The node stops: every proposal and read still waiting is answered.
+    fn answer_pending(&mut self) {
+        self.settle_before(Index::MAX, ProposeError::Stopped);
+        for (_, (_, read)) in std::mem::take(&mut self.reads_waiting_index) {
+            read(Err(ReadError::Stopped));
+        }
+        for (_, read) in std::mem::take(&mut self.reads_waiting_apply) {
+            read(Err(ReadError::Stopped));
         }
     }
 
@@ -467,16 +512,16 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         }
     }
 
-    fn handle_readies(&mut self) -> Result<(), StoreError> {
+    fn handle_readies(&mut self) -> Result<(), Fatal> {
         while self.raw.has_ready() {
             let ready = self.raw.ready();
             self.handle_ready(ready)?;
             self.raw.advance();
         }
-        self.maybe_snapshot()
+        Ok(self.maybe_snapshot()?)
     }
 
-    fn handle_ready(&mut self, ready: Ready) -> Result<(), StoreError> {
+    fn handle_ready(&mut self, ready: Ready) -> Result<(), Fatal> {
         // The leader's appends go out first, so the network overlaps the fsync.
         self.send(ready.messages);
         for chunk in ready.snapshot_chunks {
@@ -492,7 +537,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         }
         self.store.persist(&ready.entries, ready.hard_state)?;
         self.send(ready.persisted_messages);
-        self.apply_entries(ready.committed_entries);
+        self.apply_entries(ready.committed_entries)?;
         if let Some(cs) = ready.conf_state {
             self.store.set_conf_state(cs);
         }
@@ -517,31 +562,34 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
 
     /// Applies a Ready's committed entries: the commands go to the state
     /// machine as one batch, then every waiting proposal is answered in log
-    /// order.
-    fn apply_entries(&mut self, entries: Vec<Entry>) {
-        let Some(last) = entries.last().map(|e| e.index) else {
-            return;
+    /// order. A command that does not decode, or a batch answered with the
+    /// wrong number of responses, is fatal: nothing is answered.
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), Fatal> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(());
         };
+        let (first, last) = (first.index, last.index);
         let mut batch = Vec::new();
         for e in &entries {
             if e.kind == EntryKind::Normal && !e.data.is_empty() {
-                match postcard::from_bytes::<S::Command>(&e.data) {
-                    Ok(command) => batch.push((e.index, command)),
-                    Err(err) => {
-                        tracing::error!(id = self.config.id, index = e.index, error = %err, "skipping a command that does not decode")
+                let command = postcard::from_bytes::<S::Command>(&e.data).map_err(|err| {
+                    Fatal::Undecodable {
+                        index: e.index,
+                        reason: err.to_string(),
                     }
-                }
+                })?;
+                batch.push((e.index, command));
             }
         }
         let indexes: Vec<Index> = batch.iter().map(|(i, _)| *i).collect();
         let responses = self.sm.apply_batch(batch);
         if responses.len() != indexes.len() {
-            tracing::error!(
-                id = self.config.id,
-                "apply_batch returned {} responses for {} commands",
-                responses.len(),
-                indexes.len()
-            );
+            return Err(Fatal::ResponseCount {
+                first,
+                last,
+                commands: indexes.len(),
+                responses: responses.len(),
+            });
         }
         let mut responses: BTreeMap<Index, S::Response> =
             indexes.into_iter().zip(responses).collect();
@@ -567,10 +615,12 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             }
         }
         self.applied = last;
+        Ok(())
     }
 
     /// Waiters below `index` can no longer be applied here: their entries
-    /// were replaced (`Lost`), or a snapshot skipped them (`Indeterminate`).
+    /// were replaced (`Lost`), a snapshot skipped them (`Indeterminate`), or
+    /// the node stops (`Stopped`).
     fn settle_before(&mut self, index: Index, error: ProposeError) {
         settle(&mut self.proposals, index, &error);
         settle(&mut self.changes, index, &error);
