@@ -12,7 +12,12 @@
 //! A failure names its seed and the command that replays it.
 
 pub mod checker;
+pub mod clients;
+pub mod disk;
+pub mod faults;
 pub mod network;
+pub mod node;
+pub mod options;
 pub mod reads;
 pub mod reconfig;
 pub mod scenario;
@@ -20,5 +25,6 @@ pub mod simulation;
 pub mod state_machine;
 
 pub use checker::{Property, Violation};
+pub use options::{Failure, RunReport, SimOptions};
 pub use scenario::Scenario;
-pub use simulation::{run, Failure, RunReport, SimOptions, Simulation, Tamper};
+pub use simulation::{run, Simulation, Tamper};
