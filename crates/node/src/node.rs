@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
 use crate::error::{ProposeError, ReadError, StartError, TransferError};
-use crate::replica::{Fatal, ReadFn, ReadView, Replica};
+use crate::replica::{Fatal, ReadFn, ReadView, Replica, ReplicaOptions};
 use crate::snapshot_file::{FileSnapshot, SnapshotWriter};
 use crate::state_machine::StateMachine;
 use crate::store::{snapshot_path, DiskStore, StoreError};
@@ -120,15 +120,13 @@ impl<S: StateMachine> RaftNode<S> {
         let (status_tx, status) = watch::channel(status_of(&raw, true));
         let addresses = Arc::new(config.initial_members.clone());
         let wal_syncs = Arc::new(AtomicU64::new(0));
-        let read_timeout_ticks = 2 * u64::from(config.election_ticks);
-        let replica = Replica::new(
-            raw,
-            opened.store,
-            state_machine,
-            transport,
-            addresses.clone(),
-            read_timeout_ticks,
-        );
+        let options = ReplicaOptions {
+            addresses: addresses.clone(),
+            read_timeout_ticks: 2 * u64::from(config.election_ticks),
+            // Later lives start from later clocks: read ids never repeat.
+            first_read_id: clock,
+        };
+        let replica = Replica::new(raw, opened.store, state_machine, transport, options);
         let driver = Driver {
             wal_syncs: wal_syncs.clone(),
             replica,

@@ -129,6 +129,21 @@ pub struct Handled {
     pub applied: Vec<Entry>,
 }
 
+/// How a replica serves its clients.
+#[derive(Clone, Debug, Default)]
+pub struct ReplicaOptions {
+    /// Peer addresses, for telling clients where the leader is.
+    pub addresses: Arc<BTreeMap<NodeId, String>>,
+    /// Ticks a read may wait for its confirmation before it fails with
+    /// [`ReadError::Timeout`].
+    pub read_timeout_ticks: u64,
+    /// The id of this life's first read request. Ids must not repeat
+    /// across restarts: a leader's confirmation of a read sent by an
+    /// earlier life may still be on its way, and must not confirm a new
+    /// read with its older index.
+    pub first_read_id: u64,
+}
+
 /// A proposal waiting for its entry to be applied.
 struct Waiter<T> {
     term: u64,
@@ -141,8 +156,7 @@ pub struct Replica<S: StateMachine, L, T> {
     store: L,
     sm: S,
     transport: T,
-    /// Peer addresses, for telling clients where the leader is.
-    addresses: Arc<BTreeMap<NodeId, String>>,
+    options: ReplicaOptions,
     proposals: BTreeMap<Index, Waiter<S::Response>>,
     changes: BTreeMap<Index, Waiter<ConfState>>,
     /// Reads sent for confirmation: request id → (deadline tick, reader).
@@ -150,8 +164,6 @@ pub struct Replica<S: StateMachine, L, T> {
     /// Confirmed reads waiting for the applied index to reach theirs.
     reads_waiting_apply: Vec<(Index, ReadFn<S>)>,
     next_read: u64,
-    /// Ticks a read may wait for its confirmation.
-    read_timeout_ticks: u64,
     ticks: u64,
     /// The last index applied to the state machine.
     applied: Index,
@@ -159,15 +171,13 @@ pub struct Replica<S: StateMachine, L, T> {
 
 impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
     /// A replica over a core built on the store's log, with a state machine
-    /// that holds the state as of `raw`'s applied index. Reads not confirmed
-    /// within `read_timeout_ticks` fail with [`ReadError::Timeout`].
+    /// that holds the state as of `raw`'s applied index.
     pub fn new(
         raw: RawNode<MemStorage>,
         store: L,
         sm: S,
         transport: T,
-        addresses: Arc<BTreeMap<NodeId, String>>,
-        read_timeout_ticks: u64,
+        options: ReplicaOptions,
     ) -> Self {
         let applied = raw.status().applied;
         Replica {
@@ -175,13 +185,12 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
             store,
             sm,
             transport,
-            addresses,
+            next_read: options.first_read_id,
+            options,
             proposals: BTreeMap::new(),
             changes: BTreeMap::new(),
             reads_waiting_index: BTreeMap::new(),
             reads_waiting_apply: Vec::new(),
-            next_read: 0,
-            read_timeout_ticks,
             ticks: 0,
             applied,
         }
@@ -273,12 +282,12 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
     /// Starts a linearizable read: `read` runs once the leader confirmed a
     /// read index and this replica applied up to it.
     pub fn read(&mut self, read: ReadFn<S>) {
-        self.next_read += 1;
-        match self.raw.read_index(self.next_read) {
+        let request = self.next_read;
+        self.next_read = self.next_read.wrapping_add(1);
+        match self.raw.read_index(request) {
             Ok(()) => {
-                let deadline = self.ticks + self.read_timeout_ticks;
-                self.reads_waiting_index
-                    .insert(self.next_read, (deadline, read));
+                let deadline = self.ticks + self.options.read_timeout_ticks;
+                self.reads_waiting_index.insert(request, (deadline, read));
             }
             Err(ReadIndexError::NoLeader) => read(Err(ReadError::NoLeader)),
         }
@@ -318,7 +327,7 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         match e {
             keel_raft::ProposeError::NotLeader { leader } => ProposeError::NotLeader {
                 leader,
-                address: leader.and_then(|l| self.addresses.get(&l).cloned()),
+                address: leader.and_then(|l| self.options.addresses.get(&l).cloned()),
             },
             other => ProposeError::Refused(other),
         }
@@ -382,12 +391,16 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         self.sm
     }
 
-    fn send(&self, messages: Vec<Message>) {
-        let mut by_peer: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
-        for m in messages {
-            by_peer.entry(m.to).or_default().push(m);
-        }
-        for (to, batch) in by_peer {
+    /// Sends `messages` as one batch per peer, each in the core's order.
+    fn send(&self, mut messages: Vec<Message>) {
+        messages.sort_by_key(|m| m.to); // Stable: keeps each peer's order.
+        while let Some(to) = messages.last().map(|m| m.to) {
+            let start = messages.partition_point(|m| m.to < to);
+            let batch = if start == 0 {
+                std::mem::take(&mut messages)
+            } else {
+                messages.split_off(start)
+            };
             self.transport.send(to, batch);
         }
     }
@@ -423,9 +436,9 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
                 responses: responses.len(),
             });
         }
-        let mut responses: BTreeMap<Index, S::Response> =
-            indexes.into_iter().zip(responses).collect();
+        let mut responses = indexes.into_iter().zip(responses).peekable();
         for e in entries {
+            let response = responses.next_if(|(i, _)| *i == e.index).map(|(_, r)| r);
             // Proposals at lower indexes were overwritten and never got here.
             self.settle_before(e.index, ProposeError::Lost);
             if e.kind == EntryKind::ConfChange {
@@ -439,7 +452,7 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
                 }
             }
             if let Some(w) = self.proposals.remove(&e.index) {
-                let result = match responses.remove(&e.index) {
+                let result = match response {
                     Some(r) if w.term == e.term => Ok(r),
                     _ => Err(ProposeError::Lost),
                 };

@@ -38,14 +38,14 @@ impl NetworkFaults {
     }
 }
 
-/// The transport a simulated node sends through: messages wait here until
+/// The transport a simulated node sends through: batches wait here until
 /// the simulator hands them to the [`Network`].
 #[derive(Debug, Default)]
-pub struct Outbox(Mutex<Vec<Message>>);
+pub struct Outbox(Mutex<Vec<Vec<Message>>>);
 
 impl Outbox {
-    /// Takes every message sent since the last call, in sending order.
-    pub fn take(&self) -> Vec<Message> {
+    /// Takes every batch sent since the last call, in sending order.
+    pub fn take(&self) -> Vec<Vec<Message>> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
@@ -55,7 +55,7 @@ impl keel_node::Transport for Outbox {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(messages);
+            .push(messages);
     }
 }
 

@@ -3,10 +3,7 @@
 //! it the simulator starts and crashes nodes, hands them Readys, and shows
 //! the checkers what each Ready did.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use keel_node::replica::Handled;
+use keel_node::replica::{Handled, ReplicaOptions};
 use keel_node::{Fatal, Replica};
 use keel_raft::{ConfState, HardState, Index, MemStorage, NodeId, RawNode, Storage};
 use rand::rngs::StdRng;
@@ -135,15 +132,13 @@ impl Simulation {
         node.commit_reported = raw.status().hard_state.commit;
         let disk_rng = StdRng::seed_from_u64(seed ^ 0x5EED_D15C);
         let disk = SimDisk::new(node.disk.clone(), disk_rng, self.crash_in_ready);
-        let read_timeout_ticks = 2 * self.config.election_tick as u64;
-        node.replica = Some(Replica::new(
-            raw,
-            disk,
-            sm,
-            Outbox::default(),
-            Arc::new(BTreeMap::new()),
-            read_timeout_ticks,
-        ));
+        let options = ReplicaOptions {
+            read_timeout_ticks: 2 * self.config.election_tick as u64,
+            // Read ids never repeat across lives.
+            first_read_id: node.incarnation << 40,
+            ..ReplicaOptions::default()
+        };
+        node.replica = Some(Replica::new(raw, disk, sm, Outbox::default(), options));
         let incarnation = node.incarnation;
         self.checker.observe_restart(id);
         self.trace(format_args!("node {id} starts (incarnation {incarnation})"));
@@ -171,60 +166,61 @@ impl Simulation {
         }
     }
 
-    /// Has node `id`'s replica handle its Readys, showing the checkers what
-    /// each one did; a crash in a sync takes the node down.
-    pub(crate) fn handle_readies(&mut self, id: NodeId) -> Step {
-        loop {
-            let node = self.nodes.get_mut(&id).expect("known id");
-            let Some(replica) = node.replica.as_mut() else {
-                return Ok(());
-            };
-            let Some(ready) = replica.ready() else {
-                return Ok(());
-            };
-            if let Some(first) = ready.entries.first() {
-                let prev_term = replica.raw().log_term(first.index - 1).map_err(|e| {
-                    node_error(format!("node {id} lost the entry before its new ones: {e}"))
-                })?;
-                self.checker.observe_log(id, prev_term, &ready.entries)?;
+    /// Has node `id`'s replica handle its next Ready, if it has one, and
+    /// shows the checkers what it did; a crash in a sync takes the node
+    /// down. One Ready per node and step (where keel-node's loop handles
+    /// every Ready in a row) lets the network interleave more.
+    pub(crate) fn handle_ready(&mut self, id: NodeId) -> Step {
+        let node = self.nodes.get_mut(&id).expect("known id");
+        let Some(replica) = node.replica.as_mut() else {
+            return Ok(());
+        };
+        let Some(ready) = replica.ready() else {
+            return Ok(());
+        };
+        if let Some(first) = ready.entries.first() {
+            let prev_term = replica.raw().log_term(first.index - 1).map_err(|e| {
+                node_error(format!("node {id} lost the entry before its new ones: {e}"))
+            })?;
+            self.checker.observe_log(id, prev_term, &ready.entries)?;
+        }
+        if let Some(ss) = &ready.soft_state {
+            self.trace(format_args!(
+                "node {id} is {:?}, leader {:?}",
+                ss.role, ss.leader
+            ));
+        }
+        let node = self.nodes.get_mut(&id).expect("known id");
+        let replica = node.replica.as_mut().expect("checked above");
+        let digest_before = replica.state_machine().digest;
+        let result = replica.handle_ready(ready);
+        let journal = replica.state_machine_mut().take_journal();
+        let installed = replica.store_mut().take_installed();
+        for batch in replica.transport().take() {
+            self.send_all(batch);
+        }
+        let durable = self.nodes[&id].disk.hard_state().commit;
+        self.checker.observe_durable_commit(id, durable)?;
+        if let Some(meta) = installed {
+            let digest = journal.restored.ok_or_else(|| {
+                node_error(format!("node {id} installed a snapshot without restoring"))
+            })?;
+            let index = meta.last.index;
+            self.report.snapshots_installed += 1;
+            self.trace(format_args!(
+                "node {id} installs a snapshot at {index}/{}",
+                meta.last.term
+            ));
+            self.checker.observe_snapshot(id, index, digest)?;
+        }
+        match result {
+            Ok(handled) => self.observe_applied(id, digest_before, &handled, &journal),
+            Err(Fatal::Store(DiskError::Crashed { when })) => {
+                self.trace(format_args!("node {id} crashes {when}"));
+                self.crash(id);
+                Ok(())
             }
-            if let Some(ss) = &ready.soft_state {
-                self.trace(format_args!(
-                    "node {id} is {:?}, leader {:?}",
-                    ss.role, ss.leader
-                ));
-            }
-            let node = self.nodes.get_mut(&id).expect("known id");
-            let replica = node.replica.as_mut().expect("checked above");
-            let digest_before = replica.state_machine().digest;
-            let result = replica.handle_ready(ready);
-            let journal = replica.state_machine_mut().take_journal();
-            let installed = replica.store_mut().take_installed();
-            let sent = replica.transport().take();
-            self.send_all(sent);
-            let durable = self.nodes[&id].disk.hard_state().commit;
-            self.checker.observe_durable_commit(id, durable)?;
-            if let Some(meta) = installed {
-                let digest = journal.restored.ok_or_else(|| {
-                    node_error(format!("node {id} installed a snapshot without restoring"))
-                })?;
-                let index = meta.last.index;
-                self.report.snapshots_installed += 1;
-                self.trace(format_args!(
-                    "node {id} installs a snapshot at {index}/{}",
-                    meta.last.term
-                ));
-                self.checker.observe_snapshot(id, index, digest)?;
-            }
-            match result {
-                Ok(handled) => self.observe_applied(id, digest_before, &handled, &journal)?,
-                Err(Fatal::Store(DiskError::Crashed { when })) => {
-                    self.trace(format_args!("node {id} crashes {when}"));
-                    self.crash(id);
-                    return Ok(());
-                }
-                Err(e) => return Err(node_error(format!("node {id} stopped: {e}"))),
-            }
+            Err(e) => Err(node_error(format!("node {id} stopped: {e}"))),
         }
     }
 

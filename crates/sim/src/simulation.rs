@@ -294,7 +294,7 @@ impl Simulation {
         }
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            self.handle_readies(id)?;
+            self.handle_ready(id)?;
         }
         self.check_answers()?;
         self.check_nodes()
