@@ -9,7 +9,10 @@
 //! resulting Ready: the leader's appends leave for the peers while the batch
 //! is written to the WAL with one fdatasync (group commit), acknowledgements
 //! leave once it is durable, committed commands are applied, and waiting
-//! proposals and reads are answered.
+//! proposals and reads are answered. That Ready handling lives in
+//! [`replica::Replica`], generic over the log store and the transport and
+//! free of tokio, so that keel-sim runs the very same code under its
+//! deterministic simulator.
 
 pub mod codec;
 mod config;
@@ -31,7 +34,6 @@ pub use keel_raft::ProposeError as RefusedProposal;
 pub use keel_raft::TransferError as RefusedTransfer;
 pub use keel_raft::{ConfChange, ConfChangeOp, ConfState, Index, NodeId, Role};
 pub use node::{RaftNode, Status};
-pub use replica::{Fatal, LogStore, Replica};
 pub use state_machine::{read_serde_snapshot, write_serde_snapshot, StateMachine};
 pub use store::StoreError;
 pub use transport::{LocalNetwork, LocalTransport, MessageSink, Transport};

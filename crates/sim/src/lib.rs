@@ -1,6 +1,8 @@
 //! # keel-sim
 //!
-//! A deterministic simulator for keel-raft clusters. Nodes, network and
+//! A deterministic simulator for keel-raft clusters. Each node runs
+//! keel-node's [`Replica`](keel_node::replica::Replica), the Ready handling
+//! that ships, over a simulated disk and network. Nodes, network and
 //! clients run in virtual time from one seed: messages are delayed,
 //! reordered, duplicated and lost; links are cut one way or both; nodes crash
 //! (even halfway through handling a `Ready`) and restart with only what they

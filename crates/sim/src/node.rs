@@ -3,8 +3,7 @@
 //! it the simulator starts and crashes nodes, hands them Readys, and shows
 //! the checkers what each Ready did.
 
-use keel_node::replica::{Handled, ReplicaOptions};
-use keel_node::{Fatal, Replica};
+use keel_node::replica::{Fatal, Handled, Replica, ReplicaOptions};
 use keel_raft::{ConfState, HardState, Index, MemStorage, NodeId, RawNode, Storage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
