@@ -497,3 +497,142 @@ fn settle<R>(waiters: &mut BTreeMap<Index, Waiter<R>>, index: Index, error: &Pro
         (first.remove().reply)(Err(error.clone()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+
+    use keel_raft::Config;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// A log store over the core's `MemStorage` whose writes fail on demand.
+    struct Store {
+        mem: MemStorage,
+        broken: bool,
+    }
+
+    impl LogStore for Store {
+        type Error = io::Error;
+
+        fn persist(
+            &mut self,
+            entries: &[Entry],
+            hard_state: Option<HardState>,
+        ) -> Result<(), io::Error> {
+            if self.broken {
+                return Err(io::Error::other("disk gone"));
+            }
+            self.mem.append(entries).map_err(io::Error::other)?;
+            if let Some(hs) = hard_state {
+                self.mem.set_hard_state(hs);
+            }
+            Ok(())
+        }
+
+        fn set_conf_state(&mut self, conf_state: ConfState) {
+            self.mem.set_conf_state(conf_state);
+        }
+
+        fn receive_chunk(&mut self, _: SnapshotChunk) -> Result<(), io::Error> {
+            unreachable!("a single node receives no snapshot")
+        }
+
+        fn install_snapshot(&mut self, _: SnapshotMeta, _: Restore<'_>) -> Result<(), io::Error> {
+            unreachable!("a single node receives no snapshot")
+        }
+    }
+
+    struct Nowhere;
+
+    impl Transport for Nowhere {
+        fn send(&self, _: NodeId, _: Vec<Message>) {}
+    }
+
+    /// Sums commands.
+    #[derive(Default)]
+    struct Count(u64);
+
+    impl StateMachine for Count {
+        type Command = u8;
+        type Response = u64;
+        type Snapshot = u64;
+
+        fn apply(&mut self, _: Index, n: u8) -> u64 {
+            self.0 += u64::from(n);
+            self.0
+        }
+
+        fn snapshot(&self) -> u64 {
+            self.0
+        }
+
+        fn write_snapshot(_: u64, _: &mut dyn std::io::Write) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn restore(&mut self, _: &mut dyn Read) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    type Outcomes = Arc<Mutex<Vec<Result<u64, ProposeError>>>>;
+
+    fn leader() -> Replica<Count, Store, Nowhere> {
+        let mem = MemStorage::with_voters(&[1]);
+        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(1));
+        let raw = RawNode::new(Config::new(1), mem.clone(), rng).unwrap();
+        let store = Store { mem, broken: false };
+        let mut replica = Replica::new(raw, store, Count::default(), Nowhere, Default::default());
+        replica.raw.campaign();
+        drain(&mut replica).unwrap();
+        replica
+    }
+
+    fn drain(replica: &mut Replica<Count, Store, Nowhere>) -> Result<(), Fatal<io::Error>> {
+        while let Some(ready) = replica.ready() {
+            replica.handle_ready(ready)?;
+        }
+        Ok(())
+    }
+
+    fn propose(replica: &mut Replica<Count, Store, Nowhere>, outcomes: &Outcomes) {
+        let outcomes = outcomes.clone();
+        let data = Bytes::from(postcard::to_allocvec(&1u8).unwrap());
+        let reply = Box::new(move |r| outcomes.lock().unwrap().push(r));
+        replica.propose(data, reply).unwrap();
+    }
+
+    #[test]
+    fn proposals_are_answered_once_applied() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        propose(&mut replica, &outcomes);
+        propose(&mut replica, &outcomes);
+        drain(&mut replica).unwrap();
+        assert_eq!(*outcomes.lock().unwrap(), vec![Ok(1), Ok(2)]);
+    }
+
+    #[test]
+    fn a_failed_write_is_fatal_and_stopping_answers_whoever_waits() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        replica.store.broken = true;
+        propose(&mut replica, &outcomes);
+        let read_failed = Arc::new(Mutex::new(None));
+        let seen = read_failed.clone();
+        replica.read(Box::new(
+            move |view: Result<ReadView<'_, Count>, ReadError>| {
+                *seen.lock().unwrap() = view.err();
+            },
+        ));
+        let err = drain(&mut replica).unwrap_err();
+        assert!(matches!(err, Fatal::Store(_)), "{err}");
+        assert!(outcomes.lock().unwrap().is_empty(), "nothing answered yet");
+        replica.stop();
+        assert_eq!(*outcomes.lock().unwrap(), vec![Err(ProposeError::Stopped)]);
+        assert_eq!(*read_failed.lock().unwrap(), Some(ReadError::Stopped));
+    }
+}

@@ -130,7 +130,7 @@ impl Simulation {
         .map_err(|e| node_error(format!("node {id} failed to restart: {e}")))?;
         node.commit_reported = raw.status().hard_state.commit;
         let disk_rng = StdRng::seed_from_u64(seed ^ 0x5EED_D15C);
-        let disk = SimDisk::new(node.disk.clone(), disk_rng, self.crash_in_ready);
+        let disk = SimDisk::new(node.disk.clone(), disk_rng, self.crash_in_sync);
         let options = ReplicaOptions {
             read_timeout_ticks: 2 * self.config.election_tick as u64,
             // Read ids never repeat across lives.

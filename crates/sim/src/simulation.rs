@@ -45,17 +45,22 @@ pub trait Tamper {
 /// A cluster under simulation.
 pub struct Simulation {
     pub(crate) options: SimOptions,
+    /// Every random choice of the run (nodes' own RNGs are seeded from it).
     pub(crate) rng: StdRng,
     pub(crate) now: Time,
     pub(crate) nodes: BTreeMap<NodeId, SimNode>,
     pub(crate) net: Network,
     pub(crate) checker: Checker,
+    /// The core settings every node starts with (drawn from the seed).
     pub(crate) config: Config,
+    /// Client commands not yet applied anywhere.
     pub(crate) pending: BTreeMap<u64, Pending>,
     pub(crate) next_command: u64,
     pub(crate) report: RunReport,
     pub(crate) tamper: Option<Box<dyn Tamper>>,
-    pub(crate) crash_in_ready: f64,
+    /// The chance of a crash on each side of each sync (crash scenarios,
+    /// fault phase only).
+    pub(crate) crash_in_sync: f64,
     pub(crate) reads: Reads,
     /// Nodes whose removal a leader accepted, with the index of the change.
     /// A node is dropped from the simulation once every other node applied
@@ -103,7 +108,7 @@ impl Simulation {
             nodes.insert(id, node);
         }
         let next_spare = options.nodes + 1;
-        let crash_in_ready = if options.scenario.crashes() {
+        let crash_in_sync = if options.scenario.crashes() {
             0.002
         } else {
             0.0
@@ -120,7 +125,7 @@ impl Simulation {
             next_command: 0,
             report: RunReport::default(),
             tamper: None,
-            crash_in_ready,
+            crash_in_sync,
             reads: Reads::default(),
             removals: BTreeMap::new(),
             next_spare,
@@ -268,7 +273,7 @@ impl Simulation {
             max_delay: 3,
             ..NetworkFaults::none()
         };
-        self.crash_in_ready = 0.0;
+        self.crash_in_sync = 0.0;
         for replica in self.nodes.values_mut().filter_map(|n| n.replica.as_mut()) {
             replica.store_mut().stop_crashing();
         }
