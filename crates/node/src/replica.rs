@@ -258,12 +258,22 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
 
     /// Proposes an encoded command; `reply` gets the state machine's
     /// response once it is applied here. Returns the entry the proposal
-    /// got, or the refusal (which `reply` has also been given).
+    /// got, or the refusal (which `reply` has also been given). A command
+    /// that encodes to no bytes is refused: empty entries are the leaders'
+    /// no-ops, never applied.
     pub fn propose(
         &mut self,
         data: Bytes,
         reply: Reply<S::Response>,
     ) -> Result<EntryId, ProposeError> {
+        if data.is_empty() {
+            let refusal = ProposeError::Encode(
+                "the command encodes to no bytes; empty entries are reserved for leaders' no-ops"
+                    .into(),
+            );
+            reply(Err(refusal.clone()));
+            return Err(refusal);
+        }
         let proposed = self.raw.propose(data);
         self.wait_for(proposed, reply, |r| &mut r.proposals)
     }
@@ -599,10 +609,27 @@ mod tests {
     }
 
     fn propose(replica: &mut Replica<Count, Store, Nowhere>, outcomes: &Outcomes) {
-        let outcomes = outcomes.clone();
         let data = Bytes::from(postcard::to_allocvec(&1u8).unwrap());
+        propose_raw(replica, outcomes, data).unwrap();
+    }
+
+    fn propose_raw(
+        replica: &mut Replica<Count, Store, Nowhere>,
+        outcomes: &Outcomes,
+        data: Bytes,
+    ) -> Result<EntryId, ProposeError> {
+        let outcomes = outcomes.clone();
         let reply = Box::new(move |r| outcomes.lock().unwrap().push(r));
-        replica.propose(data, reply).unwrap();
+        replica.propose(data, reply)
+    }
+
+    #[test]
+    fn a_command_that_encodes_to_nothing_is_refused() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        let refused = propose_raw(&mut replica, &outcomes, Bytes::new()).unwrap_err();
+        assert!(matches!(refused, ProposeError::Encode(_)), "{refused}");
+        assert_eq!(*outcomes.lock().unwrap(), vec![Err(refused)]);
     }
 
     #[test]
