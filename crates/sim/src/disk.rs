@@ -1,11 +1,15 @@
 //! A simulated node's disk: keel-node's [`LogStore`] over an in-memory log.
 //!
-//! The log (a `MemStorage`, shared with the node's core) is what a synced
-//! disk holds: it survives crashes. The snapshot being received is staged
-//! in volatile memory and lost in a crash, so the core must ask for the
-//! transfer again. A crash may strike in a sync, just before the write (the
-//! leader's appends have left, its own copy is lost) or just after it
-//! (entries are durable, the acknowledgements never leave).
+//! The log (a `MemStorage`, shared with the node's core) is what the disk
+//! holds; what was not synced is lost in a crash. As in keel-wal, a write
+//! that only moves the commit index is not synced, so a crash takes the
+//! node's commit index back to the last sync (never below what its state
+//! machine applied: a durable state machine implies those entries
+//! committed). The snapshot being received is staged in volatile memory,
+//! so the core must ask for the transfer again. A crash may strike in a
+//! sync, just before the write (the leader's appends have left, its own
+//! copy is lost) or just after it (entries are durable, the
+//! acknowledgements never leave).
 
 use bytes::BytesMut;
 use keel_node::replica::{LogStore, Restore};
@@ -58,6 +62,8 @@ pub struct SimDisk {
     crash_chance: f64,
     /// The snapshot installed since the simulator last looked.
     installed: Option<SnapshotMeta>,
+    /// The hard state as of the last sync: what a crash leaves.
+    synced: HardState,
 }
 
 impl SimDisk {
@@ -65,6 +71,7 @@ impl SimDisk {
     /// `crash_chance` (drawn from `rng`).
     pub fn new(log: MemStorage, rng: StdRng, crash_chance: f64) -> Self {
         SimDisk {
+            synced: log.hard_state(),
             log,
             staging: BytesMut::new(),
             rng,
@@ -82,6 +89,11 @@ impl SimDisk {
     /// installed even when the sync that follows it crashed.
     pub fn take_installed(&mut self) -> Option<SnapshotMeta> {
         self.installed.take()
+    }
+
+    /// The hard state a crash leaves on this disk.
+    pub fn synced_hard_state(&self) -> HardState {
+        self.synced
     }
 
     fn maybe_crash(&mut self, when: &'static str) -> Result<(), DiskError> {
@@ -102,8 +114,15 @@ impl LogStore for SimDisk {
     ) -> Result<(), DiskError> {
         self.maybe_crash("before persisting")?;
         self.log.append(entries)?;
+        // As keel-wal: a write that only moves the commit index is not synced.
+        let synced = &self.synced;
+        let must_sync = !entries.is_empty()
+            || hard_state.is_some_and(|hs| (hs.term, hs.vote) != (synced.term, synced.vote));
         if let Some(hs) = hard_state {
             self.log.set_hard_state(hs);
+        }
+        if must_sync {
+            self.synced = self.log.hard_state();
         }
         self.maybe_crash("after persisting")
     }
@@ -142,6 +161,8 @@ impl LogStore for SimDisk {
         }
         restore(&mut &data[..]).map_err(DiskError::Restore)?;
         self.log.apply_snapshot(meta.clone(), data);
+        // Installing syncs (keel-node syncs the file, then the WAL's marker).
+        self.synced = self.log.hard_state();
         self.installed = Some(meta);
         Ok(())
     }

@@ -101,14 +101,25 @@ impl SimNode {
         self.replica.as_ref().map(Replica::raw)
     }
 
-    /// Stops the replica (answering whatever waits on it) and keeps the
-    /// durable state machine.
+    /// Stops the replica (answering whatever waits on it): the disk loses
+    /// what was not synced, the state machine is kept.
     fn stop(&mut self) {
         if let Some(replica) = self.replica.take() {
             let applied = replica.applied();
+            self.disk
+                .set_hard_state(durable_hard_state(replica.store(), applied));
             self.parked = Some((replica.stop(), applied));
         }
     }
+}
+
+/// The hard state a crash would leave: the last synced one, with a commit
+/// index at least the applied one (a durable state machine holds only
+/// committed entries).
+fn durable_hard_state(disk: &SimDisk, applied: Index) -> HardState {
+    let mut hs = disk.synced_hard_state();
+    hs.commit = hs.commit.max(applied);
+    hs
 }
 
 impl Simulation {
@@ -195,10 +206,10 @@ impl Simulation {
         let result = replica.handle_ready(ready);
         let journal = replica.state_machine_mut().take_journal();
         let installed = replica.store_mut().take_installed();
+        let durable = durable_hard_state(replica.store(), replica.applied()).commit;
         for batch in replica.transport().take() {
             self.send_all(batch);
         }
-        let durable = self.nodes[&id].disk.hard_state().commit;
         self.checker.observe_durable_commit(id, durable)?;
         if let Some(meta) = installed {
             let digest = journal.restored.ok_or_else(|| {
