@@ -9,13 +9,17 @@
 //! resulting Ready: the leader's appends leave for the peers while the batch
 //! is written to the WAL with one fdatasync (group commit), acknowledgements
 //! leave once it is durable, committed commands are applied, and waiting
-//! proposals and reads are answered.
+//! proposals and reads are answered. That Ready handling lives in
+//! [`replica::Replica`], generic over the log store and the transport and
+//! free of tokio, so that keel-sim runs the very same code under its
+//! deterministic simulator.
 
 pub mod codec;
 mod config;
 mod error;
 mod grpc;
 mod node;
+pub mod replica;
 mod snapshot_file;
 mod state_machine;
 mod store;

@@ -3,26 +3,24 @@
 //! snapshots — on tokio.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use std::io::{self, Write};
-
 use bytes::Bytes;
 use keel_raft::{
-    ConfChange, ConfState, Entry, EntryId, EntryKind, Index, MemStorage, Message, NodeId, RawNode,
-    ReadIndexError, Ready, Role, SnapshotChunk, SnapshotMeta,
+    ConfChange, ConfState, EntryId, Index, MemStorage, Message, NodeId, RawNode, Role,
 };
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::config::NodeConfig;
 use crate::error::{ProposeError, ReadError, StartError, TransferError};
+use crate::replica::{Fatal, ReadFn, ReadView, Replica, ReplicaOptions};
 use crate::snapshot_file::{FileSnapshot, SnapshotWriter};
 use crate::state_machine::StateMachine;
-use crate::store::{snapshot_path, LogStore, StoreError};
+use crate::store::{snapshot_path, DiskStore, StoreError};
 use crate::transport::{MessageSink, Transport};
 
 /// What an observer sees of a node; published on every change.
@@ -45,8 +43,6 @@ pub struct Status {
     /// False once the node has stopped.
     pub running: bool,
 }
-
-type ReadFn<S> = Box<dyn FnOnce(Result<&S, ReadError>) + Send>;
 
 enum Request<S: StateMachine> {
     Propose(Bytes, oneshot::Sender<Result<S::Response, ProposeError>>),
@@ -95,7 +91,7 @@ impl<S: StateMachine> RaftNode<S> {
                 config.data_dir.display()
             ))
         })?;
-        let opened = LogStore::open(&config)?;
+        let opened = DiskStore::open(&config)?;
         let applied = opened.snapshot.as_ref().map_or(0, |s| s.meta.last.index);
         if let Some(snapshot) = opened
             .snapshot
@@ -124,25 +120,21 @@ impl<S: StateMachine> RaftNode<S> {
         let (status_tx, status) = watch::channel(status_of(&raw, true));
         let addresses = Arc::new(config.initial_members.clone());
         let wal_syncs = Arc::new(AtomicU64::new(0));
+        let options = ReplicaOptions {
+            addresses: addresses.clone(),
+            read_timeout_ticks: 2 * u64::from(config.election_ticks),
+            // Later lives start from later clocks: read ids never repeat.
+            first_read_id: clock,
+        };
+        let replica = Replica::new(raw, opened.store, state_machine, transport, options);
         let driver = Driver {
             wal_syncs: wal_syncs.clone(),
-            raw,
-            store: opened.store,
-            sm: state_machine,
-            transport,
+            replica,
             config,
-            proposals: BTreeMap::new(),
-            changes: BTreeMap::new(),
-            reads_waiting_index: BTreeMap::new(),
-            reads_waiting_apply: Vec::new(),
-            next_read: 0,
-            receiving: None,
             snapshot_running: false,
             snapshots_done: snapshots_tx,
-            applied,
             last_snapshot: applied,
             status: status_tx,
-            addresses: addresses.clone(),
         };
         let task = tokio::spawn(driver.run(requests_rx, inbox_rx, snapshots_rx));
         Ok(RaftNode {
@@ -177,22 +169,28 @@ impl<S: StateMachine> RaftNode<S> {
         &self,
         f: impl FnOnce(&S) -> R + Send + 'static,
     ) -> Result<R, ReadError> {
-        let (tx, rx) = oneshot::channel();
-        let run: ReadFn<S> = Box::new(move |sm| {
-            let _ = tx.send(sm.map(f));
-        });
-        self.requests
-            .send(Request::Read(run))
-            .map_err(|_| ReadError::Stopped)?;
-        rx.await.map_err(|_| ReadError::Stopped)?
+        self.read_view(move |view| f(view.state)).await
     }
 
     /// Confirms a linearizable read point (ReadIndex) and waits until this
     /// node has applied it; returns the applied index then (at least the
     /// read index), at which reading local state is linearizable.
     pub async fn read_index(&self) -> Result<Index, ReadError> {
-        let status = self.status.clone();
-        self.read(move |_| status.borrow().applied).await
+        self.read_view(|view| view.applied).await
+    }
+
+    async fn read_view<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(ReadView<'_, S>) -> R + Send + 'static,
+    ) -> Result<R, ReadError> {
+        let (tx, rx) = oneshot::channel();
+        let run: ReadFn<S> = Box::new(move |view| {
+            let _ = tx.send(view.map(f));
+        });
+        self.requests
+            .send(Request::Read(run))
+            .map_err(|_| ReadError::Stopped)?;
+        rx.await.map_err(|_| ReadError::Stopped)?
     }
 
     /// Adds `id` as a learner: it receives the log but does not vote.
@@ -278,48 +276,18 @@ fn status_of(raw: &RawNode<MemStorage>, running: bool) -> Status {
     }
 }
 
-/// A proposal waiting for its entry to be applied.
-struct Waiter<T> {
-    term: u64,
-    reply: oneshot::Sender<Result<T, ProposeError>>,
-}
-
-/// Answers every waiter below `index` with `error`.
-/// Called for every applied entry, so it costs nothing when no waiter is below.
-fn settle<R>(waiters: &mut BTreeMap<Index, Waiter<R>>, index: Index, error: &ProposeError) {
-    while let Some(first) = waiters.first_entry() {
-        if *first.key() >= index {
-            break;
-        }
-        let _ = first.remove().reply.send(Err(error.clone()));
-    }
-}
-
-/// The task that owns the core, the store and the state machine.
+/// The task that runs a [`Replica`] on tokio: a ticker, the request and
+/// message channels, and snapshots of its own state written on blocking
+/// threads.
 struct Driver<S: StateMachine, T> {
-    raw: RawNode<MemStorage>,
-    store: LogStore,
-    sm: S,
-    transport: T,
+    replica: Replica<S, DiskStore, T>,
     config: NodeConfig,
-    proposals: BTreeMap<Index, Waiter<S::Response>>,
-    changes: BTreeMap<Index, Waiter<ConfState>>,
-    /// Reads sent for confirmation: request id → (deadline, reader).
-    reads_waiting_index: BTreeMap<u64, (Instant, ReadFn<S>)>,
-    /// Confirmed reads waiting for the applied index to reach theirs.
-    reads_waiting_apply: Vec<(Index, ReadFn<S>)>,
-    next_read: u64,
-    /// The file a snapshot being received is streamed into.
-    receiving: Option<SnapshotWriter>,
     /// A snapshot of our own state is being written in the background.
     snapshot_running: bool,
     /// Where background snapshot writers report.
     snapshots_done: mpsc::UnboundedSender<io::Result<FileSnapshot>>,
-    /// The last index applied to the state machine.
-    applied: Index,
     last_snapshot: Index,
     status: watch::Sender<Status>,
-    addresses: Arc<BTreeMap<NodeId, String>>,
     wal_syncs: Arc<AtomicU64>,
 }
 
@@ -338,7 +306,7 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         loop {
             let mut stop = false;
             tokio::select! {
-                _ = ticker.tick() => self.tick(),
+                _ = ticker.tick() => self.replica.tick(),
                 request = requests.recv() => match request {
                     Some(r) => stop |= self.handle(r),
                     None => stop = true,
@@ -369,36 +337,23 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
                 }
             }
             if let Err(e) = self.handle_readies() {
-                tracing::error!(id = self.config.id, error = %e, "cannot persist; stopping the node");
+                tracing::error!(id = self.config.id, error = %e, "stopping the node");
                 stop = true;
             }
-            self.wal_syncs.store(self.store.syncs(), Ordering::Relaxed);
-            self.publish_status(!stop);
+            let syncs = self.replica.store().syncs();
+            self.wal_syncs.store(syncs, Ordering::Relaxed);
             if stop {
+                self.publish_status(false);
+                self.replica.stop();
                 break;
             }
-        }
-    }
-
-    fn tick(&mut self) {
-        self.raw.tick();
-        let now = Instant::now();
-        let expired: Vec<u64> = self
-            .reads_waiting_index
-            .iter()
-            .filter(|(_, (deadline, _))| *deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some((_, read)) = self.reads_waiting_index.remove(&id) {
-                read(Err(ReadError::Timeout));
-            }
+            self.publish_status(true);
         }
     }
 
     fn step(&mut self, batch: Vec<Message>) {
         for m in batch {
-            if let Err(e) = self.raw.step(m) {
+            if let Err(e) = self.replica.step(m) {
                 tracing::debug!(id = self.config.id, error = %e, "dropped a message");
             }
         }
@@ -408,250 +363,48 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
     fn handle(&mut self, request: Request<S>) -> bool {
         match request {
             Request::Propose(data, reply) => {
-                let proposed = self.raw.propose(data);
-                self.wait_for(proposed, reply, |d| &mut d.proposals);
+                let _ = self.replica.propose(data, reply_to(reply));
             }
             Request::ConfChange(change, reply) => {
-                let proposed = self.raw.propose_conf_change(change);
-                self.wait_for(proposed, reply, |d| &mut d.changes);
+                let _ = self.replica.propose_conf_change(change, reply_to(reply));
             }
-            Request::Read(read) => {
-                self.next_read += 1;
-                match self.raw.read_index(self.next_read) {
-                    Ok(()) => {
-                        let deadline = Instant::now()
-                            + self.config.tick_interval * (2 * self.config.election_ticks);
-                        self.reads_waiting_index
-                            .insert(self.next_read, (deadline, read));
-                    }
-                    Err(ReadIndexError::NoLeader) => read(Err(ReadError::NoLeader)),
-                }
-            }
+            Request::Read(read) => self.replica.read(read),
             Request::Transfer(to, reply) => {
-                let _ = reply.send(self.raw.transfer_leader(to).map_err(TransferError::from));
+                let _ = reply.send(self.replica.transfer_leader(to));
             }
             Request::Stop => return true,
         }
         false
     }
 
-    /// Files `reply` under the entry a proposal got, or answers at once if
-    /// the core refused it.
-    fn wait_for<R>(
-        &mut self,
-        proposed: Result<EntryId, keel_raft::ProposeError>,
-        reply: oneshot::Sender<Result<R, ProposeError>>,
-        waiters: fn(&mut Self) -> &mut BTreeMap<Index, Waiter<R>>,
-    ) {
-        match proposed {
-            Ok(id) => {
-                let waiter = Waiter {
-                    term: id.term,
-                    reply,
-                };
-                waiters(self).insert(id.index, waiter);
-            }
-            Err(e) => {
-                let _ = reply.send(Err(self.refusal(e)));
+    fn handle_readies(&mut self) -> Result<(), Fatal<StoreError>> {
+        while let Some(ready) = self.replica.ready() {
+            let handled = self.replica.handle_ready(ready)?;
+            if let Some(meta) = handled.installed {
+                self.last_snapshot = meta.last.index;
             }
         }
-    }
-
-    fn refusal(&self, e: keel_raft::ProposeError) -> ProposeError {
-        match e {
-            keel_raft::ProposeError::NotLeader { leader } => ProposeError::NotLeader {
-                leader,
-                address: leader.and_then(|l| self.addresses.get(&l).cloned()),
-            },
-            other => ProposeError::Refused(other),
-        }
-    }
-
-    fn handle_readies(&mut self) -> Result<(), StoreError> {
-        while self.raw.has_ready() {
-            let ready = self.raw.ready();
-            self.handle_ready(ready)?;
-            self.raw.advance();
-        }
-        self.maybe_snapshot()
-    }
-
-    fn handle_ready(&mut self, ready: Ready) -> Result<(), StoreError> {
-        // The leader's appends go out first, so the network overlaps the fsync.
-        self.send(ready.messages);
-        for chunk in ready.snapshot_chunks {
-            self.receive_chunk(chunk)?;
-        }
-        if let Some(meta) = ready.snapshot {
-            let index = meta.last.index;
-            let snapshot = self.install(meta)?;
-            self.store.install_snapshot(snapshot)?;
-            self.last_snapshot = index;
-            self.applied = index;
-            self.settle_before(index + 1, ProposeError::Indeterminate);
-        }
-        self.store.persist(&ready.entries, ready.hard_state)?;
-        self.send(ready.persisted_messages);
-        self.apply_entries(ready.committed_entries);
-        if let Some(cs) = ready.conf_state {
-            self.store.set_conf_state(cs);
-        }
-        for rs in ready.read_states {
-            if let Some((_, read)) = self.reads_waiting_index.remove(&rs.request) {
-                self.reads_waiting_apply.push((rs.index, read));
-            }
-        }
-        self.run_reads();
-        Ok(())
-    }
-
-    fn send(&self, messages: Vec<Message>) {
-        let mut by_peer: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
-        for m in messages {
-            by_peer.entry(m.to).or_default().push(m);
-        }
-        for (to, batch) in by_peer {
-            self.transport.send(to, batch);
-        }
-    }
-
-    /// Applies a Ready's committed entries: the commands go to the state
-    /// machine as one batch, then every waiting proposal is answered in log
-    /// order.
-    fn apply_entries(&mut self, entries: Vec<Entry>) {
-        let Some(last) = entries.last().map(|e| e.index) else {
-            return;
-        };
-        let mut batch = Vec::new();
-        for e in &entries {
-            if e.kind == EntryKind::Normal && !e.data.is_empty() {
-                match postcard::from_bytes::<S::Command>(&e.data) {
-                    Ok(command) => batch.push((e.index, command)),
-                    Err(err) => {
-                        tracing::error!(id = self.config.id, index = e.index, error = %err, "skipping a command that does not decode")
-                    }
-                }
-            }
-        }
-        let indexes: Vec<Index> = batch.iter().map(|(i, _)| *i).collect();
-        let responses = self.sm.apply_batch(batch);
-        if responses.len() != indexes.len() {
-            tracing::error!(
-                id = self.config.id,
-                "apply_batch returned {} responses for {} commands",
-                responses.len(),
-                indexes.len()
-            );
-        }
-        let mut responses: BTreeMap<Index, S::Response> =
-            indexes.into_iter().zip(responses).collect();
-        for e in &entries {
-            // Proposals at lower indexes were overwritten and never got here.
-            self.settle_before(e.index, ProposeError::Lost);
-            if e.kind == EntryKind::ConfChange {
-                if let Some(w) = self.changes.remove(&e.index) {
-                    let result = if w.term == e.term {
-                        Ok(self.raw.conf_state())
-                    } else {
-                        Err(ProposeError::Lost)
-                    };
-                    let _ = w.reply.send(result);
-                }
-            }
-            if let Some(w) = self.proposals.remove(&e.index) {
-                let result = match responses.remove(&e.index) {
-                    Some(r) if w.term == e.term => Ok(r),
-                    _ => Err(ProposeError::Lost),
-                };
-                let _ = w.reply.send(result);
-            }
-        }
-        self.applied = last;
-    }
-
-    /// Waiters below `index` can no longer be applied here: their entries
-    /// were replaced (`Lost`), or a snapshot skipped them (`Indeterminate`).
-    fn settle_before(&mut self, index: Index, error: ProposeError) {
-        settle(&mut self.proposals, index, &error);
-        settle(&mut self.changes, index, &error);
-    }
-
-    fn run_reads(&mut self) {
-        let applied = self.applied;
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
-            .into_iter()
-            .partition(|(i, _)| *i <= applied);
-        self.reads_waiting_apply = waiting;
-        for (_, read) in ready {
-            read(Ok(&self.sm));
-        }
-    }
-
-    /// Streams a received chunk into the snapshot file (a chunk at offset 0
-    /// starts a new one).
-    fn receive_chunk(&mut self, chunk: SnapshotChunk) -> Result<(), StoreError> {
-        let path = snapshot_path(self.store.dir(), chunk.meta.last.index);
-        let err = |source| StoreError::Snapshot {
-            path: path.clone(),
-            source,
-        };
-        if chunk.offset == 0 {
-            let writer = SnapshotWriter::create(
-                path.clone(),
-                chunk.meta.last,
-                chunk.meta.conf_state.clone(),
-            )
-            .map_err(err)?;
-            self.receiving = Some(writer);
-        }
-        let Some(writer) = self.receiving.as_mut() else {
-            // The core hands out chunks in order from offset 0 within one life.
-            return Err(err(io::Error::other(
-                "a snapshot chunk without its beginning",
-            )));
-        };
-        writer.write_all(&chunk.data).map_err(err)
-    }
-
-    /// Completes the received snapshot and restores the state machine from it.
-    fn install(&mut self, meta: SnapshotMeta) -> Result<Arc<FileSnapshot>, StoreError> {
-        let path = snapshot_path(self.store.dir(), meta.last.index);
-        let err = |source| StoreError::Snapshot {
-            path: path.clone(),
-            source,
-        };
-        let writer = self
-            .receiving
-            .take()
-            .ok_or_else(|| err(io::Error::other("no snapshot was being received")))?;
-        let snapshot = writer.finish().map_err(err)?;
-        if snapshot.meta != meta {
-            return Err(err(io::Error::other(
-                "the received snapshot does not match its metadata",
-            )));
-        }
-        let mut reader = snapshot.reader().map_err(err)?;
-        self.sm.restore(&mut reader).map_err(StoreError::Restore)?;
-        Ok(Arc::new(snapshot))
+        self.maybe_snapshot().map_err(Fatal::Store)
     }
 
     /// Every `snapshot_threshold` applied entries, takes a view of the state
     /// and writes it out on a blocking thread; apply goes on meanwhile.
     fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
-        let applied = self.applied;
+        let applied = self.replica.applied();
         if self.snapshot_running || applied < self.last_snapshot + self.config.snapshot_threshold {
             return Ok(());
         }
-        let Ok(term) = self.raw.log_term(applied) else {
+        let raw = self.replica.raw();
+        let Ok(term) = raw.log_term(applied) else {
             return Ok(());
         };
         let last = EntryId {
             term,
             index: applied,
         };
-        let conf_state = self.raw.conf_state();
-        let view = self.sm.snapshot();
-        let path = snapshot_path(self.store.dir(), applied);
+        let conf_state = raw.conf_state();
+        let view = self.replica.state_machine().snapshot();
+        let path = snapshot_path(self.replica.store().dir(), applied);
         let done = self.snapshots_done.clone();
         self.snapshot_running = true;
         self.last_snapshot = applied;
@@ -672,26 +425,38 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(id = self.config.id, error = %e, "writing a snapshot failed; will retry");
-                self.last_snapshot = self.applied.saturating_sub(self.config.snapshot_threshold);
+                self.last_snapshot = self
+                    .replica
+                    .applied()
+                    .saturating_sub(self.config.snapshot_threshold);
                 return Ok(());
             }
         };
         let index = snapshot.meta.last.index;
-        if index < self.last_snapshot || self.raw.log_term(index).is_err() {
+        if index < self.last_snapshot || self.replica.raw().log_term(index).is_err() {
             // A snapshot from the leader overtook it.
             return Ok(());
         }
-        self.store.compact(Arc::new(snapshot))?;
+        self.replica.store_mut().compact(Arc::new(snapshot))?;
         tracing::info!(id = self.config.id, index, "snapshot taken, log compacted");
         Ok(())
     }
 
     fn publish_status(&self, running: bool) {
-        let next = status_of(&self.raw, running);
+        let next = status_of(self.replica.raw(), running);
         self.status.send_if_modified(|s| {
             let changed = *s != next;
             *s = next;
             changed
         });
     }
+}
+
+/// A reply that answers through a oneshot channel.
+fn reply_to<R: Send + 'static>(
+    tx: oneshot::Sender<Result<R, ProposeError>>,
+) -> crate::replica::Reply<R> {
+    Box::new(move |result| {
+        let _ = tx.send(result);
+    })
 }

@@ -8,15 +8,20 @@
 //! marker names.
 
 use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keel_raft::{ConfState, Entry, HardState, Index, MemStorage, NodeId, SnapshotData};
+use keel_raft::{
+    ConfState, Entry, HardState, Index, MemStorage, NodeId, SnapshotChunk, SnapshotData,
+    SnapshotMeta,
+};
 use keel_wal::{Wal, WalOptions};
 
 use crate::config::NodeConfig;
 use crate::error::StartError;
-use crate::snapshot_file::FileSnapshot;
+use crate::replica::{LogStore, Restore};
+use crate::snapshot_file::{FileSnapshot, SnapshotWriter};
 
 /// A failure writing durable state: the node cannot go on safely.
 #[derive(Debug, thiserror::Error)]
@@ -42,18 +47,21 @@ pub enum StoreError {
 
 /// What a restarting node recovers.
 pub(crate) struct Opened {
-    pub(crate) store: LogStore,
+    pub(crate) store: DiskStore,
     /// The snapshot to restore the state machine from, if any.
     pub(crate) snapshot: Option<Arc<FileSnapshot>>,
 }
 
-pub(crate) struct LogStore {
+/// The node's [`LogStore`] on disk.
+pub(crate) struct DiskStore {
     dir: PathBuf,
     wal: Wal,
     mem: MemStorage,
+    /// The file a snapshot being received is streamed into.
+    receiving: Option<SnapshotWriter>,
 }
 
-impl LogStore {
+impl DiskStore {
     pub(crate) fn open(config: &NodeConfig) -> Result<Opened, StartError> {
         let dir = config.data_dir.clone();
         let options = WalOptions {
@@ -109,7 +117,12 @@ impl LogStore {
         hs.commit = hs.commit.max(floor);
         mem.set_hard_state(hs);
         Ok(Opened {
-            store: LogStore { dir, wal, mem },
+            store: DiskStore {
+                dir,
+                wal,
+                mem,
+                receiving: None,
+            },
             snapshot,
         })
     }
@@ -129,39 +142,6 @@ impl LogStore {
         &self.dir
     }
 
-    /// Makes entries and hard state durable: one WAL write, one sync.
-    pub(crate) fn persist(
-        &mut self,
-        entries: &[Entry],
-        hard_state: Option<HardState>,
-    ) -> Result<(), StoreError> {
-        self.wal.append(entries, hard_state)?;
-        self.mem.append(entries)?;
-        if let Some(hs) = hard_state {
-            self.mem.set_hard_state(hs);
-        }
-        Ok(())
-    }
-
-    /// Persists the membership as of the applied index.
-    pub(crate) fn set_conf_state(&self, conf_state: ConfState) {
-        self.mem.set_conf_state(conf_state);
-    }
-
-    /// Installs a snapshot received from the leader (already complete in its
-    /// file): the log restarts after it.
-    pub(crate) fn install_snapshot(
-        &mut self,
-        snapshot: Arc<FileSnapshot>,
-    ) -> Result<(), StoreError> {
-        let last = snapshot.meta.last;
-        self.wal.install_snapshot(last)?;
-        self.mem
-            .apply_snapshot(snapshot.meta.clone(), SharedSnapshot(snapshot));
-        self.remove_snapshots_except(last.index);
-        Ok(())
-    }
-
     /// Records a snapshot of the local state (already complete in its file)
     /// and compacts the log up to it.
     pub(crate) fn compact(&mut self, snapshot: Arc<FileSnapshot>) -> Result<(), StoreError> {
@@ -174,6 +154,13 @@ impl LogStore {
         self.wal.purge()?;
         self.remove_snapshots_except(last.index);
         Ok(())
+    }
+
+    fn snapshot_error(&self, index: Index, source: io::Error) -> StoreError {
+        StoreError::Snapshot {
+            path: snapshot_path(&self.dir, index),
+            source,
+        }
     }
 
     fn remove_snapshots_except(&self, keep: Index) {
@@ -191,6 +178,80 @@ impl LogStore {
                 }
             }
         }
+    }
+}
+
+impl LogStore for DiskStore {
+    type Error = StoreError;
+
+    /// One WAL write, one sync.
+    fn persist(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+    ) -> Result<(), StoreError> {
+        self.wal.append(entries, hard_state)?;
+        self.mem.append(entries)?;
+        if let Some(hs) = hard_state {
+            self.mem.set_hard_state(hs);
+        }
+        Ok(())
+    }
+
+    fn set_conf_state(&mut self, conf_state: ConfState) {
+        self.mem.set_conf_state(conf_state);
+    }
+
+    /// Streams the chunk into the snapshot's file.
+    fn receive_chunk(&mut self, chunk: SnapshotChunk) -> Result<(), StoreError> {
+        let index = chunk.meta.last.index;
+        if chunk.offset == 0 {
+            let writer = SnapshotWriter::create(
+                snapshot_path(&self.dir, index),
+                chunk.meta.last,
+                chunk.meta.conf_state.clone(),
+            )
+            .map_err(|e| self.snapshot_error(index, e))?;
+            self.receiving = Some(writer);
+        }
+        let Some(writer) = self.receiving.as_mut() else {
+            // The core hands out chunks in order from offset 0 within one life.
+            let e = io::Error::other("a snapshot chunk without its beginning");
+            return Err(self.snapshot_error(index, e));
+        };
+        writer
+            .write_all(&chunk.data)
+            .map_err(|e| self.snapshot_error(index, e))
+    }
+
+    /// Completes the file, restores from it, then writes the WAL marker
+    /// that names it (so a crash in between leaves the old state).
+    fn install_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        restore: Restore<'_>,
+    ) -> Result<(), StoreError> {
+        let index = meta.last.index;
+        let writer = self.receiving.take().ok_or_else(|| {
+            self.snapshot_error(index, io::Error::other("no snapshot was being received"))
+        })?;
+        let snapshot = writer.finish().map_err(|e| self.snapshot_error(index, e))?;
+        if snapshot.meta != meta {
+            let e = io::Error::other("the received snapshot does not match its metadata");
+            return Err(self.snapshot_error(index, e));
+        }
+        {
+            let mut reader = snapshot
+                .reader()
+                .map_err(|e| self.snapshot_error(index, e))?;
+            restore(&mut reader).map_err(StoreError::Restore)?;
+        }
+        let snapshot = Arc::new(snapshot);
+        self.wal.install_snapshot(meta.last)?;
+        self.mem
+            .apply_snapshot(snapshot.meta.clone(), SharedSnapshot(snapshot));
+        self.remove_snapshots_except(index);
+        Ok(())
     }
 }
 

@@ -8,6 +8,9 @@ use crate::message::{Entry, EntryId, Index, Term};
 use crate::storage::{limit_size, Storage};
 
 /// The log: `first_index..=last_index`, committed up to `committed`.
+///
+/// Invariant: `applied <= applying <= committed <= last_index`, checked
+/// wherever one of them moves (see [`RaftLog::assert_invariant`]).
 #[derive(Debug)]
 pub(crate) struct RaftLog<S> {
     storage: S,
@@ -38,12 +41,14 @@ pub(crate) enum AppendRefusal {
 }
 
 impl<S: Storage> RaftLog<S> {
-    /// Opens the log over `storage`, resuming with `applied` as the applied index.
+    /// Opens the log over `storage`, resuming with `applied` as the applied
+    /// index. The caller has checked what it read from disk
+    /// (`applied <= committed <= last`): a violation here is a bug.
     pub(crate) fn new(storage: S, committed: Index, applied: Index) -> Result<Self, StorageError> {
         let snapshot_index = storage.first_index()?.saturating_sub(1);
         let last = storage.last_index()?;
         let last_term = storage.term(last)?;
-        Ok(RaftLog {
+        let log = RaftLog {
             storage,
             unstable: Unstable::new(last + 1),
             stable_last: EntryId {
@@ -54,7 +59,26 @@ impl<S: Storage> RaftLog<S> {
             committed,
             applying: applied,
             applied,
-        })
+        };
+        log.assert_invariant();
+        Ok(log)
+    }
+
+    /// Asserts `applied <= applying <= committed <= last`: entries are
+    /// applied only once handed out, handed out only once committed, and
+    /// committed only once in the log.
+    fn assert_invariant(&self) {
+        let last = self.last_index();
+        assert!(
+            self.applied <= self.applying
+                && self.applying <= self.committed
+                && self.committed <= last,
+            "log invariant applied <= applying <= committed <= last broken: \
+             applied {} applying {} committed {} last {last}",
+            self.applied,
+            self.applying,
+            self.committed,
+        );
     }
 
     /// The storage the log reads through.
@@ -191,20 +215,38 @@ impl<S: Storage> RaftLog<S> {
             }
             let start = (conflict - prev.index - 1) as usize;
             self.unstable.truncate_and_append(&entries[start..]);
+            self.assert_invariant();
         }
+        // Raft's rule, not an invariant: entries past the last new one are
+        // not known to match the leader's, so the leader's commit index
+        // counts only up to it.
         self.commit_to(commit.min(last_new));
         Ok(last_new)
     }
 
     /// Appends entries created by this node as leader; returns the new last index.
     pub(crate) fn append(&mut self, entries: &[Entry]) -> Index {
+        if let Some(first) = entries.first() {
+            assert!(
+                first.index == self.last_index() + 1,
+                "leader append invariant broken: entry {} does not follow the last index {}",
+                first.index,
+                self.last_index()
+            );
+        }
         self.unstable.truncate_and_append(entries);
         self.last_index()
     }
 
-    /// Raises the commit index to `index` (never lowers it, never past the log).
+    /// Raises the commit index to `index` (never lowers it). Callers pass
+    /// only indexes known to be in the log: a peer's commit index is first
+    /// checked or clamped by the caller.
     pub(crate) fn commit_to(&mut self, index: Index) {
-        let index = index.min(self.last_index());
+        assert!(
+            index <= self.last_index(),
+            "commit invariant broken: commit_to({index}) beyond the last index {}",
+            self.last_index()
+        );
         if index > self.committed {
             self.committed = index;
         }
@@ -282,6 +324,7 @@ impl<S: Storage> RaftLog<S> {
         let entries = self.slice(self.applying + 1, self.committed + 1, max_size)?;
         if let Some(last) = entries.last() {
             self.applying = last.index;
+            self.assert_invariant();
         }
         Ok(entries)
     }
@@ -294,11 +337,13 @@ impl<S: Storage> RaftLog<S> {
         self.snapshot_index = last.index;
         self.committed = self.committed.max(last.index);
         self.applying = last.index;
+        self.assert_invariant();
     }
 
     /// The application applied everything handed out so far.
     pub(crate) fn applied_to_handed_out(&mut self) {
         self.applied = self.applying;
+        self.assert_invariant();
     }
 }
 
@@ -387,6 +432,13 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_commit_beyond_the_log_counts_up_to_the_last_new_entry() {
+        let mut log = log_with(&[1, 1]);
+        assert_eq!(log.maybe_append(id(1, 2), 10, &[ent(1, 3)]), Ok(3));
+        assert_eq!(log.committed(), 3);
+    }
+
+    #[test]
     fn find_conflict_by_term_skips_terms() {
         let log = log_with(&[1, 1, 2, 2, 2, 5, 5]);
         assert_eq!(log.find_conflict_by_term(7, 4), (5, 2));
@@ -407,6 +459,36 @@ mod tests {
         assert_eq!(log.slice(2, 4, u64::MAX).unwrap().len(), 2);
         assert_eq!(log.slice(1, 4, 0).unwrap().len(), 1);
         assert!(log.slice(1, 6, u64::MAX).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "commit invariant broken: commit_to(4) beyond the last index 3")]
+    fn commit_to_beyond_the_log_is_a_bug() {
+        log_with(&[1, 1, 1]).commit_to(4);
+    }
+
+    #[test]
+    #[should_panic(expected = "log invariant applied <= applying <= committed <= last broken")]
+    fn a_log_applied_beyond_its_commit_index_is_a_bug() {
+        let s = MemStorage::with_voters(&[1]);
+        s.append(&[ent(1, 1), ent(1, 2)]).unwrap();
+        let _ = RaftLog::new(s, 1, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "log invariant applied <= applying <= committed <= last broken")]
+    fn a_log_committed_beyond_its_end_is_a_bug() {
+        let s = MemStorage::with_voters(&[1]);
+        s.append(&[ent(1, 1)]).unwrap();
+        let _ = RaftLog::new(s, 2, 0);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "leader append invariant broken: entry 5 does not follow the last index 3"
+    )]
+    fn a_leader_append_with_a_gap_is_a_bug() {
+        log_with(&[1, 1, 1]).append(&[ent(1, 5)]);
     }
 
     #[test]

@@ -80,6 +80,15 @@ impl Unstable {
         };
         let from = first.index;
         let end = self.offset + self.entries.len() as u64;
+        assert!(
+            from <= end,
+            "unstable log invariant broken: entries from {from} leave a gap after the last index {}",
+            end.saturating_sub(1)
+        );
+        debug_assert!(
+            entries.windows(2).all(|w| w[1].index == w[0].index + 1 && w[1].term >= w[0].term),
+            "unstable log invariant broken: appended entries are not contiguous with non-decreasing terms"
+        );
         if from == end {
             // The common case: a straight append.
         } else if from <= self.offset {
@@ -141,6 +150,26 @@ mod tests {
         u.stable_to(EntryId { term: 2, index: 2 });
         assert_eq!(u.last_index(), None);
         assert_eq!(u.offset(), 3);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "unstable log invariant broken: entries from 5 leave a gap after the last index 3"
+    )]
+    fn an_append_with_a_gap_is_a_bug() {
+        let mut u = Unstable::new(1);
+        u.truncate_and_append(&ents(1, 1..=3));
+        u.truncate_and_append(&ents(1, 5..=5));
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "appended entries are not contiguous")]
+    fn appending_entries_out_of_order_is_a_bug() {
+        let mut u = Unstable::new(1);
+        let mut entries = ents(1, 1..=3);
+        entries.swap(1, 2);
+        u.truncate_and_append(&entries);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub(crate) struct SnapshotTransfer {
 }
 
 /// The leader's view of one peer.
+///
+/// Invariant: `matched < next` (the next entry to send is past what the peer
+/// is known to hold), checked wherever either moves.
 #[derive(Clone, Debug)]
 pub(crate) struct Progress {
     /// The highest index known to be replicated on the peer.
@@ -61,7 +64,7 @@ pub(crate) struct Progress {
 impl Progress {
     /// A peer about which nothing is known yet; probing starts at `next`.
     pub(crate) fn new(next: Index, max_inflight: usize, max_inflight_bytes: u64) -> Self {
-        Progress {
+        let progress = Progress {
             matched: 0,
             next,
             state: ProgressState::Probe,
@@ -71,7 +74,19 @@ impl Progress {
             sent_commit: 0,
             inflights: Inflights::new(max_inflight, max_inflight_bytes),
             snapshot: None,
-        }
+        };
+        progress.assert_invariant();
+        progress
+    }
+
+    /// Asserts `matched < next`.
+    fn assert_invariant(&self) {
+        assert!(
+            self.matched < self.next,
+            "progress invariant matched < next broken: matched {} next {}",
+            self.matched,
+            self.next
+        );
     }
 
     /// Back to probing from just after the match point.
@@ -160,6 +175,7 @@ impl Progress {
             self.probe_sent = false;
         }
         self.next = self.next.max(index + 1);
+        self.assert_invariant();
         updated
     }
 
@@ -182,6 +198,7 @@ impl Progress {
         }
         self.next = rejected.min(hint + 1).max(self.matched + 1);
         self.probe_sent = false;
+        self.assert_invariant();
         true
     }
 
@@ -209,6 +226,7 @@ impl Progress {
             ProgressState::Replicate => {
                 if count > 0 {
                     self.next = last_index + 1;
+                    self.assert_invariant();
                     self.inflights.add(last_index, bytes);
                 }
             }
@@ -257,6 +275,21 @@ mod tests {
             10,
             "beyond anything sent: ignored"
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "progress invariant matched < next broken: matched 0 next 0")]
+    fn a_progress_with_next_at_its_match_is_a_bug() {
+        Progress::new(0, 4, u64::MAX);
+    }
+
+    #[test]
+    #[should_panic(expected = "progress invariant matched < next broken: matched 5 next 4")]
+    fn sending_below_the_match_point_is_a_bug() {
+        let mut p = Progress::new(1, 4, u64::MAX);
+        p.maybe_update(5);
+        p.become_replicate();
+        p.sent_append(3, 1, 10, 0);
     }
 
     #[test]

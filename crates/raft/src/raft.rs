@@ -240,7 +240,7 @@ impl<S: Storage> Raft<S> {
             .map(|id| {
                 let mut pr = self.new_progress();
                 if id == self.id {
-                    pr.matched = persisted;
+                    pr.maybe_update(persisted);
                 }
                 (id, pr)
             })
@@ -276,7 +276,7 @@ impl<S: Storage> Raft<S> {
         self.role = Role::Leader;
         let persisted = self.log.persisted_index();
         if let Some(me) = self.progress.get_mut(&self.id) {
-            me.matched = persisted;
+            me.maybe_update(persisted);
             me.become_replicate();
         }
         // Followers learn of us, and entries of earlier terms become

@@ -25,6 +25,8 @@ pub enum Property {
     /// A read returned a state older than one a completed operation had
     /// already produced before the read started.
     Linearizability,
+    /// A proposal answered with a response got its own command's.
+    ClientResponse,
     /// Once faults stop, a leader is elected and every proposal commits in time.
     Liveness,
     /// The node itself or its storage reported something impossible.

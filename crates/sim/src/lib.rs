@@ -1,6 +1,8 @@
 //! # keel-sim
 //!
-//! A deterministic simulator for keel-raft clusters. Nodes, network and
+//! A deterministic simulator for keel-raft clusters. Each node runs
+//! keel-node's [`Replica`](keel_node::replica::Replica), the Ready handling
+//! that ships, over a simulated disk and network. Nodes, network and
 //! clients run in virtual time from one seed: messages are delayed,
 //! reordered, duplicated and lost; links are cut one way or both; nodes crash
 //! (even halfway through handling a `Ready`) and restart with only what they
@@ -12,7 +14,12 @@
 //! A failure names its seed and the command that replays it.
 
 pub mod checker;
+pub mod clients;
+pub mod disk;
+pub mod faults;
 pub mod network;
+pub mod node;
+pub mod options;
 pub mod reads;
 pub mod reconfig;
 pub mod scenario;
@@ -20,5 +27,6 @@ pub mod simulation;
 pub mod state_machine;
 
 pub use checker::{Property, Violation};
+pub use options::{Failure, RunReport, SimOptions};
 pub use scenario::Scenario;
-pub use simulation::{run, Failure, RunReport, SimOptions, Simulation, Tamper};
+pub use simulation::{run, Simulation, Tamper};

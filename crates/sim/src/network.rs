@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
+use std::sync::Mutex;
 
 use keel_raft::{Message, NodeId};
 use rand::rngs::StdRng;
@@ -34,6 +35,27 @@ impl NetworkFaults {
             min_delay: 1,
             max_delay: 1,
         }
+    }
+}
+
+/// The transport a simulated node sends through: batches wait here until
+/// the simulator hands them to the [`Network`].
+#[derive(Debug, Default)]
+pub struct Outbox(Mutex<Vec<Vec<Message>>>);
+
+impl Outbox {
+    /// Takes every batch sent since the last call, in sending order.
+    pub fn take(&self) -> Vec<Vec<Message>> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl keel_node::Transport for Outbox {
+    fn send(&self, _to: NodeId, messages: Vec<Message>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(messages);
     }
 }
 

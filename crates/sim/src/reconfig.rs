@@ -2,14 +2,26 @@
 //! spare node as a learner, promote a learner, demote or remove a voter or a
 //! learner (the leader included), or several of these at once through the
 //! joint configuration. Every change keeps a minimum number of voters, so
-//! the cluster stays live through a single crash.
+//! the cluster stays live through a single crash. Leadership transfers are
+//! requested at random too, and removed nodes are dropped once no
+//! configuration can need them.
 
 use keel_raft::{ConfChange, ConfChangeOp, ConfState, Membership, NodeId};
 use rand::rngs::StdRng;
 use rand::Rng;
 
+use crate::node::SimNode;
+use crate::simulation::Simulation;
+
 /// Fewest voters a change may leave.
 pub const MIN_VOTERS: usize = 3;
+
+/// Nodes beyond the initial cluster that membership changes may add.
+pub const SPARE_NODES: u64 = 3;
+
+/// Per tick, in reconfiguring scenarios: membership change and transfer chances.
+const CONF_CHANGE_CHANCE: f64 = 0.1;
+const TRANSFER_CHANCE: f64 = 0.02;
 
 /// A random change of the membership `current`, or `None` if the one drawn
 /// is not allowed. `spare` is a node that may be added, if any.
@@ -94,6 +106,105 @@ pub fn is_member(conf: &ConfState, id: NodeId) -> bool {
         || conf.voters_outgoing.contains(&id)
         || conf.learners.contains(&id)
         || conf.learners_next.contains(&id)
+}
+
+impl Simulation {
+    /// At the leader: maybe a random membership change, maybe a transfer.
+    pub(crate) fn reconfigure(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        if self.rng.random_bool(CONF_CHANGE_CHANCE) {
+            self.change_membership(leader);
+        }
+        if self.rng.random_bool(TRANSFER_CHANCE) {
+            let raft = self.nodes[&leader].raw().expect("leader is up");
+            let voters = raft.conf_state().voters;
+            let to = voters[self.rng.random_range(0..voters.len())];
+            let replica = self.nodes.get_mut(&leader).and_then(|n| n.replica.as_mut());
+            match replica.expect("leader is up").transfer_leader(to) {
+                Ok(()) => {
+                    self.report.transfers += 1;
+                    self.trace(format_args!("leader {leader} transfers to {to}"));
+                }
+                Err(e) => self.trace(format_args!("transfer to {to} refused: {e}")),
+            }
+        }
+    }
+
+    /// Proposes a random membership change at `leader`, starting the spare
+    /// it adds, if any.
+    fn change_membership(&mut self, leader: NodeId) {
+        let conf = self.nodes[&leader]
+            .raw()
+            .expect("leader is up")
+            .conf_state();
+        // A spare: a node that never joined, or a fresh one if there is room.
+        let idle = self.nodes.iter().find(|(id, n)| {
+            !is_member(&conf, **id)
+                && !self.removals.contains_key(id)
+                && n.durable_conf() == ConfState::default()
+        });
+        let spare = match idle {
+            Some((id, _)) => Some(*id),
+            None if (self.nodes.len() as u64) < self.options.nodes + SPARE_NODES => {
+                Some(self.next_spare)
+            }
+            None => None,
+        };
+        let Some(change) = random_change(&mut self.rng, &conf, spare) else {
+            return;
+        };
+        let replica = self.nodes.get_mut(&leader).and_then(|n| n.replica.as_mut());
+        // The outcome shows in the membership; nobody waits for the reply.
+        let reply = Box::new(|_| {});
+        match replica
+            .expect("leader is up")
+            .propose_conf_change(change.clone(), reply)
+        {
+            Ok(at) => {
+                self.report.conf_changes += 1;
+                self.trace(format_args!(
+                    "leader {leader} proposes {change:?} at {}/{}",
+                    at.index, at.term
+                ));
+                for id in added(&change) {
+                    if !self.nodes.contains_key(&id) {
+                        self.next_spare += 1;
+                        self.nodes.insert(id, SimNode::spare());
+                        // Cannot fail: an empty disk is always valid.
+                        let _ = self.start(id);
+                    }
+                }
+                for id in removed(&change) {
+                    self.removals.insert(id, at.index);
+                }
+            }
+            Err(e) => self.trace(format_args!("{change:?} refused by {leader}: {e}")),
+        }
+    }
+
+    /// Drops the removed nodes that no configuration can need any more:
+    /// every other node applied past the removal, with a membership without
+    /// them (spares that never joined know no membership and do not count).
+    pub(crate) fn decommission_removed(&mut self) {
+        let gone: Vec<NodeId> = self
+            .removals
+            .iter()
+            .filter(|(&x, &at)| {
+                self.nodes.iter().filter(|(id, _)| **id != x).all(|(_, n)| {
+                    let conf = n.durable_conf();
+                    conf == ConfState::default() || (n.applied() >= at && !is_member(&conf, x))
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.trace(format_args!("node {id} was removed: decommissioned"));
+            self.removals.remove(&id);
+            self.decommission(id);
+        }
+    }
 }
 
 #[cfg(test)]

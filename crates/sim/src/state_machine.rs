@@ -1,53 +1,101 @@
-//! The replicated state machine every simulated node runs: a hash chain over
-//! the entries it applied. Two nodes at the same applied index hold the same
-//! digest exactly when they applied the same entries, so comparing digests
+//! The replicated state machine every simulated node runs, through keel-node's
+//! [`StateMachine`](keel_node::StateMachine) trait: a hash chain over the
+//! commands it applied. Two nodes at the same applied index hold the same
+//! digest exactly when they applied the same commands, so comparing digests
 //! checks whole states, including states that arrived in a snapshot.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use keel_raft::{Entry, Index};
+use std::io::{self, Read, Write};
 
-/// Bytes a snapshot's header takes: the applied index and the digest.
+use bytes::{BufMut, Bytes, BytesMut};
+use keel_raft::Index;
+
+/// Bytes a snapshot's header takes: the last command's index and the digest.
 pub const SNAPSHOT_HEADER_BYTES: usize = 16;
 
-/// A node's durable state machine: what it applied, summed up.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A client command: its id, and filler bytes so that sizes vary.
+pub type Command = (u64, Vec<u8>);
+
+/// A node's state machine: what it applied, summed up. Durable: it
+/// survives its node's crashes, like a store that keeps its state on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateMachine {
-    /// The index of the last entry applied.
-    pub applied: Index,
-    /// A hash chain over every applied entry's index, term and payload.
+    /// The index of the last command applied.
+    pub last_command: Index,
+    /// A hash chain over every applied command's index, id and filler.
     pub digest: u64,
+    journal: Journal,
+}
+
+/// What a state machine did since the simulator last looked, so that the
+/// checkers see the state after every entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Journal {
+    /// The digest of the snapshot it was restored from, if it was.
+    pub restored: Option<u64>,
+    /// The commands applied (after the restore): `(index, command id,
+    /// digest right after it)`.
+    pub applied: Vec<(Index, u64, u64)>,
 }
 
 impl StateMachine {
-    /// Applies `entry`, which must be the next one.
-    pub fn apply(&mut self, entry: &Entry) {
-        debug_assert_eq!(entry.index, self.applied + 1, "entries apply in order");
-        let mut h = Fnv::new(self.digest);
-        h.write(&entry.index.to_be_bytes());
-        h.write(&entry.term.to_be_bytes());
-        h.write(&entry.data);
-        self.applied = entry.index;
-        self.digest = h.finish();
+    /// Takes what happened since the last call.
+    pub fn take_journal(&mut self) -> Journal {
+        std::mem::take(&mut self.journal)
     }
 
     /// The snapshot payload: the header, then `padding` filler bytes so
     /// that snapshots have realistic sizes and travel in several chunks.
     pub fn snapshot_data(&self, padding: usize) -> Bytes {
-        let mut b = BytesMut::with_capacity(SNAPSHOT_HEADER_BYTES + padding);
-        b.put_u64(self.applied);
-        b.put_u64(self.digest);
+        use keel_node::StateMachine as _;
+        let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + padding);
+        Self::write_snapshot(self.snapshot(), &mut out).expect("writing to memory cannot fail");
+        let mut b = BytesMut::from(&out[..]);
         b.put_bytes(0x5A, padding);
         b.freeze()
     }
+}
 
-    /// Restores a state machine from a snapshot payload, if it has a header.
-    pub fn from_snapshot(data: &[u8]) -> Option<Self> {
-        let header = data.get(..SNAPSHOT_HEADER_BYTES)?;
-        let (applied, digest) = header.split_at(8);
-        Some(StateMachine {
-            applied: u64::from_be_bytes(applied.try_into().ok()?),
-            digest: u64::from_be_bytes(digest.try_into().ok()?),
-        })
+impl keel_node::StateMachine for StateMachine {
+    type Command = Command;
+    /// The id of the command applied.
+    type Response = u64;
+    /// The header of a snapshot: the last command's index and the digest.
+    type Snapshot = (Index, u64);
+
+    fn apply(&mut self, index: Index, (id, filler): Command) -> u64 {
+        debug_assert!(index > self.last_command, "commands apply in order");
+        let mut h = Fnv::new(self.digest);
+        h.write(&index.to_be_bytes());
+        h.write(&id.to_be_bytes());
+        h.write(&filler);
+        self.last_command = index;
+        self.digest = h.finish();
+        self.journal.applied.push((index, id, self.digest));
+        id
+    }
+
+    fn snapshot(&self) -> (Index, u64) {
+        (self.last_command, self.digest)
+    }
+
+    fn write_snapshot((last_command, digest): (Index, u64), out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&last_command.to_be_bytes())?;
+        out.write_all(&digest.to_be_bytes())
+    }
+
+    fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), String> {
+        let mut header = [0; SNAPSHOT_HEADER_BYTES];
+        snapshot
+            .read_exact(&mut header)
+            .map_err(|e| format!("reading the snapshot header: {e}"))?;
+        let (last_command, digest) = header.split_at(8);
+        self.last_command = u64::from_be_bytes(last_command.try_into().expect("8 bytes"));
+        self.digest = u64::from_be_bytes(digest.try_into().expect("8 bytes"));
+        self.journal = Journal {
+            restored: Some(self.digest),
+            applied: Vec::new(),
+        };
+        Ok(())
     }
 }
 
@@ -77,16 +125,19 @@ impl Fnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keel_node::StateMachine as _;
 
     #[test]
-    fn digests_depend_on_every_entry_and_survive_snapshots() {
+    fn digests_depend_on_every_command_and_survive_snapshots() {
         let mut a = StateMachine::default();
         let mut b = StateMachine::default();
-        a.apply(&Entry::normal(1, 1, Bytes::from_static(b"x")));
-        b.apply(&Entry::normal(1, 1, Bytes::from_static(b"y")));
+        assert_eq!(a.apply(1, (7, vec![1])), 7);
+        b.apply(1, (7, vec![2]));
         assert_ne!(a.digest, b.digest);
-        let restored = StateMachine::from_snapshot(&a.snapshot_data(100)).unwrap();
-        assert_eq!(restored, a);
-        assert_eq!(StateMachine::from_snapshot(b"short"), None);
+        let mut restored = StateMachine::default();
+        restored.restore(&mut &a.snapshot_data(100)[..]).unwrap();
+        assert_eq!((restored.last_command, restored.digest), (1, a.digest));
+        assert_eq!(restored.take_journal().restored, Some(a.digest));
+        assert!(restored.restore(&mut &b"short"[..]).is_err());
     }
 }

@@ -1,0 +1,665 @@
+//! [`Replica`]: the synchronous heart of a node, with no runtime in it.
+//!
+//! A replica owns the Raft core, the durable log ([`LogStore`]), the
+//! application's [`StateMachine`], the [`Transport`] its messages leave
+//! through, and everything waiting on them: proposals until their entry is
+//! applied, reads until they are confirmed and applied. It handles each
+//! [`Ready`] in the order the core's contract sets:
+//!
+//! 1. the leader's appends and heartbeats leave at once, so the network
+//!    overlaps the disk;
+//! 2. chunks of a snapshot being received are written, and a completely
+//!    received snapshot is installed (the state machine restores from it);
+//! 3. entries and hard state become durable;
+//! 4. messages that promise durable state (votes, acknowledgements) leave;
+//! 5. committed commands are applied as one batch and their proposals are
+//!    answered; proposals whose entries were replaced are answered `Lost`,
+//!    those a snapshot skipped `Indeterminate`;
+//! 6. confirmed reads run once the applied index reaches theirs.
+//!
+//! Time is the tick: read deadlines are counted in ticks, so the replica
+//! needs no clock. keel-node's async driver feeds it from tokio (a timer,
+//! channels, the WAL); keel-sim feeds it from virtual time (a simulated
+//! network, an in-memory disk that loses unsynced data in a crash), so the
+//! simulator checks this very code against thousands of seeds.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keel_raft::{
+    ConfChange, ConfState, Entry, EntryId, EntryKind, HardState, Index, MemStorage, Message,
+    NodeId, RawNode, ReadIndexError, Ready, SnapshotChunk, SnapshotMeta, StepError,
+};
+
+use crate::error::{ProposeError, ReadError, TransferError};
+use crate::state_machine::StateMachine;
+use crate::transport::Transport;
+
+/// The durable side of a replica's log. The core reads the log through
+/// the `MemStorage` its `RawNode` was built over; a log store makes writes
+/// durable and keeps that copy in step.
+pub trait LogStore {
+    /// Why a write failed. Any failure stops the replica.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Makes `entries` (replacing any stored suffix they conflict with) and
+    /// `hard_state` durable, in one sync.
+    fn persist(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+    ) -> Result<(), Self::Error>;
+
+    /// Records the membership as of the applied index.
+    fn set_conf_state(&mut self, conf_state: ConfState);
+
+    /// Writes a chunk of a snapshot being received; a chunk at offset 0
+    /// starts a new snapshot, the others follow in order.
+    fn receive_chunk(&mut self, chunk: SnapshotChunk) -> Result<(), Self::Error>;
+
+    /// Completes the snapshot received for `meta`, has `restore` read it
+    /// into the state machine, and restarts the log after it.
+    fn install_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        restore: Restore<'_>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Reads a received snapshot into the state machine (the error says why not).
+pub type Restore<'a> = &'a mut dyn FnMut(&mut dyn Read) -> Result<(), String>;
+
+/// Where a proposal's outcome goes: called exactly once.
+pub type Reply<T> = Box<dyn FnOnce(Result<T, ProposeError>) + Send>;
+
+/// A linearizable read: called once with the state machine (applied at
+/// least up to the read index), or with why the read failed.
+pub type ReadFn<S> = Box<dyn FnOnce(Result<ReadView<'_, S>, ReadError>) + Send>;
+
+/// What a confirmed read sees.
+pub struct ReadView<'a, S> {
+    /// The state machine.
+    pub state: &'a S,
+    /// The read index the leader confirmed.
+    pub read_index: Index,
+    /// The index the state machine has applied (at least `read_index`).
+    pub applied: Index,
+}
+
+/// Why a replica stopped on its own: going on could corrupt or lose state.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal<E: std::error::Error + 'static> {
+    /// Durable state could not be written.
+    #[error("cannot persist: {0}")]
+    Store(#[source] E),
+    /// A committed entry is not a command of this state machine: every
+    /// replica would fail on it the same way, so applying must not go on.
+    #[error("committed entry {index} does not decode as a command: {reason}")]
+    Undecodable {
+        /// The entry's index.
+        index: Index,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The state machine's `apply_batch` broke its contract.
+    #[error(
+        "apply_batch returned {responses} responses for {commands} commands \
+         (entries {first} to {last})"
+    )]
+    ResponseCount {
+        /// The first entry of the batch.
+        first: Index,
+        /// The last entry of the batch.
+        last: Index,
+        /// Commands handed to the state machine.
+        commands: usize,
+        /// Responses it returned.
+        responses: usize,
+    },
+}
+
+/// What handling one Ready did that its caller may care about.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// The snapshot installed, if any (before `applied`).
+    pub installed: Option<SnapshotMeta>,
+    /// The committed entries applied, in log order.
+    pub applied: Vec<Entry>,
+}
+
+/// How a replica serves its clients.
+#[derive(Clone, Debug, Default)]
+pub struct ReplicaOptions {
+    /// Peer addresses, for telling clients where the leader is.
+    pub addresses: Arc<BTreeMap<NodeId, String>>,
+    /// Ticks a read may wait for its confirmation before it fails with
+    /// [`ReadError::Timeout`].
+    pub read_timeout_ticks: u64,
+    /// The id of this life's first read request. Ids must not repeat
+    /// across restarts: a leader's confirmation of a read sent by an
+    /// earlier life may still be on its way, and must not confirm a new
+    /// read with its older index.
+    pub first_read_id: u64,
+}
+
+/// A proposal waiting for its entry to be applied.
+struct Waiter<T> {
+    term: u64,
+    reply: Reply<T>,
+}
+
+/// The core, the log store, the state machine and the waiters of one node.
+pub struct Replica<S: StateMachine, L, T> {
+    raw: RawNode<MemStorage>,
+    store: L,
+    sm: S,
+    transport: T,
+    options: ReplicaOptions,
+    proposals: BTreeMap<Index, Waiter<S::Response>>,
+    changes: BTreeMap<Index, Waiter<ConfState>>,
+    /// Reads sent for confirmation: request id → (deadline tick, reader).
+    reads_waiting_index: BTreeMap<u64, (u64, ReadFn<S>)>,
+    /// Confirmed reads waiting for the applied index to reach theirs.
+    reads_waiting_apply: Vec<(Index, ReadFn<S>)>,
+    next_read: u64,
+    ticks: u64,
+    /// The last index applied to the state machine.
+    applied: Index,
+}
+
+impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
+    /// A replica over a core built on the store's log, with a state machine
+    /// that holds the state as of `raw`'s applied index.
+    pub fn new(
+        raw: RawNode<MemStorage>,
+        store: L,
+        sm: S,
+        transport: T,
+        options: ReplicaOptions,
+    ) -> Self {
+        let applied = raw.status().applied;
+        Replica {
+            raw,
+            store,
+            sm,
+            transport,
+            next_read: options.first_read_id,
+            options,
+            proposals: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            reads_waiting_index: BTreeMap::new(),
+            reads_waiting_apply: Vec::new(),
+            ticks: 0,
+            applied,
+        }
+    }
+
+    /// The Raft core.
+    pub fn raw(&self) -> &RawNode<MemStorage> {
+        &self.raw
+    }
+
+    /// The state machine.
+    pub fn state_machine(&self) -> &S {
+        &self.sm
+    }
+
+    /// The state machine, for callers that keep bookkeeping in it (the
+    /// simulator's observers). Changing replicated state here breaks it.
+    pub fn state_machine_mut(&mut self) -> &mut S {
+        &mut self.sm
+    }
+
+    /// The log store.
+    pub fn store(&self) -> &L {
+        &self.store
+    }
+
+    /// The log store, for work outside the Ready loop (compaction).
+    pub fn store_mut(&mut self) -> &mut L {
+        &mut self.store
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The last index applied to the state machine.
+    pub fn applied(&self) -> Index {
+        self.applied
+    }
+
+    /// One tick: the core's timers advance, and reads waiting too long for
+    /// their confirmation fail.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+        self.ticks += 1;
+        let now = self.ticks;
+        let expired: Vec<u64> = self
+            .reads_waiting_index
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((_, read)) = self.reads_waiting_index.remove(&id) {
+                read(Err(ReadError::Timeout));
+            }
+        }
+    }
+
+    /// Hands a peer's message to the core (which refuses bad input).
+    pub fn step(&mut self, message: Message) -> Result<(), StepError> {
+        self.raw.step(message)
+    }
+
+    /// Proposes an encoded command; `reply` gets the state machine's
+    /// response once it is applied here. Returns the entry the proposal
+    /// got, or the refusal (which `reply` has also been given). A command
+    /// that encodes to no bytes is refused: empty entries are the leaders'
+    /// no-ops, never applied.
+    pub fn propose(
+        &mut self,
+        data: Bytes,
+        reply: Reply<S::Response>,
+    ) -> Result<EntryId, ProposeError> {
+        if data.is_empty() {
+            let refusal = ProposeError::Encode(
+                "the command encodes to no bytes; empty entries are reserved for leaders' no-ops"
+                    .into(),
+            );
+            reply(Err(refusal.clone()));
+            return Err(refusal);
+        }
+        let proposed = self.raw.propose(data);
+        self.wait_for(proposed, reply, |r| &mut r.proposals)
+    }
+
+    /// Proposes a membership change; `reply` gets the membership once it is
+    /// applied here. Returns as [`propose`](Self::propose) does.
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        reply: Reply<ConfState>,
+    ) -> Result<EntryId, ProposeError> {
+        let proposed = self.raw.propose_conf_change(change);
+        self.wait_for(proposed, reply, |r| &mut r.changes)
+    }
+
+    /// Starts a linearizable read: `read` runs once the leader confirmed a
+    /// read index and this replica applied up to it.
+    pub fn read(&mut self, read: ReadFn<S>) {
+        let request = self.next_read;
+        self.next_read = self.next_read.wrapping_add(1);
+        match self.raw.read_index(request) {
+            Ok(()) => {
+                let deadline = self.ticks + self.options.read_timeout_ticks;
+                self.reads_waiting_index.insert(request, (deadline, read));
+            }
+            Err(ReadIndexError::NoLeader) => read(Err(ReadError::NoLeader)),
+        }
+    }
+
+    /// Hands leadership to voter `to`.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), TransferError> {
+        self.raw.transfer_leader(to).map_err(TransferError::from)
+    }
+
+    /// Files `reply` under the entry a proposal got, or answers at once if
+    /// the core refused it.
+    fn wait_for<R>(
+        &mut self,
+        proposed: Result<EntryId, keel_raft::ProposeError>,
+        reply: Reply<R>,
+        waiters: fn(&mut Self) -> &mut BTreeMap<Index, Waiter<R>>,
+    ) -> Result<EntryId, ProposeError> {
+        match proposed {
+            Ok(id) => {
+                let waiter = Waiter {
+                    term: id.term,
+                    reply,
+                };
+                waiters(self).insert(id.index, waiter);
+                Ok(id)
+            }
+            Err(e) => {
+                let refusal = self.refusal(e);
+                reply(Err(refusal.clone()));
+                Err(refusal)
+            }
+        }
+    }
+
+    fn refusal(&self, e: keel_raft::ProposeError) -> ProposeError {
+        match e {
+            keel_raft::ProposeError::NotLeader { leader } => ProposeError::NotLeader {
+                leader,
+                address: leader.and_then(|l| self.options.addresses.get(&l).cloned()),
+            },
+            other => ProposeError::Refused(other),
+        }
+    }
+
+    /// The next batch of work, if the core has any.
+    pub fn ready(&mut self) -> Option<Ready> {
+        self.raw.has_ready().then(|| self.raw.ready())
+    }
+
+    /// Does the work of `ready` in the order of the core's contract, then
+    /// tells the core it is done. An error stops the replica: the caller
+    /// must not hand it more work.
+    pub fn handle_ready(&mut self, ready: Ready) -> Result<Handled, Fatal<L::Error>> {
+        // The leader's appends go out first, so the network overlaps the sync.
+        self.send(ready.messages);
+        for chunk in ready.snapshot_chunks {
+            self.store.receive_chunk(chunk).map_err(Fatal::Store)?;
+        }
+        let installed = ready.snapshot.clone();
+        if let Some(meta) = ready.snapshot {
+            let index = meta.last.index;
+            let sm = &mut self.sm;
+            self.store
+                .install_snapshot(meta, &mut |data| sm.restore(data))
+                .map_err(Fatal::Store)?;
+            self.applied = index;
+            self.settle_before(index + 1, ProposeError::Indeterminate);
+        }
+        self.store
+            .persist(&ready.entries, ready.hard_state)
+            .map_err(Fatal::Store)?;
+        self.send(ready.persisted_messages);
+        self.apply_entries(&ready.committed_entries)?;
+        if let Some(cs) = ready.conf_state {
+            self.store.set_conf_state(cs);
+        }
+        for rs in ready.read_states {
+            if let Some((_, read)) = self.reads_waiting_index.remove(&rs.request) {
+                self.reads_waiting_apply.push((rs.index, read));
+            }
+        }
+        self.run_reads();
+        self.raw.advance();
+        Ok(Handled {
+            installed,
+            applied: ready.committed_entries,
+        })
+    }
+
+    /// Stops: every proposal, change and read still waiting is answered
+    /// with `Stopped`. Returns the state machine.
+    pub fn stop(mut self) -> S {
+        self.settle_before(Index::MAX, ProposeError::Stopped);
+        for (_, (_, read)) in std::mem::take(&mut self.reads_waiting_index) {
+            read(Err(ReadError::Stopped));
+        }
+        for (_, read) in std::mem::take(&mut self.reads_waiting_apply) {
+            read(Err(ReadError::Stopped));
+        }
+        self.sm
+    }
+
+    /// Sends `messages` as one batch per peer, each in the core's order.
+    fn send(&self, mut messages: Vec<Message>) {
+        messages.sort_by_key(|m| m.to); // Stable: keeps each peer's order.
+        while let Some(to) = messages.last().map(|m| m.to) {
+            let start = messages.partition_point(|m| m.to < to);
+            let batch = if start == 0 {
+                std::mem::take(&mut messages)
+            } else {
+                messages.split_off(start)
+            };
+            self.transport.send(to, batch);
+        }
+    }
+
+    /// Applies a Ready's committed entries: the commands go to the state
+    /// machine as one batch, then every waiting proposal is answered in log
+    /// order. A command that does not decode, or a batch answered with the
+    /// wrong number of responses, is fatal: nothing is answered.
+    fn apply_entries(&mut self, entries: &[Entry]) -> Result<(), Fatal<L::Error>> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (first.index, last.index);
+        let mut batch = Vec::new();
+        for e in entries {
+            if e.kind == EntryKind::Normal && !e.data.is_empty() {
+                let command = postcard::from_bytes::<S::Command>(&e.data).map_err(|err| {
+                    Fatal::Undecodable {
+                        index: e.index,
+                        reason: err.to_string(),
+                    }
+                })?;
+                batch.push((e.index, command));
+            }
+        }
+        let indexes: Vec<Index> = batch.iter().map(|(i, _)| *i).collect();
+        let responses = self.sm.apply_batch(batch);
+        if responses.len() != indexes.len() {
+            return Err(Fatal::ResponseCount {
+                first,
+                last,
+                commands: indexes.len(),
+                responses: responses.len(),
+            });
+        }
+        let mut responses = indexes.into_iter().zip(responses).peekable();
+        for e in entries {
+            let response = responses.next_if(|(i, _)| *i == e.index).map(|(_, r)| r);
+            // Proposals at lower indexes were overwritten and never got here.
+            self.settle_before(e.index, ProposeError::Lost);
+            if e.kind == EntryKind::ConfChange {
+                if let Some(w) = self.changes.remove(&e.index) {
+                    let result = if w.term == e.term {
+                        Ok(self.raw.conf_state())
+                    } else {
+                        Err(ProposeError::Lost)
+                    };
+                    (w.reply)(result);
+                }
+            }
+            if let Some(w) = self.proposals.remove(&e.index) {
+                let result = match response {
+                    Some(r) if w.term == e.term => Ok(r),
+                    _ => Err(ProposeError::Lost),
+                };
+                (w.reply)(result);
+            }
+        }
+        self.applied = last;
+        Ok(())
+    }
+
+    /// Waiters below `index` can no longer be applied here: their entries
+    /// were replaced (`Lost`), a snapshot skipped them (`Indeterminate`), or
+    /// the replica stops (`Stopped`).
+    fn settle_before(&mut self, index: Index, error: ProposeError) {
+        settle(&mut self.proposals, index, &error);
+        settle(&mut self.changes, index, &error);
+    }
+
+    fn run_reads(&mut self) {
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
+            .into_iter()
+            .partition(|(i, _)| *i <= applied);
+        self.reads_waiting_apply = waiting;
+        for (read_index, read) in ready {
+            read(Ok(ReadView {
+                state: &self.sm,
+                read_index,
+                applied,
+            }));
+        }
+    }
+}
+
+/// Answers every waiter below `index` with `error`.
+/// Called for every applied entry, so it costs nothing when no waiter is below.
+fn settle<R>(waiters: &mut BTreeMap<Index, Waiter<R>>, index: Index, error: &ProposeError) {
+    while let Some(first) = waiters.first_entry() {
+        if *first.key() >= index {
+            break;
+        }
+        (first.remove().reply)(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+
+    use keel_raft::Config;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// A log store over the core's `MemStorage` whose writes fail on demand.
+    struct Store {
+        mem: MemStorage,
+        broken: bool,
+    }
+
+    impl LogStore for Store {
+        type Error = io::Error;
+
+        fn persist(
+            &mut self,
+            entries: &[Entry],
+            hard_state: Option<HardState>,
+        ) -> Result<(), io::Error> {
+            if self.broken {
+                return Err(io::Error::other("disk gone"));
+            }
+            self.mem.append(entries).map_err(io::Error::other)?;
+            if let Some(hs) = hard_state {
+                self.mem.set_hard_state(hs);
+            }
+            Ok(())
+        }
+
+        fn set_conf_state(&mut self, conf_state: ConfState) {
+            self.mem.set_conf_state(conf_state);
+        }
+
+        fn receive_chunk(&mut self, _: SnapshotChunk) -> Result<(), io::Error> {
+            unreachable!("a single node receives no snapshot")
+        }
+
+        fn install_snapshot(&mut self, _: SnapshotMeta, _: Restore<'_>) -> Result<(), io::Error> {
+            unreachable!("a single node receives no snapshot")
+        }
+    }
+
+    struct Nowhere;
+
+    impl Transport for Nowhere {
+        fn send(&self, _: NodeId, _: Vec<Message>) {}
+    }
+
+    /// Sums commands.
+    #[derive(Default)]
+    struct Count(u64);
+
+    impl StateMachine for Count {
+        type Command = u8;
+        type Response = u64;
+        type Snapshot = u64;
+
+        fn apply(&mut self, _: Index, n: u8) -> u64 {
+            self.0 += u64::from(n);
+            self.0
+        }
+
+        fn snapshot(&self) -> u64 {
+            self.0
+        }
+
+        fn write_snapshot(_: u64, _: &mut dyn std::io::Write) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn restore(&mut self, _: &mut dyn Read) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    type Outcomes = Arc<Mutex<Vec<Result<u64, ProposeError>>>>;
+
+    fn leader() -> Replica<Count, Store, Nowhere> {
+        let mem = MemStorage::with_voters(&[1]);
+        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(1));
+        let raw = RawNode::new(Config::new(1), mem.clone(), rng).unwrap();
+        let store = Store { mem, broken: false };
+        let mut replica = Replica::new(raw, store, Count::default(), Nowhere, Default::default());
+        replica.raw.campaign();
+        drain(&mut replica).unwrap();
+        replica
+    }
+
+    fn drain(replica: &mut Replica<Count, Store, Nowhere>) -> Result<(), Fatal<io::Error>> {
+        while let Some(ready) = replica.ready() {
+            replica.handle_ready(ready)?;
+        }
+        Ok(())
+    }
+
+    fn propose(replica: &mut Replica<Count, Store, Nowhere>, outcomes: &Outcomes) {
+        let data = Bytes::from(postcard::to_allocvec(&1u8).unwrap());
+        propose_raw(replica, outcomes, data).unwrap();
+    }
+
+    fn propose_raw(
+        replica: &mut Replica<Count, Store, Nowhere>,
+        outcomes: &Outcomes,
+        data: Bytes,
+    ) -> Result<EntryId, ProposeError> {
+        let outcomes = outcomes.clone();
+        let reply = Box::new(move |r| outcomes.lock().unwrap().push(r));
+        replica.propose(data, reply)
+    }
+
+    #[test]
+    fn a_command_that_encodes_to_nothing_is_refused() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        let refused = propose_raw(&mut replica, &outcomes, Bytes::new()).unwrap_err();
+        assert!(matches!(refused, ProposeError::Encode(_)), "{refused}");
+        assert_eq!(*outcomes.lock().unwrap(), vec![Err(refused)]);
+    }
+
+    #[test]
+    fn proposals_are_answered_once_applied() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        propose(&mut replica, &outcomes);
+        propose(&mut replica, &outcomes);
+        drain(&mut replica).unwrap();
+        assert_eq!(*outcomes.lock().unwrap(), vec![Ok(1), Ok(2)]);
+    }
+
+    #[test]
+    fn a_failed_write_is_fatal_and_stopping_answers_whoever_waits() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        replica.store.broken = true;
+        propose(&mut replica, &outcomes);
+        let read_failed = Arc::new(Mutex::new(None));
+        let seen = read_failed.clone();
+        replica.read(Box::new(
+            move |view: Result<ReadView<'_, Count>, ReadError>| {
+                *seen.lock().unwrap() = view.err();
+            },
+        ));
+        let err = drain(&mut replica).unwrap_err();
+        assert!(matches!(err, Fatal::Store(_)), "{err}");
+        assert!(outcomes.lock().unwrap().is_empty(), "nothing answered yet");
+        replica.stop();
+        assert_eq!(*outcomes.lock().unwrap(), vec![Err(ProposeError::Stopped)]);
+        assert_eq!(*read_failed.lock().unwrap(), Some(ReadError::Stopped));
+    }
+}
