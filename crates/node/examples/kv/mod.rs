@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 
 /// The replicated state.
 #[derive(Default)]
-pub struct Kv(pub BTreeMap<String, String>);
+pub(crate) struct Kv(pub BTreeMap<String, String>);
 
 /// What clients can ask for.
 #[derive(Serialize, Deserialize)]
-pub enum Command {
+pub(crate) enum Command {
     /// Sets `key` to `value`.
     Put { key: String, value: String },
 }
@@ -42,7 +42,7 @@ impl StateMachine for Kv {
 }
 
 /// A put command.
-pub fn put(key: &str, value: &str) -> Command {
+pub(crate) fn put(key: &str, value: &str) -> Command {
     Command::Put {
         key: key.into(),
         value: value.into(),

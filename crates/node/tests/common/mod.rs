@@ -18,11 +18,11 @@ use tokio::task::JoinHandle;
 
 /// A counter map: each command adds to a key and returns the new value.
 #[derive(Default)]
-pub struct Counters(pub BTreeMap<String, u64>);
+pub(crate) struct Counters(pub BTreeMap<String, u64>);
 
 /// Adds `.1` to key `.0`.
 #[derive(Serialize, Deserialize)]
-pub struct Add(pub String, pub u64);
+pub(crate) struct Add(pub String, pub u64);
 
 impl StateMachine for Counters {
     type Command = Add;
@@ -51,7 +51,7 @@ impl StateMachine for Counters {
 
 /// Which transport the cluster runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Net {
+pub(crate) enum Net {
     /// In-process channels.
     Local,
     /// gRPC on 127.0.0.1.
@@ -66,7 +66,7 @@ struct Server {
     task: JoinHandle<()>,
 }
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     _dir: tempfile::TempDir,
     pub root: PathBuf,
     net: Net,
@@ -83,7 +83,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `size` voters; `spares` more ids get addresses for later.
-    pub async fn new(net: Net, size: u64, spares: u64, snapshot_threshold: u64) -> Cluster {
+    pub(crate) async fn new(net: Net, size: u64, spares: u64, snapshot_threshold: u64) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut addresses = BTreeMap::new();
         for id in 1..=size + spares {
@@ -129,7 +129,7 @@ impl Cluster {
     }
 
     /// Starts node `id` (as a member of the initial cluster, or as a new node).
-    pub async fn start(&mut self, id: u64, bootstrap: bool) {
+    pub(crate) async fn start(&mut self, id: u64, bootstrap: bool) {
         let config = self.config(id, bootstrap);
         let node = match self.net {
             Net::Local => {
@@ -168,7 +168,7 @@ impl Cluster {
     }
 
     /// Kills node `id`'s task (and its server); its disk stays.
-    pub async fn stop(&mut self, id: u64) {
+    pub(crate) async fn stop(&mut self, id: u64) {
         self.local.unregister(id);
         if let Some(node) = self.nodes.remove(&id) {
             node.stop().await;
@@ -180,7 +180,7 @@ impl Cluster {
     }
 
     /// Waits for a leader that every member among the running nodes follows.
-    pub async fn leader(&self) -> RaftNode<Counters> {
+    pub(crate) async fn leader(&self) -> RaftNode<Counters> {
         for _ in 0..1000 {
             let leaders: Vec<_> = self
                 .nodes
@@ -209,7 +209,7 @@ impl Cluster {
     }
 
     /// Proposes through whoever leads, retrying across leader changes.
-    pub async fn add(&self, key: &str, n: u64) -> u64 {
+    pub(crate) async fn add(&self, key: &str, n: u64) -> u64 {
         for _ in 0..100 {
             let leader = self.leader().await;
             match leader.propose(Add(key.to_string(), n)).await {
@@ -225,7 +225,7 @@ impl Cluster {
     }
 
     /// A linearizable read of `key` on node `id`.
-    pub async fn read(&self, id: u64, key: &str) -> Option<u64> {
+    pub(crate) async fn read(&self, id: u64, key: &str) -> Option<u64> {
         let key = key.to_string();
         for _ in 0..100 {
             let key = key.clone();
@@ -237,7 +237,7 @@ impl Cluster {
         panic!("node {id} could not read");
     }
 
-    pub async fn wait_applied(&self, id: u64, index: u64) {
+    pub(crate) async fn wait_applied(&self, id: u64, index: u64) {
         for _ in 0..1000 {
             if self.nodes[&id].status().applied >= index {
                 return;
@@ -277,7 +277,7 @@ macro_rules! all_scenarios {
     };
 }
 
-pub async fn elects_commits_and_reads_linearizably_from_followers(net: Net) {
+pub(crate) async fn elects_commits_and_reads_linearizably_from_followers(net: Net) {
     let c = Cluster::new(net, 3, 1, 10_000).await;
     assert_eq!(c.add("a", 2).await, 2);
     assert_eq!(c.add("a", 3).await, 5);
@@ -302,7 +302,7 @@ pub async fn elects_commits_and_reads_linearizably_from_followers(net: Net) {
     }
 }
 
-pub async fn fails_over_when_the_leader_stops_and_loses_no_acknowledged_write(net: Net) {
+pub(crate) async fn fails_over_when_the_leader_stops_and_loses_no_acknowledged_write(net: Net) {
     let mut c = Cluster::new(net, 3, 1, 10_000).await;
     let mut total = 0;
     for _ in 0..20 {
@@ -322,7 +322,7 @@ pub async fn fails_over_when_the_leader_stops_and_loses_no_acknowledged_write(ne
     assert_eq!(c.read(old, "k").await, Some(40));
 }
 
-pub async fn a_restarted_cluster_recovers_everything_from_its_wal(net: Net) {
+pub(crate) async fn a_restarted_cluster_recovers_everything_from_its_wal(net: Net) {
     // Snapshots every 7 entries: restarts go through a snapshot file and the
     // WAL's tail after it.
     let mut c = Cluster::new(net, 3, 1, 7).await;
@@ -355,7 +355,7 @@ pub async fn a_restarted_cluster_recovers_everything_from_its_wal(net: Net) {
     assert_eq!(c.add("k0", 1).await, 11);
 }
 
-pub async fn a_lagging_node_catches_up_by_snapshot(net: Net) {
+pub(crate) async fn a_lagging_node_catches_up_by_snapshot(net: Net) {
     let mut c = Cluster::new(net, 3, 1, 20).await;
     c.add("x", 1).await;
     let leader = c.leader().await.status().id;
@@ -378,7 +378,9 @@ pub async fn a_lagging_node_catches_up_by_snapshot(net: Net) {
             .starts_with("snap-")));
 }
 
-pub async fn a_learner_joins_under_load_and_is_promoted_then_the_leader_is_removed(net: Net) {
+pub(crate) async fn a_learner_joins_under_load_and_is_promoted_then_the_leader_is_removed(
+    net: Net,
+) {
     // No snapshots: the new node learns the membership from the log itself.
     let mut c = Cluster::new(net, 3, 1, 10_000).await;
     for _ in 0..60 {
