@@ -107,7 +107,7 @@ pub struct Member {
 }
 
 /// Members of one cluster, with their data in a temporary directory that
-/// is removed when the cluster is dropped (after the members are stopped).
+/// is removed when the cluster is dropped (after the members are killed).
 pub struct Cluster {
     /// The members, in the order of the initial cluster.
     pub members: Vec<Member>,
@@ -304,17 +304,11 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Kills every member (whatever a test wanted of a clean stop it asked
+    /// for with [`Cluster::stop`]), then removes the data unless kept.
     fn drop(&mut self) {
-        for child in self.members.iter().filter_map(|m| m.process.as_ref()) {
-            sigterm(child);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for m in &mut self.members {
-            if let Some(child) = m.process.take() {
-                if wait_exit(child, deadline).is_none() {
-                    eprintln!("{} did not stop within 10 s; killed", m.spec.name);
-                }
-            }
+        for i in 0..self.members.len() {
+            self.kill(i);
         }
         if let Some(dir) = self.dir.take() {
             if self.keep_dir {
