@@ -75,7 +75,7 @@ impl Span {
     }
 
     /// The storage keys holding the span's versions.
-    fn storage_bounds(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+    pub(crate) fn storage_bounds(&self) -> (Vec<u8>, Option<Vec<u8>>) {
         let end = match &self.end {
             SpanEnd::Single => Some(key_end(&self.start)),
             SpanEnd::Before(end) => Some(key_start(end)),

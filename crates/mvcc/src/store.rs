@@ -158,7 +158,7 @@ impl Store {
     /// A storage snapshot with the revision and compaction point it holds.
     /// Refused while a restore is unfinished: the keyspaces are then half
     /// old, half new.
-    fn read_view(&self) -> Result<(Snapshot, i64, i64), MvccError> {
+    pub(crate) fn read_view(&self) -> Result<(Snapshot, i64, i64), MvccError> {
         let state = self
             .inner
             .state
