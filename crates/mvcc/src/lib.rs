@@ -27,4 +27,5 @@ pub use command::{Command, WriteResponse};
 pub use encoding::MAX_KEY_BYTES;
 pub use error::MvccError;
 pub use events::History;
+pub use range::Span;
 pub use store::{HashKv, Store, StoreOptions, StoreView};

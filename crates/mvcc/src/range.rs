@@ -20,7 +20,7 @@ use keel_api::mvccpb::KeyValue;
 /// empty), `[key, range_end)`, or every key from `key` on (`range_end`
 /// is `"\0"`).
 #[derive(Debug, Clone)]
-pub(crate) struct Span {
+pub struct Span {
     start: Bytes,
     end: SpanEnd,
 }
@@ -35,7 +35,7 @@ enum SpanEnd {
 impl Span {
     /// The span of `key` and `range_end`; `None` when it holds no key
     /// (`range_end` at or below `key`). Refuses keys too long to store.
-    pub(crate) fn new(key: &Bytes, range_end: &Bytes) -> Result<Option<Span>, MvccError> {
+    pub fn new(key: &Bytes, range_end: &Bytes) -> Result<Option<Span>, MvccError> {
         check_key_len(key)?;
         check_key_len(range_end)?;
         let end = match range_end.as_ref() {
@@ -51,7 +51,7 @@ impl Span {
     }
 
     /// Whether `key` is in the span.
-    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+    pub fn contains(&self, key: &[u8]) -> bool {
         match &self.end {
             SpanEnd::Single => key == self.start.as_ref(),
             SpanEnd::Before(end) => key >= self.start.as_ref() && key < end.as_ref(),

@@ -12,6 +12,7 @@ mod identity;
 mod logging;
 mod server;
 mod tasks;
+mod watch;
 
 use cli::{client, local_cluster};
 

@@ -21,12 +21,18 @@ use tonic_health::ServingStatus;
 
 use crate::api::grpc::admission::AdmissionLayer;
 use crate::api::grpc::authority::LenientAuthority;
-use crate::api::grpc::{ClusterService, ForwardService, KvService, MaintenanceService};
+use crate::api::grpc::{
+    ClusterService, ForwardService, KvService, MaintenanceService, WatchService,
+};
 use crate::cluster::Peers;
 use crate::config::{host_port, ClusterState, Config};
 use crate::core::{Core, Limits, MvccStateMachine};
 use crate::identity::{self, Identity};
 use crate::tasks::{self, Tasks};
+use crate::watch::WatchHub;
+
+/// The most watches one watch stream may hold.
+const MAX_WATCHES_PER_STREAM: usize = 10_000;
 
 /// How long a joining member keeps asking the cluster about itself.
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
@@ -62,6 +68,12 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         "starting"
     );
 
+    let hub = Arc::new(WatchHub::new(
+        store.clone(),
+        identity.cluster_id,
+        identity.member_id,
+        MAX_WATCHES_PER_STREAM,
+    ));
     let transport = GrpcTransport::new(identity.cluster_id, BTreeMap::new());
     let peers = Peers::new(transport.clone(), addresses);
     peers.update(&store.members());
@@ -72,10 +84,11 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     node_config.snapshot_threshold = config.snapshot_count;
     let node = RaftNode::start(
         node_config,
-        MvccStateMachine::new(store.clone(), peers.clone(), Vec::new()),
+        MvccStateMachine::new(store.clone(), peers.clone(), vec![hub.clone()]),
         transport,
     )
     .context("starting the raft node")?;
+    hub.set_node_status(node.watch());
     let core = Arc::new(Core::new(
         node.clone(),
         store,
@@ -108,6 +121,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         let server = GrpcServer::builder()
             .layer(AdmissionLayer::new(core.clone()))
             .add_service(KvService(core.clone()).into_server())
+            .add_service(WatchService(hub.clone()).into_server())
             .add_service(ClusterService(core.clone()).into_server())
             .add_service(
                 MaintenanceService::new(core.clone(), config.data_dir.join("tmp")).into_server(),
@@ -127,6 +141,8 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     background.spawn("health", |stop| {
         tasks::health::report_health(status.clone(), health.clone(), stop)
     });
+    let h = hub.clone();
+    background.spawn("watch catch-up", |stop| h.catch_up(stop));
     let store = core.store.clone();
     background.spawn("history removal", |stop| {
         tasks::history::remove_compacted_history(store, stop)

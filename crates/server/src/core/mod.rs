@@ -25,7 +25,7 @@ use crate::identity::Identity;
 
 pub(crate) use error::ServerError;
 pub(crate) use maintenance::Backup;
-pub(crate) use state_machine::MvccStateMachine;
+pub(crate) use state_machine::{EventSink, MvccStateMachine};
 
 /// How far a request may go.
 #[derive(Clone, Copy, Debug)]

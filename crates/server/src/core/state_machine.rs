@@ -20,6 +20,10 @@ use crate::cluster::Peers;
 pub(crate) trait EventSink: Send + Sync {
     /// The events of one applied batch (never empty).
     fn publish(&self, events: &[Event]);
+
+    /// The store was replaced by a snapshot: changes since the last batch
+    /// published were not (and will not be) told.
+    fn restored(&self);
 }
 
 /// keel's replicated state machine: a [`Store`], the peer address book it
@@ -79,6 +83,9 @@ impl StateMachine for MvccStateMachine {
 
     fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), String> {
         self.store.restore(snapshot).map_err(|e| e.to_string())?;
+        for sink in &self.sinks {
+            sink.restored();
+        }
         self.peers.update(&self.store.members());
         Ok(())
     }
@@ -112,6 +119,8 @@ mod tests {
             let held = self.store.revision();
             self.seen.lock().unwrap().push((events.to_vec(), held));
         }
+
+        fn restored(&self) {}
     }
 
     fn command(op: Op) -> Command {

@@ -10,11 +10,13 @@ mod forward;
 mod kv;
 mod maintenance;
 mod status;
+mod watch;
 
 pub(crate) use cluster::ClusterService;
 pub(crate) use forward::ForwardService;
 pub(crate) use kv::KvService;
 pub(crate) use maintenance::MaintenanceService;
+pub(crate) use watch::WatchService;
 
 /// The largest message a service decodes: a little over the request cap,
 /// so an oversized request gets etcd's error from [`admission`] rather than

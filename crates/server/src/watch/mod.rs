@@ -1,0 +1,485 @@
+//! The watch hub: every change this member applies, delivered to the
+//! watchers whose keys it touches, in revision order, with no gap and no
+//! duplicate, and without ever blocking apply.
+//!
+//! Each watch stream has one bounded queue of responses. A watcher is
+//! *synced* while the queue keeps up: apply's events ([`EventSink`]) go
+//! straight into it. A watcher that starts in the past, or whose queue was
+//! full when its events came, is *unsynced*: the catch-up task reads its
+//! missing revisions back from the store ([`Store::events`]) in windows, as
+//! its stream's queue has room, and makes it synced again once it has
+//! reached what apply has published. Memory per stream is the queue's; a
+//! watcher that stops reading costs nothing more. A watcher that falls
+//! below the compaction point is canceled with the compaction revision, as
+//! etcd does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_api::etcdserverpb::watch_create_request::FilterType;
+use keel_api::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+use keel_api::mvccpb::{event::EventType, Event};
+use keel_mvcc::{MvccError, Span, Store};
+use keel_node::Status;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::EventSink;
+
+/// Revisions read back per step of catching a watcher up.
+const CATCH_UP_WINDOW: i64 = 1000;
+
+/// How often the catch-up task looks again at watchers whose stream queue
+/// was full.
+const RETRY_FULL: Duration = Duration::from_millis(20);
+
+/// A stream's id in the hub.
+pub(crate) type StreamId = u64;
+
+/// Why a watch could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WatchError {
+    /// The client chose an id the stream already uses.
+    #[error("mvcc: duplicate watch ID provided on the WatchStream")]
+    DuplicateId,
+    /// The stream holds as many watches as it may.
+    #[error("too many watches on this stream (the limit is {0})")]
+    TooManyWatches(usize),
+    /// A key or range end the store refuses.
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+}
+
+/// What a watcher wants.
+struct Watcher {
+    key: Bytes,
+    range_end: Bytes,
+    /// The keys watched (`None`: a range that holds no key).
+    span: Option<Span>,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    /// The first revision not delivered yet.
+    next: i64,
+    /// Events go straight to the stream (else the catch-up task feeds it).
+    synced: bool,
+    /// Created and announced: eligible for events.
+    active: bool,
+}
+
+impl Watcher {
+    /// The events of `events` this watcher wants, from its next revision.
+    fn select(&self, events: &[Event]) -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| {
+                let Some(kv) = e.kv.as_ref() else {
+                    return false;
+                };
+                let wanted_kind = if e.r#type == EventType::Put as i32 {
+                    !self.no_put
+                } else {
+                    !self.no_delete
+                };
+                wanted_kind
+                    && kv.mod_revision >= self.next
+                    && self.span.as_ref().is_some_and(|s| s.contains(&kv.key))
+            })
+            .map(|e| Event {
+                prev_kv: if self.prev_kv {
+                    e.prev_kv.clone()
+                } else {
+                    None
+                },
+                ..e.clone()
+            })
+            .collect()
+    }
+}
+
+/// One watch stream: its queue and its watchers.
+struct Stream {
+    queue: mpsc::Sender<WatchResponse>,
+    watchers: BTreeMap<i64, Watcher>,
+    /// The next id the server picks.
+    next_id: i64,
+    /// A progress report was asked for while some watcher was unsynced.
+    progress_wanted: bool,
+}
+
+#[derive(Default)]
+struct HubState {
+    /// The last revision apply published.
+    published: i64,
+    streams: HashMap<StreamId, Stream>,
+    next_stream: StreamId,
+}
+
+/// The watch hub of one member.
+pub(crate) struct WatchHub {
+    state: Mutex<HubState>,
+    store: Store,
+    /// This member's ids, for response headers.
+    header: ResponseHeader,
+    /// The raft node's status, for the term in response headers (set once
+    /// the node runs: the hub exists before it).
+    node: OnceLock<watch::Receiver<Status>>,
+    /// The most watches one stream may hold.
+    max_watches_per_stream: usize,
+    /// Wakes the catch-up task.
+    unsynced: Notify,
+}
+
+impl WatchHub {
+    /// A hub over `store`, whose responses carry `cluster_id` and
+    /// `member_id`.
+    pub(crate) fn new(
+        store: Store,
+        cluster_id: u64,
+        member_id: u64,
+        max_watches_per_stream: usize,
+    ) -> Self {
+        let published = store.revision();
+        WatchHub {
+            state: Mutex::new(HubState {
+                published,
+                ..HubState::default()
+            }),
+            store,
+            header: ResponseHeader {
+                cluster_id,
+                member_id,
+                ..ResponseHeader::default()
+            },
+            max_watches_per_stream,
+            unsynced: Notify::new(),
+            node: OnceLock::new(),
+        }
+    }
+
+    /// Tells the hub the node's status, for the term in response headers.
+    pub(crate) fn set_node_status(&self, status: watch::Receiver<Status>) {
+        let _ = self.node.set(status);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The last revision apply published.
+    pub(crate) fn published(&self) -> i64 {
+        self.lock().published
+    }
+
+    /// A response header at `revision`.
+    pub(crate) fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision,
+            raft_term: self.node.get().map_or(0, |s| s.borrow().term),
+            ..self.header
+        })
+    }
+
+    /// Opens a stream whose responses go to `queue`.
+    pub(crate) fn open_stream(&self, queue: mpsc::Sender<WatchResponse>) -> StreamId {
+        let mut state = self.lock();
+        let id = state.next_stream;
+        state.next_stream += 1;
+        state.streams.insert(
+            id,
+            Stream {
+                queue,
+                watchers: BTreeMap::new(),
+                next_id: 0,
+                progress_wanted: false,
+            },
+        );
+        id
+    }
+
+    /// Forgets a stream and its watchers.
+    pub(crate) fn close_stream(&self, stream: StreamId) {
+        self.lock().streams.remove(&stream);
+    }
+
+    /// Registers a watch (not yet active: [`activate`](Self::activate) it
+    /// once its created response is queued) and returns its id and the
+    /// revision to put in the created response.
+    pub(crate) fn create(
+        &self,
+        stream: StreamId,
+        request: &WatchCreateRequest,
+    ) -> Result<(i64, i64), WatchError> {
+        let span = Span::new(&request.key, &request.range_end)?;
+        let next = match request.start_revision {
+            r if r > 0 => r,
+            _ => self.store.revision() + 1,
+        };
+        let mut state = self.lock();
+        let published = state.published;
+        let Some(stream) = state.streams.get_mut(&stream) else {
+            return Err(WatchError::Mvcc(MvccError::InvalidArgument(
+                "the watch stream is closed".into(),
+            )));
+        };
+        if stream.watchers.len() >= self.max_watches_per_stream {
+            return Err(WatchError::TooManyWatches(self.max_watches_per_stream));
+        }
+        let id = match request.watch_id {
+            0 => {
+                while stream.watchers.contains_key(&stream.next_id) {
+                    stream.next_id += 1;
+                }
+                stream.next_id
+            }
+            id if stream.watchers.contains_key(&id) => return Err(WatchError::DuplicateId),
+            id => id,
+        };
+        let filters = |f: FilterType| request.filters.contains(&(f as i32));
+        stream.watchers.insert(
+            id,
+            Watcher {
+                key: request.key.clone(),
+                range_end: request.range_end.clone(),
+                span,
+                no_put: filters(FilterType::Noput),
+                no_delete: filters(FilterType::Nodelete),
+                prev_kv: request.prev_kv,
+                next,
+                synced: false,
+                active: false,
+            },
+        );
+        Ok((id, published))
+    }
+
+    /// Makes a created watch eligible for events: the catch-up task brings
+    /// it to the present.
+    pub(crate) fn activate(&self, stream: StreamId, id: i64) {
+        if let Some(w) = self
+            .lock()
+            .streams
+            .get_mut(&stream)
+            .and_then(|s| s.watchers.get_mut(&id))
+        {
+            w.active = true;
+        }
+        self.unsynced.notify_one();
+    }
+
+    /// Cancels a watch; false if the stream has no such watch.
+    pub(crate) fn cancel(&self, stream: StreamId, id: i64) -> bool {
+        let mut state = self.lock();
+        let removed = state
+            .streams
+            .get_mut(&stream)
+            .and_then(|s| s.watchers.remove(&id))
+            .is_some();
+        drop(state);
+        self.unsynced.notify_one();
+        removed
+    }
+
+    /// The revision a progress report can name now: every watcher of the
+    /// stream has reached it. `None` while one is catching up (the report
+    /// is then sent once it has).
+    pub(crate) fn progress(&self, stream: StreamId) -> Option<i64> {
+        let mut state = self.lock();
+        let published = state.published;
+        let stream = state.streams.get_mut(&stream)?;
+        if stream.watchers.values().all(|w| w.synced) {
+            return Some(published);
+        }
+        stream.progress_wanted = true;
+        None
+    }
+
+    /// Runs the catch-up task until `stop`.
+    pub(crate) async fn catch_up(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let waiting = self.catch_up_round().await;
+            let pause = async {
+                if waiting {
+                    tokio::time::sleep(RETRY_FULL).await;
+                } else {
+                    self.unsynced.notified().await;
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = pause => {}
+            }
+        }
+    }
+
+    /// One step for every unsynced watcher; true if some still wait.
+    async fn catch_up_round(&self) -> bool {
+        let unsynced: Vec<(StreamId, i64)> = self
+            .lock()
+            .streams
+            .iter()
+            .flat_map(|(sid, s)| {
+                s.watchers
+                    .iter()
+                    .filter(|(_, w)| w.active && !w.synced)
+                    .map(move |(id, _)| (*sid, *id))
+            })
+            .collect();
+        let mut waiting = false;
+        for (stream, id) in unsynced {
+            waiting |= !self.catch_up_one(stream, id).await;
+        }
+        waiting
+    }
+
+    /// Moves one unsynced watcher forward by a window; true once synced (or
+    /// gone), false while it is behind.
+    async fn catch_up_one(&self, stream: StreamId, id: i64) -> bool {
+        let (key, range_end, from, queue) = {
+            let state = self.lock();
+            let Some(s) = state.streams.get(&stream) else {
+                return true;
+            };
+            let Some(w) = s.watchers.get(&id) else {
+                return true;
+            };
+            (w.key.clone(), w.range_end.clone(), w.next, s.queue.clone())
+        };
+        // Room for one response first: nothing is read for a stalled stream.
+        let Ok(permit) = queue.try_reserve() else {
+            return queue.is_closed();
+        };
+        let store = self.store.clone();
+        let to = from.saturating_add(CATCH_UP_WINDOW - 1);
+        let read = tokio::task::spawn_blocking(move || store.events(&key, &range_end, from, to));
+        let history = match read.await {
+            Ok(Ok(history)) => history,
+            Ok(Err(e)) => {
+                // Compacted past the watcher (or the store failed): it ends.
+                let mut state = self.lock();
+                let published = state.published;
+                if let Some(s) = state.streams.get_mut(&stream) {
+                    s.watchers.remove(&id);
+                }
+                let mut response = WatchResponse {
+                    header: self.header(published),
+                    watch_id: id,
+                    canceled: true,
+                    ..WatchResponse::default()
+                };
+                match e {
+                    MvccError::Compacted => {
+                        response.compact_revision = self.store.compact_revision()
+                    }
+                    other => {
+                        tracing::error!(error = %other, "reading history for a watcher failed");
+                        response.cancel_reason = other.to_string();
+                    }
+                }
+                permit.send(response);
+                return true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the watch catch-up read failed");
+                return false;
+            }
+        };
+        let mut state = self.lock();
+        let published = state.published;
+        let Some(s) = state.streams.get_mut(&stream) else {
+            return true;
+        };
+        let Some(w) = s.watchers.get_mut(&id) else {
+            return true;
+        };
+        let selected = w.select(&history.events);
+        // A watcher starting in the future stays at its start.
+        w.next = w.next.max(history.revision + 1);
+        let caught_up = w.next > published;
+        w.synced = caught_up;
+        if !selected.is_empty() {
+            permit.send(WatchResponse {
+                header: self.header(history.revision),
+                watch_id: id,
+                events: selected,
+                ..WatchResponse::default()
+            });
+        }
+        if caught_up && s.progress_wanted && s.watchers.values().all(|w| w.synced) {
+            let report = progress_report(self.header(published));
+            if s.queue.try_send(report).is_ok() {
+                s.progress_wanted = false;
+            }
+        }
+        caught_up
+    }
+}
+
+/// A progress report: not about one watch (id -1), as etcd sends it.
+pub(crate) fn progress_report(header: Option<ResponseHeader>) -> WatchResponse {
+    WatchResponse {
+        header,
+        watch_id: -1,
+        ..WatchResponse::default()
+    }
+}
+
+impl EventSink for WatchHub {
+    fn restored(&self) {
+        let mut state = self.lock();
+        state.published = self.store.revision();
+        for stream in state.streams.values_mut() {
+            for watcher in stream.watchers.values_mut() {
+                watcher.synced = false;
+            }
+        }
+        drop(state);
+        self.unsynced.notify_one();
+    }
+
+    fn publish(&self, events: &[Event]) {
+        let Some(last) = events
+            .last()
+            .and_then(|e| e.kv.as_ref())
+            .map(|kv| kv.mod_revision)
+        else {
+            return;
+        };
+        let mut state = self.lock();
+        state.published = state.published.max(last);
+        let mut fell_behind = false;
+        for stream in state.streams.values_mut() {
+            for (id, watcher) in stream.watchers.iter_mut() {
+                if !watcher.active || !watcher.synced {
+                    continue;
+                }
+                let selected = watcher.select(events);
+                if selected.is_empty() {
+                    watcher.next = last + 1;
+                    continue;
+                }
+                let response = WatchResponse {
+                    header: self.header(last),
+                    watch_id: *id,
+                    events: selected,
+                    ..WatchResponse::default()
+                };
+                match stream.queue.try_send(response) {
+                    Ok(()) => watcher.next = last + 1,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        watcher.synced = false;
+                        fell_behind = true;
+                    }
+                    // The stream is going; close_stream removes it.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+        drop(state);
+        if fell_behind {
+            self.unsynced.notify_one();
+        }
+    }
+}
