@@ -483,3 +483,6 @@ impl EventSink for WatchHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

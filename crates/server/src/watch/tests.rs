@@ -1,0 +1,324 @@
+//! The hub against the store's history: random writes in random batches,
+//! watchers with random keys, start revisions, filters and prev_kv, on
+//! streams that read at once and streams that read nothing until the end
+//! (so their watchers fall back to catching up from history). Every
+//! watcher must receive exactly the history filtered to it: ordered,
+//! without gap or duplicate, one revision per response.
+
+use std::collections::BTreeMap;
+
+use keel_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RequestOp, TxnRequest};
+use keel_api::keelpb::{self, command::Op};
+use keel_mvcc::{Command, StoreOptions};
+
+use super::*;
+
+/// xorshift64*, so a failure replays from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+
+    fn key(&mut self) -> Bytes {
+        Bytes::from(format!("k{}", self.below(8)))
+    }
+}
+
+fn command(rng: &mut Rng) -> Command {
+    let put = |rng: &mut Rng| PutRequest {
+        key: rng.key(),
+        value: Bytes::from(rng.below(1000).to_string()),
+        ..Default::default()
+    };
+    let op = match rng.below(6) {
+        0..=2 => Op::Put(put(rng)),
+        3 => Op::DeleteRange(DeleteRangeRequest {
+            key: rng.key(),
+            range_end: if rng.below(2) == 0 {
+                Bytes::new()
+            } else {
+                Bytes::from_static(b"k4")
+            },
+            ..Default::default()
+        }),
+        _ => {
+            let (a, b) = (rng.key(), rng.key());
+            let ops = if a == b {
+                vec![put(rng)]
+            } else {
+                vec![
+                    PutRequest { key: a, ..put(rng) },
+                    PutRequest { key: b, ..put(rng) },
+                ]
+            };
+            Op::Txn(TxnRequest {
+                success: ops
+                    .into_iter()
+                    .map(|p| RequestOp {
+                        request: Some(keel_api::etcdserverpb::request_op::Request::RequestPut(p)),
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+        }
+    };
+    Command(keelpb::Command { op: Some(op) })
+}
+
+/// A watcher of the test and what it should see.
+struct Subject {
+    stream: usize,
+    id: i64,
+    request: WatchCreateRequest,
+    /// Its first revision.
+    from: i64,
+}
+
+/// The events of `events` the watcher wants, folded per revision and key
+/// (a replayed revision holds one version per key), in revision order.
+fn expected(subject: &Subject, events: &[Event]) -> BTreeMap<i64, Vec<Event>> {
+    let span = Span::new(&subject.request.key, &subject.request.range_end).unwrap();
+    let watcher = Watcher {
+        key: subject.request.key.clone(),
+        range_end: subject.request.range_end.clone(),
+        span,
+        no_put: subject
+            .request
+            .filters
+            .contains(&(FilterType::Noput as i32)),
+        no_delete: subject
+            .request
+            .filters
+            .contains(&(FilterType::Nodelete as i32)),
+        prev_kv: subject.request.prev_kv,
+        next: subject.from,
+        synced: true,
+        active: true,
+    };
+    by_revision(watcher.select(events))
+}
+
+/// Events grouped by revision, each revision's folded to the last event
+/// per key, sorted by key.
+fn by_revision(events: Vec<Event>) -> BTreeMap<i64, Vec<Event>> {
+    let mut grouped: BTreeMap<i64, BTreeMap<Bytes, Event>> = BTreeMap::new();
+    for event in events {
+        let kv = event.kv.clone().unwrap();
+        grouped
+            .entry(kv.mod_revision)
+            .or_default()
+            .insert(kv.key, event);
+    }
+    grouped
+        .into_iter()
+        .map(|(r, by_key)| (r, by_key.into_values().collect()))
+        .collect()
+}
+
+async fn run(seed: u64) {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100));
+    let stop = CancellationToken::new();
+    let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
+
+    // Stream 0 is read as it goes; streams 1 and 2 (queues of 2) are not
+    // read until the end.
+    let mut receivers = Vec::new();
+    let mut streams = Vec::new();
+    for capacity in [64, 2, 2] {
+        let (tx, rx) = mpsc::channel(capacity);
+        streams.push(hub.open_stream(tx));
+        receivers.push(rx);
+    }
+    let mut received: Vec<Vec<WatchResponse>> = vec![Vec::new(); streams.len()];
+    let mut subjects: Vec<Subject> = Vec::new();
+    let mut applied = Vec::new();
+    let mut index = 0;
+    let spans: [(&[u8], &[u8]); 4] = [(b"k1", b""), (b"k2", b"k6"), (b"k0", b"\0"), (b"\0", b"\0")];
+    for round in 0..60 {
+        if round % 4 == 0 {
+            let stream = rng.below(3) as usize;
+            let (key, range_end) = spans[rng.below(4) as usize];
+            let start_revision = match rng.below(3) {
+                0 => 0,
+                1 => 1 + rng.below(store.revision() as u64) as i64,
+                _ => store.revision() + 1 + rng.below(3) as i64,
+            };
+            let mut filters = Vec::new();
+            match rng.below(4) {
+                0 => filters.push(FilterType::Noput as i32),
+                1 => filters.push(FilterType::Nodelete as i32),
+                _ => {}
+            }
+            let request = WatchCreateRequest {
+                key: Bytes::copy_from_slice(key),
+                range_end: Bytes::copy_from_slice(range_end),
+                start_revision,
+                filters,
+                prev_kv: rng.below(2) == 0,
+                ..Default::default()
+            };
+            let from = if start_revision > 0 {
+                start_revision
+            } else {
+                store.revision() + 1
+            };
+            let (id, _) = hub.create(streams[stream], &request).unwrap();
+            hub.activate(streams[stream], id);
+            subjects.push(Subject {
+                stream,
+                id,
+                request,
+                from,
+            });
+        }
+        let batch: Vec<(u64, Command)> = (0..1 + rng.below(4))
+            .map(|_| {
+                index += 1;
+                (index, command(&mut rng))
+            })
+            .collect();
+        let outcome = store.apply_batch(batch);
+        if !outcome.events.is_empty() {
+            hub.publish(&outcome.events);
+        }
+        applied.extend(outcome.events);
+        while let Ok(response) = receivers[0].try_recv() {
+            received[0].push(response);
+        }
+        if rng.below(3) == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Read everything until every watcher has caught up and nothing is left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut quiet = true;
+        for (i, rx) in receivers.iter_mut().enumerate() {
+            while let Ok(response) = rx.try_recv() {
+                received[i].push(response);
+                quiet = false;
+            }
+        }
+        let synced = streams.iter().all(|s| hub.progress(*s).is_some());
+        if quiet && synced {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "seed {seed}: watchers did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    catch_up.await.unwrap();
+
+    for subject in &subjects {
+        let responses: Vec<&WatchResponse> = received[subject.stream]
+            .iter()
+            .filter(|r| r.watch_id == subject.id)
+            .collect();
+        let mut delivered = Vec::new();
+        let mut last = 0;
+        for response in responses {
+            assert!(!response.canceled, "seed {seed}: a watcher was canceled");
+            let revisions: Vec<i64> = response
+                .events
+                .iter()
+                .map(|e| e.kv.as_ref().unwrap().mod_revision)
+                .collect();
+            assert!(
+                revisions.first().is_none_or(|r| *r > last),
+                "seed {seed}: watcher {} got revision {:?} again or out of order (after {last})",
+                subject.id,
+                revisions.first()
+            );
+            last = revisions.last().copied().unwrap_or(last);
+            delivered.extend(response.events.clone());
+        }
+        assert_eq!(
+            by_revision(delivered),
+            expected(subject, &applied),
+            "seed {seed}: watcher {} ({:?}) on stream {}",
+            subject.id,
+            subject.request,
+            subject.stream
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_watcher_gets_exactly_its_history_fast_or_slow() {
+    for seed in 1..=12 {
+        run(seed).await;
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_below_the_compaction_point_is_canceled_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100));
+    let stop = CancellationToken::new();
+    let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
+    let put = |key: &'static str| {
+        Command(keelpb::Command {
+            op: Some(Op::Put(PutRequest {
+                key: Bytes::from_static(key.as_bytes()),
+                ..Default::default()
+            })),
+        })
+    };
+    let compact = Command(keelpb::Command {
+        op: Some(Op::Compact(keel_api::etcdserverpb::CompactionRequest {
+            revision: 3,
+            physical: false,
+        })),
+    });
+    store.apply_batch(vec![(1, put("a")), (2, put("a")), (3, compact)]);
+    let (tx, mut rx) = mpsc::channel(8);
+    let stream = hub.open_stream(tx);
+    let request = |start_revision| WatchCreateRequest {
+        key: Bytes::from_static(b"a"),
+        start_revision,
+        ..Default::default()
+    };
+    let (below, _) = hub.create(stream, &request(2)).unwrap();
+    hub.activate(stream, below);
+    let (at, _) = hub.create(stream, &request(3)).unwrap();
+    hub.activate(stream, at);
+    let mut responses = Vec::new();
+    while responses.len() < 2 {
+        responses.push(rx.recv().await.unwrap());
+    }
+    responses.sort_by_key(|r| r.watch_id);
+    assert_eq!(
+        (
+            responses[0].watch_id,
+            responses[0].canceled,
+            responses[0].compact_revision
+        ),
+        (below, true, 3)
+    );
+    assert_eq!(responses[1].watch_id, at);
+    assert_eq!(responses[1].events.len(), 1, "revision 3 is still there");
+    assert_eq!(
+        hub.create(
+            stream,
+            &WatchCreateRequest {
+                watch_id: at,
+                ..request(0)
+            }
+        ),
+        Err(WatchError::DuplicateId)
+    );
+    stop.cancel();
+    catch_up.await.unwrap();
+}
