@@ -1,0 +1,164 @@
+//! Watches on real members: a watcher on a follower keeps every change
+//! while the leader is killed and another takes over, and a watcher whose
+//! member restarts resumes from its last revision and misses nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{put, Cluster};
+use keel_api::etcdserverpb::watch_client::WatchClient;
+use keel_api::etcdserverpb::watch_request::RequestUnion;
+use keel_api::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// A watch of everything under `prefix` from `start_revision` on member
+/// `i`; its responses arrive on the returned channel until the stream ends.
+async fn watch_prefix(
+    cluster: &Cluster,
+    i: usize,
+    prefix: &str,
+    start_revision: i64,
+) -> mpsc::UnboundedReceiver<WatchResponse> {
+    let (requests, request_stream) = mpsc::channel(4);
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().unwrap() += 1;
+    requests
+        .send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: Bytes::copy_from_slice(prefix.as_bytes()),
+                range_end: end.into(),
+                start_revision,
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+    let mut client = WatchClient::new(cluster.channel(i).await);
+    let mut responses = client
+        .watch(ReceiverStream::new(request_stream))
+        .await
+        .expect("opening a watch stream")
+        .into_inner();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _keep_open = requests;
+        while let Ok(Some(response)) = responses.message().await {
+            if tx.send(response).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects the (revision, key) of every event until `count` keys were
+/// seen or 20 s pass; returns them and the last revision seen.
+async fn collect(
+    responses: &mut mpsc::UnboundedReceiver<WatchResponse>,
+    count: usize,
+    seen: &mut Vec<(i64, String)>,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < count {
+        let response = tokio::time::timeout_at(deadline, responses.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} events arrived", seen.len()));
+        let Some(response) = response else {
+            return;
+        };
+        assert!(!response.canceled, "watch canceled: {response:?}");
+        for event in response.events {
+            let kv = event.kv.unwrap();
+            seen.push((
+                kv.mod_revision,
+                String::from_utf8_lossy(&kv.key).into_owned(),
+            ));
+        }
+    }
+}
+
+/// The keys `w/0000`.. in order, each at a revision above the one before.
+fn assert_in_order(seen: &[(i64, String)], count: usize) {
+    let keys: Vec<String> = seen.iter().map(|(_, k)| k.clone()).collect();
+    let wanted: Vec<String> = (0..count).map(|n| format!("w/{n:04}")).collect();
+    assert_eq!(keys, wanted, "events missing, repeated or out of order");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "revisions out of order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_a_follower_keeps_every_change_across_a_leader_kill() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (leader + 1) % 3;
+    let mut responses = watch_prefix(&cluster, follower, "w/", 0).await;
+    let created = responses.recv().await.expect("created");
+    assert!(created.created);
+    for n in 0..50 {
+        put(&cluster, follower, &format!("w/{n:04}"), "v")
+            .await
+            .expect("put");
+    }
+    cluster.kill(leader);
+    for n in 50..100 {
+        // Writes go on through the follower once a new leader is elected.
+        let key = format!("w/{n:04}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while put(&cluster, follower, &key, "v").await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "no new leader");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut seen = Vec::new();
+    collect(&mut responses, 100, &mut seen).await;
+    assert_in_order(&seen, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_resumes_after_its_member_restarts_and_misses_nothing() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let member = (leader + 1) % 3;
+    let writer = (leader + 2) % 3;
+    let mut responses = watch_prefix(&cluster, member, "w/", 0).await;
+    responses.recv().await.expect("created");
+    for n in 0..30 {
+        put(&cluster, writer, &format!("w/{n:04}"), "v")
+            .await
+            .expect("put");
+    }
+    let mut seen = Vec::new();
+    collect(&mut responses, 30, &mut seen).await;
+    cluster.stop(member);
+    for n in 30..60 {
+        put(&cluster, writer, &format!("w/{n:04}"), "v")
+            .await
+            .expect("put");
+    }
+    cluster.spawn(member);
+    let resume_at = seen.last().unwrap().0 + 1;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut responses = loop {
+        if cluster.status(member).await.is_some() {
+            break watch_prefix(&cluster, member, "w/", resume_at).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "member did not restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    responses.recv().await.expect("created");
+    for n in 60..80 {
+        put(&cluster, writer, &format!("w/{n:04}"), "v")
+            .await
+            .expect("put");
+    }
+    collect(&mut responses, 80, &mut seen).await;
+    assert_in_order(&seen, 80);
+}
