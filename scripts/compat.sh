@@ -7,6 +7,7 @@
 #
 #   bash scripts/compat.sh            # builds keel in release mode first
 #   KEEL_BIN=path/to/keel bash scripts/compat.sh
+#   KEEP_COMPAT=1 bash scripts/compat.sh  # keeps the transcripts and logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +34,7 @@ PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
+    [[ -n "${KEEP_COMPAT:-}" ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -144,6 +145,19 @@ session() {
     printf '\ndel missing\nget foo\nput zz/3 v\nget foo\ndel zz/1\n\n\n' | etcdctl "$e" txn -w json
     echo
     etcdctl "$e" get "" --from-key --keys-only
+    # Watches: history (from the compaction point) with previous versions, a
+    # compacted start, and live.
+    timeout 2 etcdctl "$e" watch --prefix a/ --rev=4 --prev-kv
+    timeout 2 etcdctl "$e" watch foo --rev=2 2>&1 | grep -v retry_interceptor
+    local live
+    live=$(mktemp "$WORK/live.XXXXXX")
+    timeout 3 etcdctl "$e" watch --prefix live/ --prev-kv >"$live" 2>&1 &
+    sleep 1
+    etcdctl "$e" put live/a 1
+    etcdctl "$e" put live/a 2
+    etcdctl "$e" del live/a
+    wait
+    cat "$live"
 }
 mask() {
     sed -E 's/"cluster_id":[0-9]+/"cluster_id":C/; s/"member_id":[0-9]+/"member_id":M/; s/"raft_term":[0-9]+/"raft_term":T/'
