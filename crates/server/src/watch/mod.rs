@@ -35,6 +35,16 @@ const CATCH_UP_WINDOW: i64 = 1000;
 /// was full.
 const RETRY_FULL: Duration = Duration::from_millis(20);
 
+/// What one catch-up step did for a watcher.
+enum Step {
+    /// It is synced (or gone).
+    Synced,
+    /// It moved forward and has more to read.
+    Progressed,
+    /// Its stream's queue is full.
+    Blocked,
+}
+
 /// A stream's id in the hub.
 pub(crate) type StreamId = u64;
 
@@ -314,7 +324,8 @@ impl WatchHub {
         }
     }
 
-    /// One step for every unsynced watcher; true if some still wait.
+    /// One step for every unsynced watcher; true if some wait for room in
+    /// their stream's queue (false: all synced, or more to read at once).
     async fn catch_up_round(&self) -> bool {
         let unsynced: Vec<(StreamId, i64)> = self
             .lock()
@@ -327,29 +338,41 @@ impl WatchHub {
                     .map(move |(id, _)| (*sid, *id))
             })
             .collect();
-        let mut waiting = false;
+        let mut blocked = false;
+        let mut progressed = false;
         for (stream, id) in unsynced {
-            waiting |= !self.catch_up_one(stream, id).await;
+            match self.catch_up_one(stream, id).await {
+                Step::Synced => {}
+                Step::Progressed => progressed = true,
+                Step::Blocked => blocked = true,
+            }
         }
-        waiting
+        if progressed {
+            // More to read: go on without waiting.
+            self.unsynced.notify_one();
+        }
+        blocked && !progressed
     }
 
-    /// Moves one unsynced watcher forward by a window; true once synced (or
-    /// gone), false while it is behind.
-    async fn catch_up_one(&self, stream: StreamId, id: i64) -> bool {
+    /// Moves one unsynced watcher forward by a window.
+    async fn catch_up_one(&self, stream: StreamId, id: i64) -> Step {
         let (key, range_end, from, queue) = {
             let state = self.lock();
             let Some(s) = state.streams.get(&stream) else {
-                return true;
+                return Step::Synced;
             };
             let Some(w) = s.watchers.get(&id) else {
-                return true;
+                return Step::Synced;
             };
             (w.key.clone(), w.range_end.clone(), w.next, s.queue.clone())
         };
         // Room for one response first: nothing is read for a stalled stream.
         let Ok(permit) = queue.try_reserve() else {
-            return queue.is_closed();
+            return if queue.is_closed() {
+                Step::Synced
+            } else {
+                Step::Blocked
+            };
         };
         let store = self.store.clone();
         let to = from.saturating_add(CATCH_UP_WINDOW - 1);
@@ -379,20 +402,20 @@ impl WatchHub {
                     }
                 }
                 permit.send(response);
-                return true;
+                return Step::Synced;
             }
             Err(e) => {
                 tracing::error!(error = %e, "the watch catch-up read failed");
-                return false;
+                return Step::Blocked;
             }
         };
         let mut state = self.lock();
         let published = state.published;
         let Some(s) = state.streams.get_mut(&stream) else {
-            return true;
+            return Step::Synced;
         };
         let Some(w) = s.watchers.get_mut(&id) else {
-            return true;
+            return Step::Synced;
         };
         let selected = w.select(&history.events);
         // A watcher starting in the future stays at its start.
@@ -413,7 +436,11 @@ impl WatchHub {
                 s.progress_wanted = false;
             }
         }
-        caught_up
+        if caught_up {
+            Step::Synced
+        } else {
+            Step::Progressed
+        }
     }
 }
 
