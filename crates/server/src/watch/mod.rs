@@ -483,8 +483,10 @@ impl EventSink for WatchHub {
                     continue;
                 }
                 let selected = watcher.select(events);
+                // A watcher that starts in the future stays at its start.
+                let next = watcher.next.max(last + 1);
                 if selected.is_empty() {
-                    watcher.next = last + 1;
+                    watcher.next = next;
                     continue;
                 }
                 let response = WatchResponse {
@@ -494,7 +496,7 @@ impl EventSink for WatchHub {
                     ..WatchResponse::default()
                 };
                 match stream.queue.try_send(response) {
-                    Ok(()) => watcher.next = last + 1,
+                    Ok(()) => watcher.next = next,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         watcher.synced = false;
                         fell_behind = true;

@@ -149,7 +149,7 @@ async fn run(seed: u64) {
             let start_revision = match rng.below(3) {
                 0 => 0,
                 1 => 1 + rng.below(store.revision() as u64) as i64,
-                _ => store.revision() + 1 + rng.below(3) as i64,
+                _ => store.revision() + 1 + rng.below(12) as i64,
             };
             let mut filters = Vec::new();
             match rng.below(4) {
@@ -172,6 +172,8 @@ async fn run(seed: u64) {
             };
             let (id, _) = hub.create(streams[stream], &request).unwrap();
             hub.activate(streams[stream], id);
+            // Let the catch-up task take it before the next writes.
+            tokio::time::sleep(Duration::from_millis(1)).await;
             subjects.push(Subject {
                 stream,
                 id,
