@@ -68,7 +68,7 @@ impl Store {
             if rev < from || rev > to {
                 continue;
             }
-            waiting = Some((key.clone(), event_of(&key, rev, version)));
+            waiting = Some((key.clone(), event_of(&key, rev, version, None)));
         }
         if let Some((_, event)) = waiting {
             events.push(event);
@@ -81,8 +81,15 @@ impl Store {
     }
 }
 
-/// The event of a stored version: a put, or (a tombstone) a delete.
-fn event_of(key: &[u8], revision: i64, version: Option<KeyValue>) -> Event {
+/// The event of a write at `revision`: a put carries the new version, a
+/// delete (`version` is `None`) the key and the revision it was deleted at,
+/// as etcd's do; `previous` is the version it replaced.
+pub(crate) fn event_of(
+    key: &[u8],
+    revision: i64,
+    version: Option<KeyValue>,
+    previous: Option<KeyValue>,
+) -> Event {
     let (kind, kv) = match version {
         Some(kv) => (EventType::Put, kv),
         None => (
@@ -97,6 +104,6 @@ fn event_of(key: &[u8], revision: i64, version: Option<KeyValue>) -> Event {
     Event {
         r#type: kind as i32,
         kv: Some(kv),
-        prev_kv: None,
+        prev_kv: previous,
     }
 }

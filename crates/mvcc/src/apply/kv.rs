@@ -13,10 +13,11 @@ use keel_api::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, ResponseHeader,
     ResponseOp, TxnRequest, TxnResponse,
 };
-use keel_api::mvccpb::{event::EventType, Event, KeyValue};
+use keel_api::mvccpb::KeyValue;
 
 use super::{Change, Version, Writer};
 use crate::encoding::{decode_live, encode_live, encode_version, version_key};
+use crate::events::event_of;
 use crate::range::{self, Committed, Span, Versions};
 use crate::{validate, MvccError};
 
@@ -237,7 +238,8 @@ impl Writer<'_> {
             previous,
         } in mem::take(&mut self.staged)
         {
-            self.events.push(event(&key, revision, &version, previous));
+            self.events
+                .push(event_of(&key, revision, version.clone(), previous));
             self.batch.insert(
                 &keyspaces.kv,
                 version_key(&key, revision),
@@ -324,26 +326,5 @@ fn int_target(union: &Option<compare::TargetUnion>) -> i64 {
     match union {
         Some(U::Version(n) | U::CreateRevision(n) | U::ModRevision(n) | U::Lease(n)) => *n,
         Some(U::Value(_)) | None => 0,
-    }
-}
-
-/// The event a write at `revision` makes: a put carries the new version, a
-/// delete the key and the revision it was deleted at (as etcd's do).
-fn event(key: &Bytes, revision: i64, version: &Version, previous: Option<KeyValue>) -> Event {
-    let (kind, kv) = match version {
-        Some(kv) => (EventType::Put, kv.clone()),
-        None => (
-            EventType::Delete,
-            KeyValue {
-                key: key.clone(),
-                mod_revision: revision,
-                ..KeyValue::default()
-            },
-        ),
-    };
-    Event {
-        r#type: kind as i32,
-        kv: Some(kv),
-        prev_kv: previous,
     }
 }
