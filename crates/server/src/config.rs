@@ -68,6 +68,10 @@ pub(crate) struct Settings {
     /// (`30m`, `1h`; a bare number is hours) or a number of revisions.
     #[arg(long)]
     pub auto_compaction_retention: Option<String>,
+    /// How often watches that asked for progress notifications get one
+    /// (a duration: `90s`, `10m`, `1h`; etcd's default is 10 minutes).
+    #[arg(long)]
+    pub watch_progress_notify_interval: Option<String>,
     /// Log filter: a level (`info`) or tracing directives (`keel=debug,info`).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -122,6 +126,7 @@ impl Settings {
             request_timeout_ms,
             auto_compaction_mode,
             auto_compaction_retention,
+            watch_progress_notify_interval,
             log_level,
             log_format,
             log_dir,
@@ -189,6 +194,8 @@ pub(crate) struct Config {
     /// How much history the leader keeps when compacting automatically;
     /// `None`: it does not.
     pub auto_compaction: Option<Retention>,
+    /// How often watches that asked for it get a progress notification.
+    pub watch_progress_notify_interval: Duration,
     /// The log filter.
     pub log_level: String,
     /// The log format.
@@ -298,6 +305,14 @@ impl Config {
                 s.auto_compaction_retention.as_deref().unwrap_or("0"),
             )
             .context("auto_compaction_mode / auto_compaction_retention")?,
+            watch_progress_notify_interval: match parse_duration(
+                s.watch_progress_notify_interval.as_deref().unwrap_or("10m"),
+            )
+            .context("watch_progress_notify_interval")?
+            {
+                d if d.is_zero() => bail!("watch_progress_notify_interval must be above zero"),
+                d => d,
+            },
             log_level: s.log_level.unwrap_or_else(|| "info".into()),
             log_format,
             log_dir: s.log_dir,

@@ -143,6 +143,11 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     });
     let h = hub.clone();
     background.spawn("watch catch-up", |stop| h.catch_up(stop));
+    let h = hub.clone();
+    let every = config.watch_progress_notify_interval;
+    background.spawn("watch progress", move |stop| {
+        h.notify_progress_every(every, stop)
+    });
     let store = core.store.clone();
     background.spawn("history removal", |stop| {
         tasks::history::remove_compacted_history(store, stop)

@@ -71,6 +71,8 @@ struct Watcher {
     no_put: bool,
     no_delete: bool,
     prev_kv: bool,
+    /// Wants a progress notification now and then.
+    progress_notify: bool,
     /// The first revision not delivered yet.
     next: i64,
     /// Events go straight to the stream (else the catch-up task feeds it).
@@ -257,6 +259,7 @@ impl WatchHub {
                 no_put: filters(FilterType::Noput),
                 no_delete: filters(FilterType::Nodelete),
                 prev_kv: request.prev_kv,
+                progress_notify: request.progress_notify,
                 next,
                 synced: false,
                 active: false,
@@ -304,6 +307,41 @@ impl WatchHub {
         }
         stream.progress_wanted = true;
         None
+    }
+
+    /// Sends a progress notification (no events, the revision reached) to
+    /// every synced watcher that asked for them, as etcd does periodically;
+    /// a stream whose queue is full skips this one.
+    pub(crate) fn notify_progress(&self) {
+        let mut state = self.lock();
+        let published = state.published;
+        for stream in state.streams.values_mut() {
+            for (id, watcher) in &stream.watchers {
+                if watcher.active && watcher.synced && watcher.progress_notify {
+                    let _ = stream.queue.try_send(WatchResponse {
+                        header: self.header(published),
+                        watch_id: *id,
+                        ..WatchResponse::default()
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends progress notifications every `interval` until `stop`.
+    pub(crate) async fn notify_progress_every(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => self.notify_progress(),
+            }
+        }
     }
 
     /// Runs the catch-up task until `stop`.

@@ -96,6 +96,7 @@ fn expected(subject: &Subject, events: &[Event]) -> BTreeMap<i64, Vec<Event>> {
             .filters
             .contains(&(FilterType::Nodelete as i32)),
         prev_kv: subject.request.prev_kv,
+        progress_notify: false,
         next: subject.from,
         synced: true,
         active: true,
@@ -321,6 +322,39 @@ async fn a_watcher_below_the_compaction_point_is_canceled_with_it() {
         ),
         Err(WatchError::DuplicateId)
     );
+    stop.cancel();
+    catch_up.await.unwrap();
+}
+
+#[tokio::test]
+async fn progress_notifications_go_to_synced_watchers_that_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100));
+    let stop = CancellationToken::new();
+    let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
+    let (tx, mut rx) = mpsc::channel(8);
+    let stream = hub.open_stream(tx);
+    let watch = |progress_notify| WatchCreateRequest {
+        key: Bytes::from_static(b"a"),
+        progress_notify,
+        ..Default::default()
+    };
+    let (asked, _) = hub.create(stream, &watch(true)).unwrap();
+    hub.activate(stream, asked);
+    let (quiet, _) = hub.create(stream, &watch(false)).unwrap();
+    hub.activate(stream, quiet);
+    while hub.progress(stream).is_none() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Asking while they caught up queued a progress report (id -1).
+    while rx.try_recv().is_ok() {}
+    hub.notify_progress();
+    let notification = rx.try_recv().expect("a notification");
+    assert_eq!(notification.watch_id, asked);
+    assert!(notification.events.is_empty());
+    assert_eq!(notification.header.unwrap().revision, store.revision());
+    assert!(rx.try_recv().is_err(), "only the watcher that asked");
     stop.cancel();
     catch_up.await.unwrap();
 }
