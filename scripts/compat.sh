@@ -195,6 +195,16 @@ head -c 2000000 /dev/zero | tr '\0' x >"$WORK/big"
 put_big() { etcdctl --endpoints="$C1" put big <"$WORK/big"; }
 expect_error "request too large (a 2 MB value)" "request is too large" put_big
 
+# keel's own client prints a watch as etcdctl does (both stop at the timeout).
+keel_watch=$(timeout 2 "$KEEL_BIN" watch --endpoints "$C1" --prefix a/ --rev=4 --prev-kv || true)
+etcdctl_watch=$(timeout 2 etcdctl --endpoints="$C1" watch --prefix a/ --rev=4 --prev-kv || true)
+[[ -n "$keel_watch" && "$keel_watch" == "$etcdctl_watch" ]] ||
+    fail "keel watch printed
+$keel_watch
+where etcdctl watch printed
+$etcdctl_watch"
+echo "ok   keel watch prints what etcdctl watch does"
+
 members=$(etcdctl --endpoints="$C1" member list)
 [[ $(grep -c ", started, k[123], http://127.0.0.1:" <<<"$members") == 3 ]] || fail "member list: $members"
 echo "ok   member list shows k1, k2, k3 started"

@@ -8,6 +8,7 @@ use tonic::transport::Channel;
 use keel_api::etcdserverpb::cluster_client::ClusterClient;
 use keel_api::etcdserverpb::kv_client::KvClient;
 use keel_api::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_api::etcdserverpb::watch_client::WatchClient;
 
 /// Where the client commands connect.
 #[derive(clap::Args, Debug)]
@@ -90,6 +91,23 @@ pub(crate) enum ClientCommand {
         success: Vec<String>,
         #[arg(long)]
         failure: Vec<String>,
+    },
+    /// Watch a key, a range, a prefix or every key from one, printing each
+    /// change as etcdctl does (PUT/DELETE, the key, the value; with
+    /// --prev-kv the previous key and value too), until interrupted.
+    Watch {
+        #[command(flatten)]
+        connection: Connection,
+        key: String,
+        range_end: Option<String>,
+        #[command(flatten)]
+        range: RangeFlags,
+        /// Start at this revision (0: the next one).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Print each change's previous key-value too.
+        #[arg(long)]
+        prev_kv: bool,
     },
     /// Discard history below a revision.
     Compact {
@@ -212,8 +230,64 @@ fn print_kvs(kvs: &[keel_api::mvccpb::KeyValue], keys_only: bool) {
     }
 }
 
+/// Prints a watch's events until the server ends it.
+async fn watch(channel: Channel, create: WatchCreateRequest) -> anyhow::Result<()> {
+    let (requests, request_stream) = tokio::sync::mpsc::channel(1);
+    requests
+        .send(WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
+        })
+        .await?;
+    let mut responses = WatchClient::new(channel)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(request_stream))
+        .await?
+        .into_inner();
+    while let Some(response) = responses.message().await? {
+        if response.compact_revision != 0 {
+            bail!(
+                "watch canceled: required revision {} has been compacted",
+                response.compact_revision
+            );
+        }
+        if response.canceled {
+            bail!("watch canceled: {}", response.cancel_reason);
+        }
+        for event in response.events {
+            let kind = keel_api::mvccpb::event::EventType::try_from(event.r#type)
+                .map_or("UNKNOWN", |t| t.as_str_name());
+            println!("{kind}");
+            if let Some(prev) = event.prev_kv {
+                print_kvs(&[prev], false);
+            }
+            if let Some(kv) = event.kv {
+                print_kvs(&[kv], false);
+            }
+        }
+    }
+    drop(requests);
+    Ok(())
+}
+
 async fn execute(command: ClientCommand) -> anyhow::Result<()> {
     match command {
+        ClientCommand::Watch {
+            connection,
+            key,
+            range_end: end,
+            range,
+            rev,
+            prev_kv,
+        } => {
+            let range_end = range_end(&key, end, &range)?;
+            let create = WatchCreateRequest {
+                key: key.into(),
+                range_end: range_end.into(),
+                start_revision: rev,
+                prev_kv,
+                ..Default::default()
+            };
+            watch(connect(&connection).await?, create).await?;
+        }
         ClientCommand::Put {
             connection,
             key,
