@@ -214,6 +214,11 @@ pub(crate) const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
 pub(crate) const DEFAULT_PEER_URL: &str = "http://127.0.0.1:2380";
 
 impl Config {
+    /// The election timeout: `election_ticks` heartbeats.
+    pub(crate) fn election_timeout(&self) -> Duration {
+        self.heartbeat_interval * self.election_ticks
+    }
+
     /// Fills in defaults and checks `settings`; errors name the bad key.
     pub(crate) fn resolve(s: Settings) -> anyhow::Result<Config> {
         let name = s.name.unwrap_or_else(|| "default".into());

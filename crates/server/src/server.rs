@@ -121,7 +121,10 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         let server = GrpcServer::builder()
             .layer(AdmissionLayer::new(core.clone()))
             .add_service(KvService(core.clone()).into_server())
-            .add_service(WatchService(hub.clone()).into_server())
+            .add_service(
+                WatchService::new(hub.clone(), node.watch(), config.election_timeout())
+                    .into_server(),
+            )
             .add_service(ClusterService(core.clone()).into_server())
             .add_service(
                 MaintenanceService::new(core.clone(), config.data_dir.join("tmp")).into_server(),

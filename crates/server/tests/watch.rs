@@ -162,3 +162,63 @@ async fn a_watcher_resumes_after_its_member_restarts_and_misses_nothing() {
     collect(&mut responses, 80, &mut seen).await;
     assert_in_order(&seen, 80);
 }
+
+/// Opens a watch of `key` on member `i`, with etcd's `hasleader` metadata
+/// when `require_leader`; returns the stream after its created response.
+async fn open_watch(
+    cluster: &Cluster,
+    i: usize,
+    key: &str,
+    require_leader: bool,
+) -> (tonic::Streaming<WatchResponse>, mpsc::Sender<WatchRequest>) {
+    let (requests, request_stream) = mpsc::channel(4);
+    requests
+        .send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(ReceiverStream::new(request_stream));
+    if require_leader {
+        request.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+    }
+    let mut client = WatchClient::new(cluster.channel(i).await);
+    let mut responses = client.watch(request).await.expect("watch").into_inner();
+    let created = responses
+        .message()
+        .await
+        .expect("created")
+        .expect("created");
+    assert!(created.created);
+    (responses, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_requires_a_leader_ends_when_its_member_has_none() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let member = (leader + 1) % 3;
+    let (mut requiring, _keep) = open_watch(&cluster, member, "k", true).await;
+    let (mut plain, _keep_plain) = open_watch(&cluster, member, "k", false).await;
+    for i in 0..3 {
+        if i != member {
+            cluster.kill(i);
+        }
+    }
+    // Election timeouts of 500 ms here: the stream ends after about two.
+    let ended = tokio::time::timeout(Duration::from_secs(15), requiring.message())
+        .await
+        .expect("the stream requiring a leader did not end");
+    let status = ended.expect_err("the stream ends with an error");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.message(), "etcdserver: no leader");
+    // A stream that did not ask stays open.
+    let still = tokio::time::timeout(Duration::from_millis(500), plain.message()).await;
+    assert!(still.is_err(), "the plain stream ended: {still:?}");
+}

@@ -1,17 +1,25 @@
 //! `etcdserverpb.Watch`: one bidirectional stream carrying many watches.
 //! Requests (create, cancel, progress) are read by a task of the stream;
-//! responses come from the watch hub through the stream's bounded queue.
+//! responses come from the watch hub through the stream's bounded queue. A
+//! stream opened with etcd's `hasleader` metadata (`WithRequireLeader`) is
+//! ended with "etcdserver: no leader" once its member has been without a
+//! leader for two election timeouts, as etcd's are.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel_api::etcdserverpb::watch_request::RequestUnion;
 use keel_api::etcdserverpb::watch_server::{Watch, WatchServer};
 use keel_api::etcdserverpb::{WatchRequest, WatchResponse};
-use tokio::sync::mpsc;
+use keel_node::Status as NodeStatus;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::admission::HAS_LEADER_KEY;
+use crate::core::ServerError;
 use crate::watch::{progress_report, StreamId, WatchHub};
 
 /// Responses a stream's queue holds before its watchers fall back to
@@ -19,9 +27,29 @@ use crate::watch::{progress_report, StreamId, WatchHub};
 const STREAM_QUEUE: usize = 128;
 
 /// The Watch service of one member.
-pub(crate) struct WatchService(pub(crate) Arc<WatchHub>);
+pub(crate) struct WatchService {
+    hub: Arc<WatchHub>,
+    /// The raft node's status, for streams that require a leader.
+    status: watch::Receiver<NodeStatus>,
+    /// How long a member may be without a leader before such streams end.
+    leaderless_grace: Duration,
+}
 
 impl WatchService {
+    /// The service of `hub`; streams requiring a leader end once `status`
+    /// has shown none for `election_timeout` twice over.
+    pub(crate) fn new(
+        hub: Arc<WatchHub>,
+        status: watch::Receiver<NodeStatus>,
+        election_timeout: Duration,
+    ) -> Self {
+        WatchService {
+            hub,
+            status,
+            leaderless_grace: election_timeout * 2,
+        }
+    }
+
     /// The tonic service.
     pub(crate) fn into_server(self) -> WatchServer<Self> {
         WatchServer::new(self)
@@ -38,26 +66,72 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        let requires_leader = request
+            .metadata()
+            .get(HAS_LEADER_KEY)
+            .is_some_and(|v| v.as_bytes() == b"true");
         let (queue, responses) = mpsc::channel(STREAM_QUEUE);
-        let hub = self.0.clone();
+        let (ending, end) = mpsc::channel(1);
+        let hub = self.hub.clone();
         let stream = hub.open_stream(queue.clone());
-        tokio::spawn(serve_requests(hub, stream, request.into_inner(), queue));
-        let responses = tokio_stream::wrappers::ReceiverStream::new(responses).map(Ok);
+        let leader = requires_leader.then(|| (self.status.clone(), self.leaderless_grace));
+        tokio::spawn(serve_requests(
+            hub,
+            stream,
+            request.into_inner(),
+            queue,
+            leader,
+            ending,
+        ));
+        let responses = ReceiverStream::new(responses)
+            .map(Ok)
+            .merge(ReceiverStream::new(end));
         Ok(Response::new(Box::pin(responses)))
     }
 }
 
-/// Reads a stream's requests until the client ends it or stops reading.
+/// Resolves once the member has had no leader (or stopped) for `grace`.
+async fn leader_lost(status: &mut watch::Receiver<NodeStatus>, grace: Duration) {
+    loop {
+        if status
+            .wait_for(|s| s.leader.is_none() || !s.running)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let back = status.wait_for(|s| s.leader.is_some() && s.running);
+        if tokio::time::timeout(grace, back).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads a stream's requests until the client ends it or stops reading, or
+/// (for a stream that requires one) the member is left without a leader:
+/// then the stream ends with etcd's error through `ending`.
 async fn serve_requests(
     hub: Arc<WatchHub>,
     stream: StreamId,
     mut requests: Streaming<WatchRequest>,
     queue: mpsc::Sender<WatchResponse>,
+    mut leader: Option<(watch::Receiver<NodeStatus>, Duration)>,
+    ending: mpsc::Sender<Result<WatchResponse, Status>>,
 ) {
     loop {
+        let lost = async {
+            match leader.as_mut() {
+                Some((status, grace)) => leader_lost(status, *grace).await,
+                None => std::future::pending().await,
+            }
+        };
         let request = tokio::select! {
             request = requests.message() => request,
             _ = queue.closed() => break,
+            _ = lost => {
+                let _ = ending.send(Err(ServerError::NoLeader.into())).await;
+                break;
+            }
         };
         let Ok(Some(request)) = request else {
             break;
