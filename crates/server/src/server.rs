@@ -73,6 +73,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         identity.cluster_id,
         identity.member_id,
         MAX_WATCHES_PER_STREAM,
+        config.max_request_bytes,
     ));
     let transport = GrpcTransport::new(identity.cluster_id, BTreeMap::new());
     let peers = Peers::new(transport.clone(), addresses);

@@ -23,6 +23,7 @@ use keel_api::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 use keel_api::mvccpb::{event::EventType, Event};
 use keel_mvcc::{MvccError, Span, Store};
 use keel_node::Status;
+use prost::Message;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +74,8 @@ struct Watcher {
     prev_kv: bool,
     /// Wants a progress notification now and then.
     progress_notify: bool,
+    /// Wants a response too large to send whole split into fragments.
+    fragment: bool,
     /// The first revision not delivered yet.
     next: i64,
     /// Events go straight to the stream (else the catch-up task feeds it).
@@ -140,6 +143,8 @@ pub(crate) struct WatchHub {
     node: OnceLock<watch::Receiver<Status>>,
     /// The most watches one stream may hold.
     max_watches_per_stream: usize,
+    /// The size past which a response is split for watchers that asked.
+    max_response_bytes: usize,
     /// Wakes the catch-up task.
     unsynced: Notify,
 }
@@ -152,6 +157,7 @@ impl WatchHub {
         cluster_id: u64,
         member_id: u64,
         max_watches_per_stream: usize,
+        max_response_bytes: usize,
     ) -> Self {
         let published = store.revision();
         WatchHub {
@@ -166,6 +172,7 @@ impl WatchHub {
                 ..ResponseHeader::default()
             },
             max_watches_per_stream,
+            max_response_bytes,
             unsynced: Notify::new(),
             node: OnceLock::new(),
         }
@@ -260,6 +267,7 @@ impl WatchHub {
                 no_delete: filters(FilterType::Nodelete),
                 prev_kv: request.prev_kv,
                 progress_notify: request.progress_notify,
+                fragment: request.fragment,
                 next,
                 synced: false,
                 active: false,
@@ -307,6 +315,51 @@ impl WatchHub {
         }
         stream.progress_wanted = true;
         None
+    }
+
+    /// The responses that carry `events` to watcher `id`: one, or for a
+    /// watcher that asked for fragments and a response over the size limit,
+    /// several, each flagged `fragment` but the last (etcd's rule).
+    fn responses(
+        &self,
+        id: i64,
+        watcher: &Watcher,
+        revision: i64,
+        events: Vec<Event>,
+    ) -> Vec<WatchResponse> {
+        let whole = WatchResponse {
+            header: self.header(revision),
+            watch_id: id,
+            events,
+            ..WatchResponse::default()
+        };
+        if !watcher.fragment
+            || whole.events.len() < 2
+            || whole.encoded_len() < self.max_response_bytes
+        {
+            return vec![whole];
+        }
+        let empty = WatchResponse {
+            events: Vec::new(),
+            fragment: true,
+            ..whole.clone()
+        };
+        let mut parts = vec![empty.clone()];
+        for event in whole.events {
+            let current = parts.last_mut().expect("one part at least");
+            current.events.push(event);
+            if current.events.len() > 1 && current.encoded_len() >= self.max_response_bytes {
+                let moved = current.events.pop().expect("just pushed");
+                parts.push(WatchResponse {
+                    events: vec![moved],
+                    ..empty.clone()
+                });
+            }
+        }
+        if let Some(last) = parts.last_mut() {
+            last.fragment = false;
+        }
+        parts
     }
 
     /// Sends a progress notification (no events, the revision reached) to
@@ -404,26 +457,23 @@ impl WatchHub {
             };
             (w.key.clone(), w.range_end.clone(), w.next, s.queue.clone())
         };
-        // Room for one response first: nothing is read for a stalled stream.
-        let Ok(permit) = queue.try_reserve() else {
-            return if queue.is_closed() {
-                Step::Synced
-            } else {
-                Step::Blocked
-            };
-        };
+        // Nothing is read for a stalled stream.
+        if queue.is_closed() {
+            return Step::Synced;
+        }
+        if queue.capacity() == 0 {
+            return Step::Blocked;
+        }
         let store = self.store.clone();
         let to = from.saturating_add(CATCH_UP_WINDOW - 1);
         let read = tokio::task::spawn_blocking(move || store.events(&key, &range_end, from, to));
         let history = match read.await {
             Ok(Ok(history)) => history,
             Ok(Err(e)) => {
-                // Compacted past the watcher (or the store failed): it ends.
+                // Compacted past the watcher (or the store failed): it ends,
+                // once the notice is queued.
                 let mut state = self.lock();
                 let published = state.published;
-                if let Some(s) = state.streams.get_mut(&stream) {
-                    s.watchers.remove(&id);
-                }
                 let mut response = WatchResponse {
                     header: self.header(published),
                     watch_id: id,
@@ -439,7 +489,13 @@ impl WatchHub {
                         response.cancel_reason = other.to_string();
                     }
                 }
-                permit.send(response);
+                let Some(s) = state.streams.get_mut(&stream) else {
+                    return Step::Synced;
+                };
+                if s.queue.try_send(response).is_err() {
+                    return Step::Blocked;
+                }
+                s.watchers.remove(&id);
                 return Step::Synced;
             }
             Err(e) => {
@@ -456,18 +512,16 @@ impl WatchHub {
             return Step::Synced;
         };
         let selected = w.select(&history.events);
+        if !selected.is_empty() {
+            let responses = self.responses(id, w, history.revision, selected);
+            if send_all(&s.queue, responses).is_err() {
+                return Step::Blocked;
+            }
+        }
         // A watcher starting in the future stays at its start.
         w.next = w.next.max(history.revision + 1);
         let caught_up = w.next > published;
         w.synced = caught_up;
-        if !selected.is_empty() {
-            permit.send(WatchResponse {
-                header: self.header(history.revision),
-                watch_id: id,
-                events: selected,
-                ..WatchResponse::default()
-            });
-        }
         if caught_up && s.progress_wanted && s.watchers.values().all(|w| w.synced) {
             let report = progress_report(self.header(published));
             if s.queue.try_send(report).is_ok() {
@@ -480,6 +534,18 @@ impl WatchHub {
             Step::Progressed
         }
     }
+}
+
+/// Queues all of `responses` or none (a revision is never half sent).
+fn send_all(
+    queue: &mpsc::Sender<WatchResponse>,
+    responses: Vec<WatchResponse>,
+) -> Result<(), mpsc::error::TrySendError<()>> {
+    let permits = queue.try_reserve_many(responses.len())?;
+    for (permit, response) in permits.zip(responses) {
+        permit.send(response);
+    }
+    Ok(())
 }
 
 /// A progress report: not about one watch (id -1), as etcd sends it.
@@ -527,20 +593,15 @@ impl EventSink for WatchHub {
                     watcher.next = next;
                     continue;
                 }
-                let response = WatchResponse {
-                    header: self.header(last),
-                    watch_id: *id,
-                    events: selected,
-                    ..WatchResponse::default()
-                };
-                match stream.queue.try_send(response) {
+                let responses = self.responses(*id, watcher, last, selected);
+                match send_all(&stream.queue, responses) {
                     Ok(()) => watcher.next = next,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(mpsc::error::TrySendError::Full(())) => {
                         watcher.synced = false;
                         fell_behind = true;
                     }
                     // The stream is going; close_stream removes it.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(())) => {}
                 }
             }
         }

@@ -97,6 +97,7 @@ fn expected(subject: &Subject, events: &[Event]) -> BTreeMap<i64, Vec<Event>> {
             .contains(&(FilterType::Nodelete as i32)),
         prev_kv: subject.request.prev_kv,
         progress_notify: false,
+        fragment: false,
         next: subject.from,
         synced: true,
         active: true,
@@ -125,7 +126,7 @@ async fn run(seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100));
+    let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100, 1 << 20));
     let stop = CancellationToken::new();
     let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
 
@@ -268,7 +269,7 @@ async fn every_watcher_gets_exactly_its_history_fast_or_slow() {
 async fn a_watcher_below_the_compaction_point_is_canceled_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100));
+    let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100, 1 << 20));
     let stop = CancellationToken::new();
     let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
     let put = |key: &'static str| {
@@ -330,7 +331,7 @@ async fn a_watcher_below_the_compaction_point_is_canceled_with_it() {
 async fn progress_notifications_go_to_synced_watchers_that_asked() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100));
+    let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100, 1 << 20));
     let stop = CancellationToken::new();
     let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
     let (tx, mut rx) = mpsc::channel(8);
@@ -355,6 +356,77 @@ async fn progress_notifications_go_to_synced_watchers_that_asked() {
     assert!(notification.events.is_empty());
     assert_eq!(notification.header.unwrap().revision, store.revision());
     assert!(rx.try_recv().is_err(), "only the watcher that asked");
+    stop.cancel();
+    catch_up.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_revision_too_large_is_fragmented_for_watchers_that_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    // Responses over 300 bytes are split for watchers that asked.
+    let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100, 300));
+    let stop = CancellationToken::new();
+    let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
+    let (tx, mut rx) = mpsc::channel(16);
+    let stream = hub.open_stream(tx);
+    let watch = |fragment| WatchCreateRequest {
+        key: Bytes::from_static(b"f"),
+        range_end: Bytes::from_static(b"g"),
+        fragment,
+        ..Default::default()
+    };
+    let (split, _) = hub.create(stream, &watch(true)).unwrap();
+    hub.activate(stream, split);
+    let (whole, _) = hub.create(stream, &watch(false)).unwrap();
+    hub.activate(stream, whole);
+    while hub.progress(stream).is_none() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while rx.try_recv().is_ok() {}
+    let puts = (0..5)
+        .map(|n| RequestOp {
+            request: Some(keel_api::etcdserverpb::request_op::Request::RequestPut(
+                PutRequest {
+                    key: Bytes::from(format!("f{n}")),
+                    value: Bytes::from(vec![b'v'; 100]),
+                    ..Default::default()
+                },
+            )),
+        })
+        .collect();
+    let txn = Command(keelpb::Command {
+        op: Some(Op::Txn(TxnRequest {
+            success: puts,
+            ..Default::default()
+        })),
+    });
+    let applied = store.apply_batch(vec![(1, txn)]);
+    hub.publish(&applied.events);
+    let mut by_watch: BTreeMap<i64, Vec<WatchResponse>> = BTreeMap::new();
+    while let Ok(response) = rx.try_recv() {
+        by_watch
+            .entry(response.watch_id)
+            .or_default()
+            .push(response);
+    }
+    let parts = &by_watch[&split];
+    assert!(parts.len() > 1, "split into fragments: {}", parts.len());
+    let flags: Vec<bool> = parts.iter().map(|p| p.fragment).collect();
+    let mut wanted = vec![true; parts.len() - 1];
+    wanted.push(false);
+    assert_eq!(flags, wanted, "every part but the last says more follow");
+    let events: Vec<Event> = parts.iter().flat_map(|p| p.events.clone()).collect();
+    assert_eq!(
+        events, applied.events,
+        "the parts hold the revision's events in order"
+    );
+    assert_eq!(
+        by_watch[&whole].len(),
+        1,
+        "a watcher that did not ask gets one response"
+    );
+    assert!(!by_watch[&whole][0].fragment);
     stop.cancel();
     catch_up.await.unwrap();
 }
