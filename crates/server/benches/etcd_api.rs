@@ -33,7 +33,9 @@
 //! ```
 //!
 //! Knobs (environment): `BENCH_SECS` (10, per run), `BENCH_CLIENTS`
-//! ("1,16,256"), `BENCH_TARGETS` ("keel,etcd"), `BENCH_OPS` ("put,range"),
+//! ("1,16,256"), `BENCH_TARGETS` ("keel,etcd"), `BENCH_OPS` ("put,range";
+//! "watch" is one writer and N watchers of its key, ten to a stream: events
+//! delivered per second and the put-to-event latency),
 //! `BENCH_CLIENTS_PER_CONN` (32), `BENCH_VALUE_SIZE` (256), `BENCH_KEYSPACE`
 //! (100000), `BENCH_READ_KEYS` (1000).
 
@@ -43,7 +45,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use keel_api::etcdserverpb::kv_client::KvClient;
+use keel_api::etcdserverpb::watch_client::WatchClient;
 use keel_api::etcdserverpb::*;
 use keel_testkit::{Cluster, Flavor};
 use tonic::transport::Channel;
@@ -104,7 +110,8 @@ impl Settings {
             .map(|o| match o.as_str() {
                 "put" => Op::Put,
                 "range" => Op::Range,
-                _ => panic!("BENCH_OPS: unknown operation {o:?} (put, range)"),
+                "watch" => Op::Watch,
+                _ => panic!("BENCH_OPS: unknown operation {o:?} (put, range, watch)"),
             })
             .collect();
         let secs: f64 = env_or("BENCH_SECS", 10.0);
@@ -128,6 +135,9 @@ impl Settings {
 enum Op {
     Put,
     Range,
+    /// One writer; the clients are watchers of its key, ten per stream;
+    /// the latency is from the put's start to each watcher's event.
+    Watch,
 }
 
 impl Op {
@@ -135,6 +145,7 @@ impl Op {
         match self {
             Op::Put => "put",
             Op::Range => "range (linearizable)",
+            Op::Watch => "watch (events/s, put-to-event latency)",
         }
     }
 }
@@ -222,6 +233,14 @@ async fn preload(addr: &str, s: &Settings) {
 
 /// Runs `clients` clients doing `op` against `addr` for `s.secs`.
 async fn run(addr: &str, op: Op, clients: usize, s: &Settings) -> RunResult {
+    match op {
+        Op::Watch => run_watch(addr, clients, s).await,
+        Op::Put | Op::Range => run_requests(addr, op, clients, s).await,
+    }
+}
+
+/// `clients` clients each sending puts or ranges, one after another.
+async fn run_requests(addr: &str, op: Op, clients: usize, s: &Settings) -> RunResult {
     let kvs = kv_clients(addr, clients, s.clients_per_conn).await;
     let value = Bytes::from(vec![b'v'; s.value_size]);
     let start = Instant::now();
@@ -256,6 +275,7 @@ async fn run(addr: &str, op: Op, clients: usize, s: &Settings) -> RunResult {
                         })
                         .await
                         .map(|_| ()),
+                    Op::Watch => unreachable!("run_watch measures watches"),
                 };
                 match result {
                     Ok(()) => out.latencies.push(t0.elapsed()),
@@ -294,6 +314,130 @@ async fn run(addr: &str, op: Op, clients: usize, s: &Settings) -> RunResult {
     }
     result.latencies.sort_unstable();
     result
+}
+
+/// `watchers` watchers of one key, ten to a stream (and ten streams to a
+/// connection), while one client puts to it for `BENCH_SECS`: every event's
+/// latency from the start of its put (carried in the value) to its arrival.
+async fn run_watch(addr: &str, watchers: usize, s: &Settings) -> RunResult {
+    const PER_STREAM: usize = 10;
+    const KEY: &[u8] = b"bench/watched";
+    let origin = Instant::now();
+    let created = Arc::new(AtomicUsize::new(0));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut holders = Vec::new();
+    let mut readers = Vec::new();
+    let streams = watchers.div_ceil(PER_STREAM);
+    let mut channel = None;
+    for stream in 0..streams {
+        if stream % 10 == 0 {
+            channel = Some(
+                Channel::from_shared(format!("http://{addr}"))
+                    .expect("url")
+                    .connect()
+                    .await
+                    .expect("connecting"),
+            );
+        }
+        let here = PER_STREAM.min(watchers - stream * PER_STREAM);
+        let (requests, request_stream) = tokio::sync::mpsc::channel(here);
+        for _ in 0..here {
+            let create = WatchCreateRequest {
+                key: Bytes::from_static(KEY),
+                ..Default::default()
+            };
+            requests
+                .send(WatchRequest {
+                    request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
+                })
+                .await
+                .expect("queueing a watch");
+        }
+        let mut client = WatchClient::new(channel.clone().expect("a channel"));
+        let mut responses = client
+            .watch(tokio_stream::wrappers::ReceiverStream::new(request_stream))
+            .await
+            .expect("opening a watch stream")
+            .into_inner();
+        holders.push(requests);
+        let created = created.clone();
+        let mut stopped = stopped.clone();
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let response = tokio::select! {
+                    response = responses.message() => response,
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                };
+                let Ok(Some(response)) = response else {
+                    break;
+                };
+                if response.created {
+                    created.fetch_add(1, Ordering::Relaxed);
+                }
+                let now = origin.elapsed();
+                for event in response.events {
+                    let sent = event
+                        .kv
+                        .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse::<u64>().ok());
+                    if let Some(sent) = sent {
+                        latencies.push(now.saturating_sub(Duration::from_nanos(sent)));
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let patience = Instant::now() + Duration::from_secs(30);
+    while created.load(Ordering::Relaxed) < watchers {
+        assert!(
+            Instant::now() < patience,
+            "only {} of {watchers} watches were created",
+            created.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut kv = KvClient::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connecting"),
+    );
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(s.secs);
+    let (mut errors, mut first_error) = (0, None);
+    while Instant::now() < deadline {
+        let sent = origin.elapsed().as_nanos().to_string();
+        let put = PutRequest {
+            key: Bytes::from_static(KEY),
+            value: Bytes::from(sent),
+            ..Default::default()
+        };
+        if let Err(e) = kv.put(put).await {
+            errors += 1;
+            first_error.get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
+        }
+    }
+    let elapsed = start.elapsed();
+    // Let the last events arrive, then stop reading.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(true);
+    drop(holders);
+    let mut latencies = Vec::new();
+    for reader in readers {
+        if let Ok(Ok(mut l)) = tokio::time::timeout(Duration::from_secs(10), reader).await {
+            latencies.append(&mut l);
+        }
+    }
+    latencies.sort_unstable();
+    RunResult {
+        ops: latencies.len(),
+        errors,
+        first_error,
+        elapsed,
+        latencies,
+    }
 }
 
 fn percentile_ms(sorted: &[Duration], p: f64) -> String {
