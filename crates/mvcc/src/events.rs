@@ -5,7 +5,7 @@
 use fjall::Readable;
 use keel_api::mvccpb::{event::EventType, Event, KeyValue};
 
-use crate::encoding::{decode_version, split_version_key};
+use crate::encoding::{decode_version, split_version_key, version_key};
 use crate::range::Span;
 use crate::{MvccError, Store};
 
@@ -46,7 +46,13 @@ impl Store {
                 revision: to,
             });
         };
-        let (start, end) = span.storage_bounds();
+        let (mut start, end) = span.storage_bounds();
+        let single = span.single().cloned();
+        if let Some(key) = &single {
+            // One key's versions come newest first: start at the window's
+            // end instead of at the newest.
+            start = version_key(key, to);
+        }
         let kv = &self.inner.keyspaces.kv;
         let entries = match end {
             Some(end) => snapshot.range(kv, start..end),
@@ -64,6 +70,11 @@ impl Store {
                     event.prev_kv = version.clone();
                 }
                 events.push(event);
+            }
+            if rev < from && single.is_some() {
+                // Older than the window: the previous version, if wanted,
+                // was just taken; nothing older is.
+                break;
             }
             if rev < from || rev > to {
                 continue;

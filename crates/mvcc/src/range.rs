@@ -70,7 +70,7 @@ impl Span {
     }
 
     /// The single key the span holds, if it is of that form.
-    fn single(&self) -> Option<&Bytes> {
+    pub(crate) fn single(&self) -> Option<&Bytes> {
         matches!(self.end, SpanEnd::Single).then_some(&self.start)
     }
 
