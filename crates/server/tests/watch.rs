@@ -15,33 +15,23 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// A watch of everything under `prefix` from `start_revision` on member
-/// `i`; its responses arrive on the returned channel until the stream ends.
+/// `i`; its responses (the created one first) arrive on the returned
+/// channel until the stream ends.
 async fn watch_prefix(
     cluster: &Cluster,
     i: usize,
     prefix: &str,
     start_revision: i64,
 ) -> mpsc::UnboundedReceiver<WatchResponse> {
-    let (requests, request_stream) = mpsc::channel(4);
     let mut end = prefix.as_bytes().to_vec();
     *end.last_mut().unwrap() += 1;
-    requests
-        .send(WatchRequest {
-            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-                key: Bytes::copy_from_slice(prefix.as_bytes()),
-                range_end: end.into(),
-                start_revision,
-                ..Default::default()
-            })),
-        })
-        .await
-        .unwrap();
-    let mut client = WatchClient::new(cluster.channel(i).await);
-    let mut responses = client
-        .watch(ReceiverStream::new(request_stream))
-        .await
-        .expect("opening a watch stream")
-        .into_inner();
+    let create = WatchCreateRequest {
+        key: Bytes::copy_from_slice(prefix.as_bytes()),
+        range_end: end.into(),
+        start_revision,
+        ..Default::default()
+    };
+    let (mut responses, requests) = open_watch(cluster, i, create, false).await;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let _keep_open = requests;
@@ -163,21 +153,19 @@ async fn a_watcher_resumes_after_its_member_restarts_and_misses_nothing() {
     assert_in_order(&seen, 80);
 }
 
-/// Opens a watch of `key` on member `i`, with etcd's `hasleader` metadata
-/// when `require_leader`; returns the stream after its created response.
+/// Opens a watch on member `i`, with etcd's `hasleader` metadata when
+/// `require_leader`; returns the response stream and the request sender
+/// that keeps it open.
 async fn open_watch(
     cluster: &Cluster,
     i: usize,
-    key: &str,
+    create: WatchCreateRequest,
     require_leader: bool,
 ) -> (tonic::Streaming<WatchResponse>, mpsc::Sender<WatchRequest>) {
     let (requests, request_stream) = mpsc::channel(4);
     requests
         .send(WatchRequest {
-            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-                key: Bytes::copy_from_slice(key.as_bytes()),
-                ..Default::default()
-            })),
+            request_union: Some(RequestUnion::CreateRequest(create)),
         })
         .await
         .unwrap();
@@ -189,7 +177,22 @@ async fn open_watch(
         );
     }
     let mut client = WatchClient::new(cluster.channel(i).await);
-    let mut responses = client.watch(request).await.expect("watch").into_inner();
+    let responses = client.watch(request).await.expect("watch").into_inner();
+    (responses, requests)
+}
+
+/// A watch of `key` on member `i`, past its created response.
+async fn open_key_watch(
+    cluster: &Cluster,
+    i: usize,
+    key: &str,
+    require_leader: bool,
+) -> (tonic::Streaming<WatchResponse>, mpsc::Sender<WatchRequest>) {
+    let create = WatchCreateRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        ..Default::default()
+    };
+    let (mut responses, requests) = open_watch(cluster, i, create, require_leader).await;
     let created = responses
         .message()
         .await
@@ -204,8 +207,8 @@ async fn a_stream_that_requires_a_leader_ends_when_its_member_has_none() {
     let mut cluster = Cluster::start(3, &[]).await;
     let leader = cluster.wait_for_leader().await;
     let member = (leader + 1) % 3;
-    let (mut requiring, _keep) = open_watch(&cluster, member, "k", true).await;
-    let (mut plain, _keep_plain) = open_watch(&cluster, member, "k", false).await;
+    let (mut requiring, _keep) = open_key_watch(&cluster, member, "k", true).await;
+    let (mut plain, _keep_plain) = open_key_watch(&cluster, member, "k", false).await;
     for i in 0..3 {
         if i != member {
             cluster.kill(i);
