@@ -149,6 +149,8 @@ session() {
     # compacted start, and live.
     timeout 2 etcdctl "$e" watch --prefix a/ --rev=4 --prev-kv
     timeout 2 etcdctl "$e" watch foo --rev=2 2>&1 | grep -v retry_interceptor
+    timeout 2 etcdctl "$e" watch b a 2>&1 | grep -v retry_interceptor
+    timeout 2 etcdctl "$e" watch b --rev=-3 2>&1 | grep -v retry_interceptor
     local live
     live=$(mktemp "$WORK/live.XXXXXX")
     timeout 3 etcdctl "$e" watch --prefix live/ --prev-kv >"$live" 2>&1 &

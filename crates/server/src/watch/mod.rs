@@ -55,6 +55,9 @@ pub(crate) enum WatchError {
     /// The client chose an id the stream already uses.
     #[error("mvcc: duplicate watch ID provided on the WatchStream")]
     DuplicateId,
+    /// `range_end` at or below `key`: etcd's error.
+    #[error("mvcc: watcher range is empty")]
+    EmptyRange,
     /// The stream holds as many watches as it may.
     #[error("too many watches on this stream (the limit is {0})")]
     TooManyWatches(usize),
@@ -67,8 +70,8 @@ pub(crate) enum WatchError {
 struct Watcher {
     key: Bytes,
     range_end: Bytes,
-    /// The keys watched (`None`: a range that holds no key).
-    span: Option<Span>,
+    /// The keys watched.
+    span: Span,
     no_put: bool,
     no_delete: bool,
     prev_kv: bool,
@@ -98,9 +101,7 @@ impl Watcher {
                 } else {
                     !self.no_delete
                 };
-                wanted_kind
-                    && kv.mod_revision >= self.next
-                    && self.span.as_ref().is_some_and(|s| s.contains(&kv.key))
+                wanted_kind && kv.mod_revision >= self.next && self.span.contains(&kv.key)
             })
             .map(|e| Event {
                 prev_kv: if self.prev_kv {
@@ -231,10 +232,12 @@ impl WatchHub {
         stream: StreamId,
         request: &WatchCreateRequest,
     ) -> Result<(i64, i64), WatchError> {
-        let span = Span::new(&request.key, &request.range_end)?;
+        let span = Span::new(&request.key, &request.range_end)?.ok_or(WatchError::EmptyRange)?;
+        // A negative start is below any compaction point: the watch is
+        // canceled as compacted, as etcd's is.
         let next = match request.start_revision {
-            r if r > 0 => r,
-            _ => self.store.revision() + 1,
+            0 => self.store.revision() + 1,
+            r => r,
         };
         let mut state = self.lock();
         let published = state.published;
@@ -482,7 +485,11 @@ impl WatchHub {
                 };
                 match e {
                     MvccError::Compacted => {
-                        response.compact_revision = self.store.compact_revision()
+                        // Never compacted yet (a negative start): etcd says -1.
+                        response.compact_revision = match self.store.compact_revision() {
+                            0 => -1,
+                            compacted => compacted,
+                        }
                     }
                     other => {
                         tracing::error!(error = %other, "reading history for a watcher failed");

@@ -82,7 +82,9 @@ struct Subject {
 /// The events of `events` the watcher wants, folded per revision and key
 /// (a replayed revision holds one version per key), in revision order.
 fn expected(subject: &Subject, events: &[Event]) -> BTreeMap<i64, Vec<Event>> {
-    let span = Span::new(&subject.request.key, &subject.request.range_end).unwrap();
+    let span = Span::new(&subject.request.key, &subject.request.range_end)
+        .unwrap()
+        .unwrap();
     let watcher = Watcher {
         key: subject.request.key.clone(),
         range_end: subject.request.range_end.clone(),
@@ -298,8 +300,10 @@ async fn a_watcher_below_the_compaction_point_is_canceled_with_it() {
     hub.activate(stream, below);
     let (at, _) = hub.create(stream, &request(3)).unwrap();
     hub.activate(stream, at);
+    let (negative, _) = hub.create(stream, &request(-3)).unwrap();
+    hub.activate(stream, negative);
     let mut responses = Vec::new();
-    while responses.len() < 2 {
+    while responses.len() < 3 {
         responses.push(rx.recv().await.unwrap());
     }
     responses.sort_by_key(|r| r.watch_id);
@@ -313,6 +317,15 @@ async fn a_watcher_below_the_compaction_point_is_canceled_with_it() {
     );
     assert_eq!(responses[1].watch_id, at);
     assert_eq!(responses[1].events.len(), 1, "revision 3 is still there");
+    assert_eq!(
+        (
+            responses[2].watch_id,
+            responses[2].canceled,
+            responses[2].compact_revision
+        ),
+        (negative, true, 3),
+        "a negative start is canceled as compacted, as etcd's is"
+    );
     assert_eq!(
         hub.create(
             stream,
@@ -429,4 +442,31 @@ async fn a_revision_too_large_is_fragmented_for_watchers_that_asked() {
     assert!(!by_watch[&whole][0].fragment);
     stop.cancel();
     catch_up.await.unwrap();
+}
+
+#[test]
+fn bad_watches_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let hub = WatchHub::new(store, 1, 1, 2, 1 << 20);
+    let (tx, _rx) = mpsc::channel(8);
+    let stream = hub.open_stream(tx);
+    let watch = |key: &'static [u8], range_end: &'static [u8], start_revision| WatchCreateRequest {
+        key: Bytes::from_static(key),
+        range_end: Bytes::from_static(range_end),
+        start_revision,
+        ..Default::default()
+    };
+    let refused = |request| hub.create(stream, &request).unwrap_err().to_string();
+    assert_eq!(
+        refused(watch(b"b", b"a", 0)),
+        "mvcc: watcher range is empty"
+    );
+    assert_eq!(
+        refused(watch(b"b", b"b", 0)),
+        "mvcc: watcher range is empty"
+    );
+    hub.create(stream, &watch(b"a", b"", 0)).unwrap();
+    hub.create(stream, &watch(b"a", b"\0", 0)).unwrap();
+    assert!(refused(watch(b"a", b"", 0)).contains("too many watches"));
 }
