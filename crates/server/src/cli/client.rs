@@ -41,10 +41,8 @@ pub(crate) enum ClientCommand {
     Get {
         #[command(flatten)]
         connection: Connection,
-        key: String,
-        range_end: Option<String>,
         #[command(flatten)]
-        range: RangeFlags,
+        keys: Keys,
         /// At most this many keys.
         #[arg(long, default_value_t = 0)]
         limit: i64,
@@ -71,10 +69,8 @@ pub(crate) enum ClientCommand {
     Del {
         #[command(flatten)]
         connection: Connection,
-        key: String,
-        range_end: Option<String>,
         #[command(flatten)]
-        range: RangeFlags,
+        keys: Keys,
         /// Print the deleted key-values.
         #[arg(long)]
         prev_kv: bool,
@@ -98,10 +94,8 @@ pub(crate) enum ClientCommand {
     Watch {
         #[command(flatten)]
         connection: Connection,
-        key: String,
-        range_end: Option<String>,
         #[command(flatten)]
-        range: RangeFlags,
+        keys: Keys,
         /// Start at this revision (0: the next one).
         #[arg(long, default_value_t = 0)]
         rev: i64,
@@ -125,15 +119,33 @@ pub(crate) enum ClientCommand {
     },
 }
 
-/// Range forms shared by get and del.
+/// The keys get, del and watch take: one key, `[key, range_end)`, a
+/// prefix or every key from one.
 #[derive(clap::Args, Debug)]
-pub(crate) struct RangeFlags {
+pub(crate) struct Keys {
+    key: String,
+    range_end: Option<String>,
     /// Every key with `key` as a prefix.
     #[arg(long)]
     prefix: bool,
     /// Every key from `key` on.
     #[arg(long)]
     from_key: bool,
+}
+
+impl Keys {
+    /// The key and the range end, in etcd's forms.
+    fn into_range(self) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+        let key = self.key.into_bytes();
+        let end = match (self.range_end, self.prefix, self.from_key) {
+            (Some(end), false, false) => end.into_bytes(),
+            (None, true, false) => prefix_end(&key),
+            (None, false, true) => vec![0],
+            (None, false, false) => Vec::new(),
+            _ => bail!("give at most one of a range end, --prefix and --from-key"),
+        };
+        Ok((key, end))
+    }
 }
 
 /// Membership commands.
@@ -196,17 +208,6 @@ async fn connect(connection: &Connection) -> anyhow::Result<Channel> {
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no endpoints given")))
-}
-
-/// The range end for `key` given an explicit end or a range flag.
-fn range_end(key: &str, end: Option<String>, flags: &RangeFlags) -> anyhow::Result<Vec<u8>> {
-    match (end, flags.prefix, flags.from_key) {
-        (Some(end), false, false) => Ok(end.into_bytes()),
-        (None, true, false) => Ok(prefix_end(key.as_bytes())),
-        (None, false, true) => Ok(vec![0]),
-        (None, false, false) => Ok(Vec::new()),
-        _ => bail!("give at most one of a range end, --prefix and --from-key"),
-    }
 }
 
 /// The smallest key after every key starting with `prefix` ("\0" = all).
@@ -272,13 +273,11 @@ async fn execute(command: ClientCommand) -> anyhow::Result<()> {
     match command {
         ClientCommand::Watch {
             connection,
-            key,
-            range_end: end,
-            range,
+            keys,
             rev,
             prev_kv,
         } => {
-            let range_end = range_end(&key, end, &range)?;
+            let (key, range_end) = keys.into_range()?;
             let create = WatchCreateRequest {
                 key: key.into(),
                 range_end: range_end.into(),
@@ -311,9 +310,7 @@ async fn execute(command: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::Get {
             connection,
-            key,
-            range_end: end,
-            range,
+            keys,
             limit,
             rev,
             keys_only,
@@ -338,9 +335,10 @@ async fn execute(command: ClientCommand) -> anyhow::Result<()> {
                 Some("descend") => range_request::SortOrder::Descend,
                 Some(other) => bail!("--order takes ascend or descend, not {other}"),
             };
+            let (key, range_end) = keys.into_range()?;
             let request = RangeRequest {
-                range_end: range_end(&key, end, &range)?.into(),
                 key: key.into(),
+                range_end: range_end.into(),
                 limit,
                 revision: rev,
                 keys_only,
@@ -360,14 +358,13 @@ async fn execute(command: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::Del {
             connection,
-            key,
-            range_end: end,
-            range,
+            keys,
             prev_kv,
         } => {
+            let (key, range_end) = keys.into_range()?;
             let request = DeleteRangeRequest {
-                range_end: range_end(&key, end, &range)?.into(),
                 key: key.into(),
+                range_end: range_end.into(),
                 prev_kv,
             };
             let mut kv = KvClient::new(connect(&connection).await?);
