@@ -7,7 +7,11 @@
 //! terminator is `0x00 0x01`, which sorts below any escaped continuation.
 //!
 //! The value is the prost-encoded [`KeyValue`] without its key and
-//! mod_revision (both are in the storage key); a tombstone is empty.
+//! mod_revision (both are in the storage key); a tombstone has no
+//! key-value fields. A write that was not its revision's first also
+//! carries its place within the revision (etcd's sub-revision) as an extra
+//! field, [`SUB_REVISION_TAG`], which `KeyValue` decoding skips: history
+//! read back lists a revision's changes in the order they were made.
 //!
 //! The `live` keyspace indexes the newest version of every key that exists
 //! now: the plain user key maps to the prost-encoded [`KeyValue`] without
@@ -102,9 +106,21 @@ pub(crate) fn split_version_key(stored: &[u8]) -> Result<(Vec<u8>, i64), MvccErr
     Ok((key, !u64::from_be_bytes(rev) as i64))
 }
 
-/// One stored version: `None` is a tombstone.
-pub(crate) fn encode_version(kv: Option<&KeyValue>) -> Vec<u8> {
-    match kv {
+/// The protobuf field number of a stored version's sub-revision: above
+/// every field `KeyValue` has.
+const SUB_REVISION_TAG: u32 = 15;
+
+/// The sub-revision field alone, read from a stored version.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SubRevision {
+    #[prost(uint32, tag = "15")]
+    sub: u32,
+}
+
+/// One stored version, the `sub`-th write of its revision: `None` is a
+/// tombstone.
+pub(crate) fn encode_version(kv: Option<&KeyValue>, sub: u32) -> Vec<u8> {
+    let mut out = match kv {
         None => Vec::new(),
         Some(kv) => KeyValue {
             key: Bytes::new(),
@@ -112,7 +128,11 @@ pub(crate) fn encode_version(kv: Option<&KeyValue>) -> Vec<u8> {
             ..kv.clone()
         }
         .encode_to_vec(),
+    };
+    if sub > 0 {
+        prost::encoding::uint32::encode(SUB_REVISION_TAG, &sub, &mut out);
     }
+    out
 }
 
 /// Decodes a stored version of `key` at `revision`; `None` is a tombstone.
@@ -126,9 +146,21 @@ pub(crate) fn decode_version(
     }
     let mut kv = KeyValue::decode(value)
         .map_err(|e| MvccError::Corrupt(format!("stored key-value: {e}")))?;
+    // Every stored key-value has a create revision; a tombstone that
+    // carries only its sub-revision decodes to none.
+    if kv.create_revision == 0 {
+        return Ok(None);
+    }
     kv.key = Bytes::copy_from_slice(key);
     kv.mod_revision = revision;
     Ok(Some(kv))
+}
+
+/// The place of a stored version among its revision's writes.
+pub(crate) fn decode_sub_revision(value: &[u8]) -> Result<u32, MvccError> {
+    SubRevision::decode(value)
+        .map(|s| s.sub)
+        .map_err(|e| MvccError::Corrupt(format!("stored sub-revision: {e}")))
 }
 
 /// The `live` entry of a key's newest version.
@@ -180,6 +212,37 @@ impl LiveIndexer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_versions_keep_their_sub_revision() {
+        let kv = KeyValue {
+            key: Bytes::from_static(b"k"),
+            create_revision: 3,
+            mod_revision: 9,
+            version: 2,
+            value: Bytes::from_static(b"v"),
+            lease: 7,
+        };
+        for sub in [0, 1, 300] {
+            let put = encode_version(Some(&kv), sub);
+            assert_eq!(decode_version(b"k", 9, &put).unwrap(), Some(kv.clone()));
+            assert_eq!(decode_sub_revision(&put).unwrap(), sub);
+            let tombstone = encode_version(None, sub);
+            assert_eq!(decode_version(b"k", 9, &tombstone).unwrap(), None);
+            assert_eq!(decode_sub_revision(&tombstone).unwrap(), sub);
+        }
+        // A first write is stored as before sub-revisions existed.
+        assert_eq!(
+            encode_version(Some(&kv), 0),
+            KeyValue {
+                key: Bytes::new(),
+                mod_revision: 0,
+                ..kv
+            }
+            .encode_to_vec()
+        );
+        assert!(encode_version(None, 0).is_empty());
+    }
 
     #[test]
     fn version_keys_round_trip_and_sort_like_user_keys() {

@@ -5,14 +5,15 @@
 use fjall::Readable;
 use keel_api::mvccpb::{event::EventType, Event, KeyValue};
 
-use crate::encoding::{decode_version, split_version_key, version_key};
+use crate::encoding::{decode_sub_revision, decode_version, split_version_key, version_key};
 use crate::range::Span;
 use crate::{MvccError, Store};
 
 /// The events of a window of revisions.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct History {
-    /// The events, by revision (by key within a revision).
+    /// The events, by revision, and within a revision in the order the
+    /// writes were made (etcd's sub-revision order).
     pub events: Vec<Event>,
     /// The last revision the window covers: every event up to it is in
     /// `events` (the window ends at the store's revision if that is lower).
@@ -39,10 +40,9 @@ impl Store {
             return Err(MvccError::Compacted);
         }
         let to = to.min(revision);
-        let mut events = Vec::new();
         let Some(span) = Span::new(key, range_end)? else {
             return Ok(History {
-                events,
+                events: Vec::new(),
                 revision: to,
             });
         };
@@ -60,16 +60,17 @@ impl Store {
         };
         // A key's versions come newest first: an event found is completed by
         // the next (older) version of the same key, its previous version.
-        let mut waiting: Option<(Vec<u8>, Event)> = None;
+        let mut waiting: Option<(Vec<u8>, (i64, u32), Event)> = None;
+        let mut ordered = Vec::new();
         for entry in entries {
             let (stored, value) = entry.into_inner()?;
             let (key, rev) = split_version_key(&stored)?;
             let version = decode_version(&key, rev, &value)?;
-            if let Some((waiting_key, mut event)) = waiting.take() {
+            if let Some((waiting_key, place, mut event)) = waiting.take() {
                 if waiting_key == key {
                     event.prev_kv = version.clone();
                 }
-                events.push(event);
+                ordered.push((place, event));
             }
             if rev < from && single.is_some() {
                 // Older than the window: the previous version, if wanted,
@@ -79,14 +80,15 @@ impl Store {
             if rev < from || rev > to {
                 continue;
             }
-            waiting = Some((key.clone(), event_of(&key, rev, version, None)));
+            let place = (rev, decode_sub_revision(&value)?);
+            waiting = Some((key.clone(), place, event_of(&key, rev, version, None)));
         }
-        if let Some((_, event)) = waiting {
-            events.push(event);
+        if let Some((_, place, event)) = waiting {
+            ordered.push((place, event));
         }
-        events.sort_by_key(|e| e.kv.as_ref().map_or(0, |kv| kv.mod_revision));
+        ordered.sort_by_key(|(place, _)| *place);
         Ok(History {
-            events,
+            events: ordered.into_iter().map(|(_, event)| event).collect(),
             revision: to,
         })
     }

@@ -390,7 +390,7 @@ mod tests {
         // move on, `live` and its marker do not.
         let keyspaces = &store.inner.keyspaces;
         let mut batch = store.inner.db.batch();
-        batch.insert(&keyspaces.kv, version_key(b"a", 4), encode_version(None));
+        batch.insert(&keyspaces.kv, version_key(b"a", 4), encode_version(None, 0));
         batch.insert(&keyspaces.meta, REVISION, revision_bytes(4));
         batch.commit().unwrap();
         drop(store);

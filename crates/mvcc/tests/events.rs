@@ -321,6 +321,31 @@ fn check_replay(store: &Store, applied: &[Event], seed: u64) {
                             .collect(),
                     )
                 };
+                let applied_here: Vec<Event> = wanted
+                    .iter()
+                    .filter(|e| revision_of(e) == revision)
+                    .map(|e| (*e).clone())
+                    .collect();
+                let read_here: Vec<Event> = read
+                    .events
+                    .iter()
+                    .filter(|e| revision_of(e) == revision)
+                    .cloned()
+                    .collect();
+                let mut keys: Vec<_> = applied_here
+                    .iter()
+                    .map(|e| &e.kv.as_ref().unwrap().key)
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                if keys.len() == applied_here.len() {
+                    // One write per key: read back exactly, in the order
+                    // the revision made them.
+                    assert_eq!(
+                        read_here, applied_here,
+                        "seed {seed}: events read back for {key:?}..{range_end:?} at revision {revision}, in order"
+                    );
+                }
                 let expected = at(wanted.iter().map(|e| (*e).clone()).collect());
                 let got = at(read.events.clone());
                 assert_eq!(

@@ -232,18 +232,21 @@ impl Writer<'_> {
         self.state.revision += 1;
         let revision = self.state.revision;
         let keyspaces = &self.store.inner.keyspaces;
-        for Change {
-            key,
-            version,
-            previous,
-        } in mem::take(&mut self.staged)
+        for (
+            sub,
+            Change {
+                key,
+                version,
+                previous,
+            },
+        ) in (0u32..).zip(mem::take(&mut self.staged))
         {
             self.events
                 .push(event_of(&key, revision, version.clone(), previous));
             self.batch.insert(
                 &keyspaces.kv,
                 version_key(&key, revision),
-                encode_version(version.as_ref()),
+                encode_version(version.as_ref(), sub),
             );
             match &version {
                 Some(kv) => self
