@@ -151,6 +151,10 @@ session() {
     timeout 2 etcdctl "$e" watch foo --rev=2 2>&1 | grep -v retry_interceptor
     timeout 2 etcdctl "$e" watch b a 2>&1 | grep -v retry_interceptor
     timeout 2 etcdctl "$e" watch b --rev=-3 2>&1 | grep -v retry_interceptor
+    # Interactive watches: two on one stream, then a progress request that
+    # both of them answer.
+    { printf 'watch a/ --prefix --rev=4\n'; sleep 1; printf 'watch b\nprogress\n'; sleep 1; } |
+        etcdctl "$e" watch -i 2>&1 | grep -v "reading watch request line: EOF" || true
     local live
     live=$(mktemp "$WORK/live.XXXXXX")
     timeout 3 etcdctl "$e" watch --prefix live/ --prev-kv >"$live" 2>&1 &

@@ -72,6 +72,14 @@ pub(crate) struct Settings {
     /// (a duration: `90s`, `10m`, `1h`; etcd's default is 10 minutes).
     #[arg(long)]
     pub watch_progress_notify_interval: Option<String>,
+    /// The most watches one watch stream may hold (a create past it is
+    /// canceled with a clear reason).
+    #[arg(long)]
+    pub max_watches_per_stream: Option<usize>,
+    /// How many responses a watch stream buffers for a client that reads
+    /// slowly; past it the stream's watchers catch up from history.
+    #[arg(long)]
+    pub watch_stream_buffer: Option<usize>,
     /// Log filter: a level (`info`) or tracing directives (`keel=debug,info`).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -127,6 +135,8 @@ impl Settings {
             auto_compaction_mode,
             auto_compaction_retention,
             watch_progress_notify_interval,
+            max_watches_per_stream,
+            watch_stream_buffer,
             log_level,
             log_format,
             log_dir,
@@ -196,6 +206,10 @@ pub(crate) struct Config {
     pub auto_compaction: Option<Retention>,
     /// How often watches that asked for it get a progress notification.
     pub watch_progress_notify_interval: Duration,
+    /// The most watches one watch stream may hold.
+    pub max_watches_per_stream: usize,
+    /// The responses a watch stream buffers.
+    pub watch_stream_buffer: usize,
     /// The log filter.
     pub log_level: String,
     /// The log format.
@@ -318,6 +332,14 @@ impl Config {
                 d if d.is_zero() => bail!("watch_progress_notify_interval must be above zero"),
                 d => d,
             },
+            max_watches_per_stream: positive(
+                s.max_watches_per_stream.unwrap_or(10_000) as u64,
+                "max_watches_per_stream",
+            )? as usize,
+            watch_stream_buffer: positive(
+                s.watch_stream_buffer.unwrap_or(128) as u64,
+                "watch_stream_buffer",
+            )? as usize,
             log_level: s.log_level.unwrap_or_else(|| "info".into()),
             log_format,
             log_dir: s.log_dir,

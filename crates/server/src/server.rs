@@ -31,9 +31,6 @@ use crate::identity::{self, Identity};
 use crate::tasks::{self, Tasks};
 use crate::watch::WatchHub;
 
-/// The most watches one watch stream may hold.
-const MAX_WATCHES_PER_STREAM: usize = 10_000;
-
 /// How long a joining member keeps asking the cluster about itself.
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -72,7 +69,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         store.clone(),
         identity.cluster_id,
         identity.member_id,
-        MAX_WATCHES_PER_STREAM,
+        config.max_watches_per_stream,
         config.max_request_bytes,
     ));
     let transport = GrpcTransport::new(identity.cluster_id, BTreeMap::new());
@@ -123,8 +120,13 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             .layer(AdmissionLayer::new(core.clone()))
             .add_service(KvService(core.clone()).into_server())
             .add_service(
-                WatchService::new(hub.clone(), node.watch(), config.election_timeout())
-                    .into_server(),
+                WatchService::new(
+                    hub.clone(),
+                    node.watch(),
+                    config.election_timeout(),
+                    config.watch_stream_buffer,
+                )
+                .into_server(),
             )
             .add_service(ClusterService(core.clone()).into_server())
             .add_service(

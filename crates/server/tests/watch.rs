@@ -1,6 +1,8 @@
 //! Watches on real members: a watcher on a follower keeps every change
 //! while the leader is killed and another takes over, and a watcher whose
 //! member restarts resumes from its last revision and misses nothing.
+//! Bad input on a stream (a malformed frame, 100,000 watches) gets a clear
+//! answer and leaves the member serving.
 
 mod common;
 
@@ -224,4 +226,179 @@ async fn a_stream_that_requires_a_leader_ends_when_its_member_has_none() {
     // A stream that did not ask stays open.
     let still = tokio::time::timeout(Duration::from_millis(500), plain.message()).await;
     assert!(still.is_err(), "the plain stream ended: {still:?}");
+}
+
+/// Sends raw bytes as the messages of a watch stream, so a test can send
+/// what no well-behaved client would.
+struct RawCodec;
+
+struct RawEncoder;
+
+struct WatchResponseDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for WatchResponseDecoder {
+    type Item = WatchResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<WatchResponse>, tonic::Status> {
+        use prost::Message;
+        WatchResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = WatchResponse;
+    type Encoder = RawEncoder;
+    type Decoder = WatchResponseDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> WatchResponseDecoder {
+        WatchResponseDecoder
+    }
+}
+
+fn create_bytes(key: &str) -> Vec<u8> {
+    use prost::Message;
+    WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_ends_its_stream_with_a_clear_error_and_the_member_keeps_serving() {
+    let cluster = Cluster::start(1, &[]).await;
+    cluster.wait_for_leader().await;
+    // A valid create, then bytes that are no protobuf message (a field
+    // with wire type 7, which does not exist).
+    let frames = vec![create_bytes("m"), vec![0xff, 0xff, 0xff, 0x0f]];
+    let (requests, request_stream) = mpsc::channel(4);
+    for frame in frames {
+        requests.send(frame).await.unwrap();
+    }
+    let mut grpc = tonic::client::Grpc::new(cluster.channel(0).await);
+    grpc.ready().await.expect("ready");
+    let mut responses = grpc
+        .streaming(
+            tonic::Request::new(ReceiverStream::new(request_stream)),
+            http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
+            RawCodec,
+        )
+        .await
+        .expect("watch")
+        .into_inner();
+    let created = responses
+        .message()
+        .await
+        .expect("created")
+        .expect("created");
+    assert!(created.created);
+    let ended = tokio::time::timeout(Duration::from_secs(10), responses.message())
+        .await
+        .expect("the stream did not end");
+    let status = ended.expect_err("the stream ends with an error");
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert!(
+        status.message().contains("decode"),
+        "an unclear error: {status:?}"
+    );
+    drop(requests);
+
+    // The member still watches and writes.
+    let (mut watch, _keep) = open_key_watch(&cluster, 0, "after", false).await;
+    put(&cluster, 0, "after", "v").await.expect("put");
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("no event")
+        .expect("event")
+        .expect("event");
+    assert_eq!(event.events.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_opening_100000_watches_on_one_stream_meets_the_limit_and_the_stream_keeps_working(
+) {
+    let cluster = Cluster::start(1, &["--max-watches-per-stream", "1000"]).await;
+    cluster.wait_for_leader().await;
+    let (requests, request_stream) = mpsc::channel(256);
+    let mut client = WatchClient::new(cluster.channel(0).await);
+    let sender = tokio::spawn(async move {
+        for n in 0..100_000 {
+            let create = WatchCreateRequest {
+                key: Bytes::from(format!("many/{}", n % 10)),
+                ..Default::default()
+            };
+            let request = WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(create)),
+            };
+            if requests.send(request).await.is_err() {
+                return None;
+            }
+        }
+        Some(requests)
+    });
+    let mut responses = client
+        .watch(ReceiverStream::new(request_stream))
+        .await
+        .expect("watch")
+        .into_inner();
+    let (mut created, mut refused) = (0, 0);
+    while created + refused < 100_000 {
+        let response = tokio::time::timeout(Duration::from_secs(30), responses.message())
+            .await
+            .expect("the stream stalled")
+            .expect("the stream failed")
+            .expect("the stream ended");
+        assert!(response.created, "{response:?}");
+        if response.canceled {
+            assert_eq!(
+                response.cancel_reason,
+                "too many watches on this stream (the limit is 1000)"
+            );
+            refused += 1;
+        } else {
+            created += 1;
+        }
+    }
+    assert_eq!((created, refused), (1000, 99_000));
+    let _requests = sender.await.unwrap().expect("every create was sent");
+    // The watches that were created still see changes: one put reaches
+    // the 100 watchers of its key.
+    put(&cluster, 0, "many/3", "v").await.expect("put");
+    for _ in 0..100 {
+        let response = tokio::time::timeout(Duration::from_secs(10), responses.message())
+            .await
+            .expect("no event")
+            .expect("event")
+            .expect("event");
+        assert_eq!(response.events.len(), 1, "{response:?}");
+        assert_eq!(response.events[0].kv.as_ref().unwrap().key, "many/3");
+    }
 }

@@ -16,8 +16,12 @@ use sha2::{Digest, Sha256};
 use super::kv::unexpected;
 use super::{blocking, Core, ServerError};
 
-/// The etcd API version keel reports in `Status`.
-pub(crate) const API_VERSION: &str = "3.4.0";
+/// The etcd version keel answers as, in `Status` (and in the gateway's
+/// `/version`). keel serves the etcd 3.4 API, and its watch progress
+/// requests behave as etcd's since 3.5.13 and 3.4.31, the releases that
+/// fixed them: Kubernetes serves consistent lists from its watch cache,
+/// relying on those requests, only for an etcd at least that new.
+pub(crate) const API_VERSION: &str = "3.5.13";
 
 /// A backup of the whole store, staged in an unlinked file so its size is
 /// known before the first byte is sent and memory stays bounded however
@@ -226,4 +230,27 @@ fn tempfile_in(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(&path)?;
     std::fs::remove_file(&path)?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::API_VERSION;
+
+    /// Kubernetes' rule for trusting watch progress requests (its etcd
+    /// feature support checker): 3.4.31 or later in 3.4, 3.5.13 or later.
+    #[test]
+    fn the_reported_version_passes_kubernetes_progress_check() {
+        let parts: Vec<u32> = API_VERSION
+            .split('.')
+            .map(|p| p.parse().expect("numeric version"))
+            .collect();
+        let [major, minor, patch] = parts[..] else {
+            panic!("version {API_VERSION} is not major.minor.patch");
+        };
+        assert_eq!(major, 3);
+        assert!(
+            (minor == 4 && patch >= 31) || (minor == 5 && patch >= 13) || minor > 5,
+            "Kubernetes would not trust progress requests from {API_VERSION}"
+        );
+    }
 }

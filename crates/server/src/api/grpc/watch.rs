@@ -22,10 +22,6 @@ use super::admission::HAS_LEADER_KEY;
 use crate::core::ServerError;
 use crate::watch::{progress_report, StreamId, WatchHub};
 
-/// Responses a stream's queue holds before its watchers fall back to
-/// catching up from history.
-const STREAM_QUEUE: usize = 128;
-
 /// The Watch service of one member.
 pub(crate) struct WatchService {
     hub: Arc<WatchHub>,
@@ -33,20 +29,26 @@ pub(crate) struct WatchService {
     status: watch::Receiver<NodeStatus>,
     /// How long a member may be without a leader before such streams end.
     leaderless_grace: Duration,
+    /// Responses a stream's queue holds before its watchers fall back to
+    /// catching up from history.
+    stream_buffer: usize,
 }
 
 impl WatchService {
     /// The service of `hub`; streams requiring a leader end once `status`
-    /// has shown none for `election_timeout` twice over.
+    /// has shown none for `election_timeout` twice over; each stream
+    /// buffers `stream_buffer` responses.
     pub(crate) fn new(
         hub: Arc<WatchHub>,
         status: watch::Receiver<NodeStatus>,
         election_timeout: Duration,
+        stream_buffer: usize,
     ) -> Self {
         WatchService {
             hub,
             status,
             leaderless_grace: election_timeout * 2,
+            stream_buffer,
         }
     }
 
@@ -70,7 +72,7 @@ impl Watch for WatchService {
             .metadata()
             .get(HAS_LEADER_KEY)
             .is_some_and(|v| v.as_bytes() == b"true");
-        let (queue, responses) = mpsc::channel(STREAM_QUEUE);
+        let (queue, responses) = mpsc::channel(self.stream_buffer);
         let (ending, end) = mpsc::channel(1);
         let hub = self.hub.clone();
         let stream = hub.open_stream(queue.clone());
@@ -85,7 +87,7 @@ impl Watch for WatchService {
         ));
         let responses = ReceiverStream::new(responses)
             .map(Ok)
-            .merge(ReceiverStream::new(end));
+            .chain(ReceiverStream::new(end));
         Ok(Response::new(Box::pin(responses)))
     }
 }
@@ -107,9 +109,10 @@ async fn leader_lost(status: &mut watch::Receiver<NodeStatus>, grace: Duration) 
     }
 }
 
-/// Reads a stream's requests until the client ends it or stops reading, or
-/// (for a stream that requires one) the member is left without a leader:
-/// then the stream ends with etcd's error through `ending`.
+/// Reads a stream's requests until the client ends it or stops reading, a
+/// request cannot be read (the stream ends with the reason), or (for a
+/// stream that requires one) the member is left without a leader: then the
+/// stream ends with etcd's error through `ending`.
 async fn serve_requests(
     hub: Arc<WatchHub>,
     stream: StreamId,
@@ -133,8 +136,15 @@ async fn serve_requests(
                 break;
             }
         };
-        let Ok(Some(request)) = request else {
-            break;
+        let request = match request {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(status) => {
+                // A frame that is no watch request (or too large): the
+                // stream ends with the reason, as grpc-go's do.
+                let _ = ending.send(Err(status)).await;
+                break;
+            }
         };
         let answered = match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => match hub.create(stream, &create) {
