@@ -151,6 +151,9 @@ session() {
     timeout 2 etcdctl "$e" watch foo --rev=2 2>&1 | grep -v retry_interceptor
     timeout 2 etcdctl "$e" watch b a 2>&1 | grep -v retry_interceptor
     timeout 2 etcdctl "$e" watch b --rev=-3 2>&1 | grep -v retry_interceptor
+    # The txn above put zz/3 before deleting zz/1: history replays a
+    # revision's changes in the order they were made.
+    timeout 2 etcdctl "$e" watch --prefix zz/ --rev=12
     # Interactive watches: two on one stream, then a progress request that
     # both of them answer.
     { printf 'watch a/ --prefix --rev=4\n'; sleep 1; printf 'watch b\nprogress\n'; sleep 1; } |
@@ -245,7 +248,7 @@ echo "ok   snapshot save ($(stat -c %s "$WORK/backup.db") bytes)"
 echo "== membership: add a fourth member, let it join, remove it"
 C4=127.0.0.1:$((BASE + 300)) P4=127.0.0.1:$((BASE + 301))
 added=$(etcdctl --endpoints="$C1" member add k4 --peer-urls="http://$P4") || fail "member add: $added"
-new_id=$(grep -oE "Member [0-9a-f]+ added" <<<"$added" | awk '{print $2}' || true)
+new_id=$(grep -oE "Member +[0-9a-f]+ added" <<<"$added" | awk '{print $2}' || true)
 [[ -n "$new_id" ]] || fail "member add printed no id: $added"
 start_member k4 "$C4" "$P4" "$INITIAL,k4=http://$P4" existing
 for _ in $(seq 1 100); do
