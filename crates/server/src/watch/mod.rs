@@ -251,10 +251,14 @@ impl WatchHub {
         }
         let id = match request.watch_id {
             0 => {
+                // An id the server chose is never chosen again on the
+                // stream: responses still queued for a canceled watch must
+                // not be taken for a new one's.
                 while stream.watchers.contains_key(&stream.next_id) {
                     stream.next_id += 1;
                 }
-                stream.next_id
+                stream.next_id += 1;
+                stream.next_id - 1
             }
             id if stream.watchers.contains_key(&id) => return Err(WatchError::DuplicateId),
             id => id,

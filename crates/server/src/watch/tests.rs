@@ -1,9 +1,12 @@
-//! The hub against the store's history: random writes in random batches,
-//! watchers with random keys, start revisions, filters and prev_kv, on
-//! streams that read at once and streams that read nothing until the end
-//! (so their watchers fall back to catching up from history). Every
-//! watcher must receive exactly the history filtered to it: ordered,
-//! without gap or duplicate, one revision per response.
+//! The hub against the store's history: random writes in random batches
+//! and random compactions, watchers with random keys, start revisions,
+//! filters and prev_kv, on streams that read at once and streams that read
+//! only now and then (so their watchers fall back to catching up from
+//! history), canceled and resumed by their clients at random. Every watch
+//! must receive exactly the history filtered to it, in the order it was
+//! made, without gap or duplicate, never splitting a revision across
+//! responses; a watch that compaction passed gets what came before the
+//! compaction point and then its cancel, and the client resumes at it.
 
 use std::collections::BTreeMap;
 
@@ -70,61 +73,160 @@ fn command(rng: &mut Rng) -> Command {
     Command(keelpb::Command { op: Some(op) })
 }
 
-/// A watcher of the test and what it should see.
-struct Subject {
-    stream: usize,
-    id: i64,
-    request: WatchCreateRequest,
-    /// Its first revision.
-    from: i64,
+/// How one watch of a subject ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum End {
+    /// Still open at the end: it must have delivered everything.
+    Open,
+    /// Canceled by the client, which resumed after what it had received.
+    Resumed,
 }
 
-/// The events of `events` the watcher wants, folded per revision and key
-/// (a replayed revision holds one version per key), in revision order.
-fn expected(subject: &Subject, events: &[Event]) -> BTreeMap<i64, Vec<Event>> {
-    let span = Span::new(&subject.request.key, &subject.request.range_end)
+/// One watch of a subject: its id and first revision.
+#[derive(Debug)]
+struct Link {
+    id: i64,
+    from: i64,
+    end: End,
+}
+
+/// A watcher of the test, as a client sees it: one watch after another on
+/// one stream, each resuming where the one before stopped (after the last
+/// revision it delivered, or at the compaction point it was canceled for).
+struct Subject {
+    stream: usize,
+    request: WatchCreateRequest,
+    links: Vec<Link>,
+}
+
+/// The events of `events` a watch of `request` from `from` wants, in the
+/// order they were made.
+fn expected(request: &WatchCreateRequest, from: i64, events: &[Event]) -> Vec<Event> {
+    let span = Span::new(&request.key, &request.range_end)
         .unwrap()
         .unwrap();
     let watcher = Watcher {
-        key: subject.request.key.clone(),
-        range_end: subject.request.range_end.clone(),
+        key: request.key.clone(),
+        range_end: request.range_end.clone(),
         span,
-        no_put: subject
-            .request
-            .filters
-            .contains(&(FilterType::Noput as i32)),
-        no_delete: subject
-            .request
-            .filters
-            .contains(&(FilterType::Nodelete as i32)),
-        prev_kv: subject.request.prev_kv,
+        no_put: request.filters.contains(&(FilterType::Noput as i32)),
+        no_delete: request.filters.contains(&(FilterType::Nodelete as i32)),
+        prev_kv: request.prev_kv,
         progress_notify: false,
         fragment: false,
-        next: subject.from,
+        next: from,
         synced: true,
         active: true,
     };
-    by_revision(watcher.select(events))
+    watcher.select(events)
 }
 
-/// Events grouped by revision, each revision's folded to the last event
-/// per key, sorted by key.
-fn by_revision(events: Vec<Event>) -> BTreeMap<i64, Vec<Event>> {
-    let mut grouped: BTreeMap<i64, BTreeMap<Bytes, Event>> = BTreeMap::new();
-    for event in events {
-        let kv = event.kv.clone().unwrap();
-        grouped
-            .entry(kv.mod_revision)
-            .or_default()
-            .insert(kv.key, event);
+fn revision_of(event: &Event) -> i64 {
+    event.kv.as_ref().unwrap().mod_revision
+}
+
+/// Moves every response waiting on `rx` into `into`.
+fn drain(rx: &mut mpsc::Receiver<WatchResponse>, into: &mut Vec<WatchResponse>) -> bool {
+    let mut any = false;
+    while let Ok(response) = rx.try_recv() {
+        into.push(response);
+        any = true;
     }
-    grouped
-        .into_iter()
-        .map(|(r, by_key)| (r, by_key.into_values().collect()))
-        .collect()
+    any
 }
 
-async fn run(seed: u64) {
+/// The responses of watch `id` among `received`.
+fn responses_of(received: &[WatchResponse], id: i64) -> Vec<&WatchResponse> {
+    received.iter().filter(|r| r.watch_id == id).collect()
+}
+
+/// Where the next watch of a subject starts once its watch `link` ends:
+/// after the last revision it delivered, at the compaction point it was
+/// canceled for, or where it started.
+fn resume_point(received: &[WatchResponse], link: &Link) -> i64 {
+    let responses = responses_of(received, link.id);
+    if let Some(compacted) = responses.iter().find(|r| r.compact_revision > 0) {
+        return compacted.compact_revision;
+    }
+    responses
+        .iter()
+        .flat_map(|r| r.events.iter().map(revision_of))
+        .max()
+        .map_or(link.from, |last| last + 1)
+}
+
+/// Checks what one watch delivered against the history.
+fn check_link(
+    seed: u64,
+    subject: &Subject,
+    link: &Link,
+    received: &[WatchResponse],
+    applied: &[Event],
+    compacted: i64,
+) {
+    let mut delivered = Vec::new();
+    let mut last = 0;
+    let mut canceled_at = None;
+    for response in responses_of(received, link.id) {
+        assert!(
+            canceled_at.is_none(),
+            "seed {seed}: watch {} answered after its cancel",
+            link.id
+        );
+        if response.canceled {
+            assert!(
+                response.compact_revision > 0,
+                "seed {seed}: watch {} canceled without a compaction: {response:?}",
+                link.id
+            );
+            canceled_at = Some(response.compact_revision);
+        }
+        let revisions: Vec<i64> = response.events.iter().map(revision_of).collect();
+        assert!(
+            revisions.first().is_none_or(|r| *r > last),
+            "seed {seed}: watch {} got revision {:?} again or out of order (after {last})",
+            link.id,
+            revisions.first()
+        );
+        last = revisions.last().copied().unwrap_or(last);
+        delivered.extend(response.events.clone());
+    }
+    let mut wanted = expected(&subject.request, link.from, applied);
+    // An event at or below the compaction point read back from history
+    // lacks its previous version once that was removed, as etcd's does.
+    for (got, want) in delivered.iter().zip(wanted.iter_mut()) {
+        if got.prev_kv.is_none() && revision_of(want) <= compacted {
+            want.prev_kv = None;
+        }
+    }
+    let context = format!(
+        "seed {seed}: watch {} from {} ({:?}) on stream {}, ended {:?}",
+        link.id, link.from, subject.request, subject.stream, link.end
+    );
+    assert!(
+        delivered.len() <= wanted.len() && delivered[..] == wanted[..delivered.len()],
+        "{context}: not a prefix of its history:\n{delivered:?}\nwanted\n{wanted:?}"
+    );
+    match (canceled_at, link.end) {
+        (Some(point), _) => {
+            // Compaction passed it: it was still below the point.
+            assert!(
+                point <= compacted,
+                "{context}: canceled at {point} above {compacted}"
+            );
+            assert!(
+                link.from < point && last + 1 < point,
+                "{context}: canceled at {point} after revision {last}"
+            );
+        }
+        (None, End::Open) => assert_eq!(delivered.len(), wanted.len(), "{context}: missed events"),
+        (None, End::Resumed) => {}
+    }
+}
+
+/// Runs one seed; returns how many watches compaction canceled and how
+/// many the client resumed.
+async fn run(seed: u64) -> (usize, usize) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
@@ -132,8 +234,8 @@ async fn run(seed: u64) {
     let stop = CancellationToken::new();
     let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
 
-    // Stream 0 is read as it goes; streams 1 and 2 (queues of 2) are not
-    // read until the end.
+    // Stream 0 is read as it goes; streams 1 and 2 (queues of 2) only when
+    // one of their watchers resumes, and at the end.
     let mut receivers = Vec::new();
     let mut streams = Vec::new();
     for capacity in [64, 2, 2] {
@@ -145,8 +247,9 @@ async fn run(seed: u64) {
     let mut subjects: Vec<Subject> = Vec::new();
     let mut applied = Vec::new();
     let mut index = 0;
+    let mut compacted = 0;
     let spans: [(&[u8], &[u8]); 4] = [(b"k1", b""), (b"k2", b"k6"), (b"k0", b"\0"), (b"\0", b"\0")];
-    for round in 0..60 {
+    for round in 0..80 {
         if round % 4 == 0 {
             let stream = rng.below(3) as usize;
             let (key, range_end) = spans[rng.below(4) as usize];
@@ -180,10 +283,52 @@ async fn run(seed: u64) {
             tokio::time::sleep(Duration::from_millis(1)).await;
             subjects.push(Subject {
                 stream,
-                id,
                 request,
-                from,
+                links: vec![Link {
+                    id,
+                    from,
+                    end: End::Open,
+                }],
             });
+        }
+        if !subjects.is_empty() && rng.below(6) == 0 {
+            // A client cancels a watch and resumes after what it received
+            // (or from the compaction point it was canceled for).
+            let pick = rng.below(subjects.len() as u64) as usize;
+            let subject = &mut subjects[pick];
+            let (stream, rx) = (streams[subject.stream], &mut receivers[subject.stream]);
+            let link = subject.links.last_mut().unwrap();
+            drain(rx, &mut received[subject.stream]);
+            hub.cancel(stream, link.id);
+            drain(rx, &mut received[subject.stream]);
+            link.end = End::Resumed;
+            let from = resume_point(&received[subject.stream], link);
+            let request = WatchCreateRequest {
+                start_revision: from,
+                ..subject.request.clone()
+            };
+            let (id, _) = hub.create(stream, &request).unwrap();
+            hub.activate(stream, id);
+            subject.links.push(Link {
+                id,
+                from,
+                end: End::Open,
+            });
+        }
+        if store.revision() > compacted && rng.below(8) == 0 {
+            // Compaction passes some of the watchers that lag.
+            compacted += 1 + rng.below((store.revision() - compacted) as u64) as i64;
+            index += 1;
+            let compact = Command(keelpb::Command {
+                op: Some(Op::Compact(keel_api::etcdserverpb::CompactionRequest {
+                    revision: compacted,
+                    physical: false,
+                })),
+            });
+            store.apply_batch(vec![(index, compact)]);
+            if rng.below(2) == 0 {
+                while store.compact_step(1000).unwrap() {}
+            }
         }
         let batch: Vec<(u64, Command)> = (0..1 + rng.below(4))
             .map(|_| {
@@ -196,9 +341,7 @@ async fn run(seed: u64) {
             hub.publish(&outcome.events);
         }
         applied.extend(outcome.events);
-        while let Ok(response) = receivers[0].try_recv() {
-            received[0].push(response);
-        }
+        drain(&mut receivers[0], &mut received[0]);
         if rng.below(3) == 0 {
             tokio::task::yield_now().await;
         }
@@ -208,10 +351,7 @@ async fn run(seed: u64) {
     loop {
         let mut quiet = true;
         for (i, rx) in receivers.iter_mut().enumerate() {
-            while let Ok(response) = rx.try_recv() {
-                received[i].push(response);
-                quiet = false;
-            }
+            quiet &= !drain(rx, &mut received[i]);
         }
         let synced = streams.iter().all(|s| hub.progress(*s).is_some());
         if quiet && synced {
@@ -226,45 +366,31 @@ async fn run(seed: u64) {
     stop.cancel();
     catch_up.await.unwrap();
 
+    let (mut canceled, mut resumed) = (0, 0);
     for subject in &subjects {
-        let responses: Vec<&WatchResponse> = received[subject.stream]
-            .iter()
-            .filter(|r| r.watch_id == subject.id)
-            .collect();
-        let mut delivered = Vec::new();
-        let mut last = 0;
-        for response in responses {
-            assert!(!response.canceled, "seed {seed}: a watcher was canceled");
-            let revisions: Vec<i64> = response
-                .events
-                .iter()
-                .map(|e| e.kv.as_ref().unwrap().mod_revision)
-                .collect();
-            assert!(
-                revisions.first().is_none_or(|r| *r > last),
-                "seed {seed}: watcher {} got revision {:?} again or out of order (after {last})",
-                subject.id,
-                revisions.first()
-            );
-            last = revisions.last().copied().unwrap_or(last);
-            delivered.extend(response.events.clone());
+        for link in &subject.links {
+            let received = &received[subject.stream];
+            check_link(seed, subject, link, received, &applied, compacted);
+            canceled += usize::from(responses_of(received, link.id).iter().any(|r| r.canceled));
+            resumed += usize::from(link.end == End::Resumed);
         }
-        assert_eq!(
-            by_revision(delivered),
-            expected(subject, &applied),
-            "seed {seed}: watcher {} ({:?}) on stream {}",
-            subject.id,
-            subject.request,
-            subject.stream
-        );
     }
+    (canceled, resumed)
 }
 
 #[tokio::test]
 async fn every_watcher_gets_exactly_its_history_fast_or_slow() {
+    let (mut canceled, mut resumed) = (0, 0);
     for seed in 1..=12 {
-        run(seed).await;
+        let (c, r) = run(seed).await;
+        canceled += c;
+        resumed += r;
     }
+    // The seeds do reach compactions that pass watchers, and resumes.
+    assert!(
+        canceled > 0 && resumed > 0,
+        "{canceled} canceled, {resumed} resumed"
+    );
 }
 
 #[tokio::test]
