@@ -18,7 +18,7 @@ use std::sync::PoisonError;
 
 use fjall::Readable;
 
-use crate::encoding::split_version_key;
+use crate::encoding::{is_tombstone, split_version_key};
 use crate::schema::{revision_bytes, PHYSICAL};
 use crate::{MvccError, Store};
 
@@ -131,7 +131,7 @@ impl Store {
                     batch.remove(kv, hiding);
                 }
             }
-            match pass.garbage.fate(&key, revision, value.is_empty()) {
+            match pass.garbage.fate(&key, revision, is_tombstone(&value)) {
                 Fate::Keep => {}
                 Fate::Remove => batch.remove(kv, stored),
                 Fate::RemoveLast => pass.hiding = Some(stored.to_vec()),

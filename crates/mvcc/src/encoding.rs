@@ -156,6 +156,14 @@ pub(crate) fn decode_version(
     Ok(Some(kv))
 }
 
+/// Whether a stored version is a deletion, without decoding it: a stored
+/// key-value starts with its create revision (field 2, never zero), a
+/// deletion is empty or holds only its sub-revision.
+pub(crate) fn is_tombstone(value: &[u8]) -> bool {
+    const SUB_REVISION_KEY: u8 = (SUB_REVISION_TAG << 3) as u8;
+    value.first().is_none_or(|b| *b == SUB_REVISION_KEY)
+}
+
 /// The place of a stored version among its revision's writes.
 pub(crate) fn decode_sub_revision(value: &[u8]) -> Result<u32, MvccError> {
     SubRevision::decode(value)
@@ -227,7 +235,9 @@ mod tests {
             let put = encode_version(Some(&kv), sub);
             assert_eq!(decode_version(b"k", 9, &put).unwrap(), Some(kv.clone()));
             assert_eq!(decode_sub_revision(&put).unwrap(), sub);
+            assert!(!is_tombstone(&put));
             let tombstone = encode_version(None, sub);
+            assert!(is_tombstone(&tombstone));
             assert_eq!(decode_version(b"k", 9, &tombstone).unwrap(), None);
             assert_eq!(decode_sub_revision(&tombstone).unwrap(), sub);
         }

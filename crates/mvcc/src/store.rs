@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use fjall::{Database, Keyspace, OwnedWriteBatch, Readable, Snapshot};
 
 use crate::compaction::{Fate, Garbage, Pass};
-use crate::encoding::{split_version_key, LiveIndexer};
+use crate::encoding::{is_tombstone, split_version_key, LiveIndexer};
 use crate::range::{self, Committed};
 use crate::schema::{revision_bytes, Keyspaces, State, LIVE_INDEXED, RESTORING};
 use crate::MvccError;
@@ -228,7 +228,7 @@ impl Store {
         for entry in snapshot.iter(&self.inner.keyspaces.kv) {
             let (stored, value) = entry.into_inner()?;
             let (key, rev) = split_version_key(&stored)?;
-            if garbage.fate(&key, rev, value.is_empty()) != Fate::Keep {
+            if garbage.fate(&key, rev, is_tombstone(&value)) != Fate::Keep {
                 continue;
             }
             if rev <= revision {

@@ -2217,3 +2217,34 @@ fn compacted_history_is_removed_in_steps_that_reads_and_the_hash_cannot_see() {
     assert_eq!(h.store.physically_compacted(), compacted);
     assert_eq!(history(&h.store, compacted), reads);
 }
+
+#[test]
+fn compaction_removes_a_key_deleted_by_a_later_write_of_a_txn() {
+    let snapshot = |store: &Store| {
+        let mut out = Vec::new();
+        Store::write_snapshot(store.view(), &mut out).unwrap();
+        out
+    };
+    let mut h = Harness::new();
+    h.put("doomed-key", "v1");
+    h.put("doomed-key", "v2");
+    // The deletion is the txn's second write: its stored form carries its
+    // place in the revision.
+    h.txn(txn(
+        vec![],
+        vec![put_op("other", "x"), delete_op(delete("doomed-key", ""))],
+        vec![],
+    ))
+    .unwrap();
+    h.put("after", "y");
+    let compacted = h.store.revision();
+    h.compact(compacted).unwrap();
+    while h.store.compact_step(100).unwrap() {}
+    let left = snapshot(&h.store);
+    assert!(
+        !left
+            .windows(b"doomed-key".len())
+            .any(|w| w == b"doomed-key"),
+        "a deleted key's versions outlived compaction"
+    );
+}
