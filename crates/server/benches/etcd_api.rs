@@ -34,10 +34,18 @@
 //!
 //! Knobs (environment): `BENCH_SECS` (10, per run), `BENCH_CLIENTS`
 //! ("1,16,256"), `BENCH_TARGETS` ("keel,etcd"), `BENCH_OPS` ("put,range";
-//! "watch" is one writer and N watchers of its key, ten to a stream: events
-//! delivered per second and the put-to-event latency),
-//! `BENCH_CLIENTS_PER_CONN` (32), `BENCH_VALUE_SIZE` (256), `BENCH_KEYSPACE`
-//! (100000), `BENCH_READ_KEYS` (1000).
+//! also "watch" and "stall", below), `BENCH_CLIENTS_PER_CONN` (32),
+//! `BENCH_VALUE_SIZE` (256), `BENCH_KEYSPACE` (100000), `BENCH_READ_KEYS`
+//! (1000), `BENCH_WATCH_WRITERS` (1), `BENCH_STALL_PUTS` (200000).
+//!
+//! - "watch": N watchers of one prefix, ten to a stream and ten streams to
+//!   a connection, while `BENCH_WATCH_WRITERS` clients put to keys under it
+//!   for `BENCH_SECS`: events delivered per second and the latency from
+//!   each put's start to each watcher's event.
+//! - "stall": N clients put `BENCH_STALL_PUTS` keys (a warm-up, not
+//!   reported), then as many with no watcher, then as many again while one
+//!   watcher of every key they write never reads its stream. Both rows give
+//!   the put rate and the leader's RSS before and after.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -65,6 +73,8 @@ struct Settings {
     value_size: usize,
     keyspace: u64,
     read_keys: u64,
+    watch_writers: usize,
+    stall_puts: usize,
     keep_dir: bool,
 }
 
@@ -111,7 +121,8 @@ impl Settings {
                 "put" => Op::Put,
                 "range" => Op::Range,
                 "watch" => Op::Watch,
-                _ => panic!("BENCH_OPS: unknown operation {o:?} (put, range, watch)"),
+                "stall" => Op::Stall,
+                _ => panic!("BENCH_OPS: unknown operation {o:?} (put, range, watch, stall)"),
             })
             .collect();
         let secs: f64 = env_or("BENCH_SECS", 10.0);
@@ -125,6 +136,8 @@ impl Settings {
             value_size: env_or("BENCH_VALUE_SIZE", 256),
             keyspace: env_or("BENCH_KEYSPACE", 100_000u64).max(1),
             read_keys: env_or("BENCH_READ_KEYS", 1000u64).max(1),
+            watch_writers: env_or("BENCH_WATCH_WRITERS", 1usize).max(1),
+            stall_puts: env_or("BENCH_STALL_PUTS", 200_000usize).max(1),
             keep_dir: env_or("BENCH_KEEP_DIR", 0u8) != 0,
         }
     }
@@ -135,9 +148,11 @@ impl Settings {
 enum Op {
     Put,
     Range,
-    /// One writer; the clients are watchers of its key, ten per stream;
-    /// the latency is from the put's start to each watcher's event.
+    /// Writers under one prefix; the clients are watchers of it, ten per
+    /// stream; the latency is from a put's start to each watcher's event.
     Watch,
+    /// Puts with no watcher, then with one watcher that never reads.
+    Stall,
 }
 
 impl Op {
@@ -146,6 +161,7 @@ impl Op {
             Op::Put => "put",
             Op::Range => "range (linearizable)",
             Op::Watch => "watch (events/s, put-to-event latency)",
+            Op::Stall => "put beside a stalled watcher",
         }
     }
 }
@@ -157,6 +173,8 @@ struct RunResult {
     first_error: Option<String>,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// What else the run found (memory, for instance).
+    notes: String,
 }
 
 /// What one client task measured.
@@ -232,10 +250,19 @@ async fn preload(addr: &str, s: &Settings) {
 }
 
 /// Runs `clients` clients doing `op` against `addr` for `s.secs`.
-async fn run(addr: &str, op: Op, clients: usize, s: &Settings) -> RunResult {
+/// (`stall` gives two results: without and with the stalled watcher;
+/// `leader_rss` reads the leader's resident memory in bytes.)
+async fn run(
+    addr: &str,
+    op: Op,
+    clients: usize,
+    s: &Settings,
+    leader_rss: impl Fn() -> u64,
+) -> Vec<(&'static str, RunResult)> {
     match op {
-        Op::Watch => run_watch(addr, clients, s).await,
-        Op::Put | Op::Range => run_requests(addr, op, clients, s).await,
+        Op::Watch => vec![(op.name(), run_watch(addr, clients, s).await)],
+        Op::Put | Op::Range => vec![(op.name(), run_requests(addr, op, clients, s).await)],
+        Op::Stall => run_stall(addr, clients, s, leader_rss).await,
     }
 }
 
@@ -275,7 +302,7 @@ async fn run_requests(addr: &str, op: Op, clients: usize, s: &Settings) -> RunRe
                         })
                         .await
                         .map(|_| ()),
-                    Op::Watch => unreachable!("run_watch measures watches"),
+                    Op::Watch | Op::Stall => unreachable!("measured by their own runs"),
                 };
                 match result {
                     Ok(()) => out.latencies.push(t0.elapsed()),
@@ -299,6 +326,7 @@ async fn run_requests(addr: &str, op: Op, clients: usize, s: &Settings) -> RunRe
         first_error: None,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
+        notes: String::new(),
     };
     for t in tasks {
         let r = t.await.expect("client task");
@@ -316,12 +344,13 @@ async fn run_requests(addr: &str, op: Op, clients: usize, s: &Settings) -> RunRe
     result
 }
 
-/// `watchers` watchers of one key, ten to a stream (and ten streams to a
-/// connection), while one client puts to it for `BENCH_SECS`: every event's
-/// latency from the start of its put (carried in the value) to its arrival.
+/// `watchers` watchers of one prefix, ten to a stream (and ten streams to a
+/// connection), while `BENCH_WATCH_WRITERS` clients put to keys under it
+/// for `BENCH_SECS`: every event's latency from the start of its put
+/// (carried in the value) to its arrival.
 async fn run_watch(addr: &str, watchers: usize, s: &Settings) -> RunResult {
     const PER_STREAM: usize = 10;
-    const KEY: &[u8] = b"bench/watched";
+    const PREFIX: &str = "bench/watched/";
     let origin = Instant::now();
     let created = Arc::new(AtomicUsize::new(0));
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -343,7 +372,8 @@ async fn run_watch(addr: &str, watchers: usize, s: &Settings) -> RunResult {
         let (requests, request_stream) = tokio::sync::mpsc::channel(here);
         for _ in 0..here {
             let create = WatchCreateRequest {
-                key: Bytes::from_static(KEY),
+                key: Bytes::from_static(PREFIX.as_bytes()),
+                range_end: prefix_end(PREFIX),
                 ..Default::default()
             };
             requests
@@ -397,27 +427,37 @@ async fn run_watch(addr: &str, watchers: usize, s: &Settings) -> RunResult {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let mut kv = KvClient::new(
-        Channel::from_shared(format!("http://{addr}"))
-            .expect("url")
-            .connect()
-            .await
-            .expect("connecting"),
-    );
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(s.secs);
+    let mut writers = Vec::new();
+    for (w, mut kv) in kv_clients(addr, s.watch_writers, s.clients_per_conn)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        writers.push(tokio::spawn(async move {
+            let key = Bytes::from(format!("{PREFIX}{w:04}"));
+            let (mut errors, mut first_error) = (0, None);
+            while Instant::now() < deadline {
+                let sent = origin.elapsed().as_nanos().to_string();
+                let put = PutRequest {
+                    key: key.clone(),
+                    value: Bytes::from(sent),
+                    ..Default::default()
+                };
+                if let Err(e) = kv.put(put).await {
+                    errors += 1;
+                    first_error.get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
+                }
+            }
+            (errors, first_error)
+        }));
+    }
     let (mut errors, mut first_error) = (0, None);
-    while Instant::now() < deadline {
-        let sent = origin.elapsed().as_nanos().to_string();
-        let put = PutRequest {
-            key: Bytes::from_static(KEY),
-            value: Bytes::from(sent),
-            ..Default::default()
-        };
-        if let Err(e) = kv.put(put).await {
-            errors += 1;
-            first_error.get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
-        }
+    for writer in writers {
+        let (e, first) = writer.await.expect("writer task");
+        errors += e;
+        first_error = first_error.or(first);
     }
     let elapsed = start.elapsed();
     // Let the last events arrive, then stop reading.
@@ -437,7 +477,153 @@ async fn run_watch(addr: &str, watchers: usize, s: &Settings) -> RunResult {
         first_error,
         elapsed,
         latencies,
+        notes: String::new(),
     }
+}
+
+/// The end of the range of keys under `prefix`.
+fn prefix_end(prefix: &str) -> Bytes {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().expect("a prefix") += 1;
+    Bytes::from(end)
+}
+
+/// `clients` clients put `total` keys under `prefix` between them, as fast
+/// as they can.
+async fn put_count(
+    addr: &str,
+    clients: usize,
+    total: usize,
+    prefix: &str,
+    s: &Settings,
+) -> RunResult {
+    let kvs = kv_clients(addr, clients, s.clients_per_conn).await;
+    let value = Bytes::from(vec![b'v'; s.value_size]);
+    let left = Arc::new(AtomicUsize::new(total));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (c, mut kv) in kvs.into_iter().enumerate() {
+        let (value, left, keyspace) = (value.clone(), left.clone(), s.keyspace);
+        let prefix = format!("{prefix}{c:04}/");
+        tasks.push(tokio::spawn(async move {
+            let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ ((c as u64 + 1) << 20));
+            let mut out = ClientResult::default();
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let put = PutRequest {
+                    key: Bytes::from(format!("{prefix}{:06}", rng.next() % keyspace)),
+                    value: value.clone(),
+                    ..Default::default()
+                };
+                let t0 = Instant::now();
+                match kv.put(put).await {
+                    Ok(_) => out.latencies.push(t0.elapsed()),
+                    Err(e) => {
+                        out.errors += 1;
+                        out.first_error
+                            .get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let mut result = RunResult {
+        ops: 0,
+        errors: 0,
+        first_error: None,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        notes: String::new(),
+    };
+    for t in tasks {
+        let r = t.await.expect("client task");
+        result.ops += r.latencies.len();
+        result.errors += r.errors;
+        result.first_error = result.first_error.or(r.first_error);
+        result.latencies.extend(r.latencies);
+    }
+    result.elapsed = start.elapsed();
+    result.latencies.sort_unstable();
+    result
+}
+
+/// Puts without a watcher, then beside one watcher (of every key the puts
+/// write, with previous versions) whose client never reads: the put rate
+/// and the leader's memory of each.
+async fn run_stall(
+    addr: &str,
+    clients: usize,
+    s: &Settings,
+    leader_rss: impl Fn() -> u64,
+) -> Vec<(&'static str, RunResult)> {
+    const PREFIX: &str = "bench/stall/";
+    let mb = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    let measured = |before: u64, after: u64, mut result: RunResult| {
+        result.notes = format!(
+            "leader RSS {:.0} → {:.0} MB ({:+.1} MB)",
+            mb(before),
+            mb(after),
+            mb(after) - mb(before)
+        );
+        result
+    };
+    // A first round brings the member's caches and logs to their working
+    // size, so the next two rounds' growth is what each round itself adds.
+    put_count(addr, clients, s.stall_puts, PREFIX, s).await;
+    let before = leader_rss();
+    let alone = put_count(addr, clients, s.stall_puts, PREFIX, s).await;
+    let alone = measured(before, leader_rss(), alone);
+
+    // The stalled watcher: its stream is opened and never polled, so once
+    // the connection's flow-control window is full the member can send it
+    // nothing more.
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connecting");
+    let (requests, request_stream) = tokio::sync::mpsc::channel(1);
+    requests
+        .send(WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: Bytes::from_static(PREFIX.as_bytes()),
+                    range_end: prefix_end(PREFIX),
+                    prev_kv: true,
+                    ..Default::default()
+                },
+            )),
+        })
+        .await
+        .expect("queueing the watch");
+    let stalled = WatchClient::new(channel)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(request_stream))
+        .await
+        .expect("opening the stalled watch");
+    let before = leader_rss();
+    let beside = put_count(addr, clients, s.stall_puts, PREFIX, s).await;
+    let beside = measured(before, leader_rss(), beside);
+    drop((stalled, requests));
+    vec![
+        ("put, no watcher", alone),
+        ("put, one stalled watcher", beside),
+    ]
+}
+
+/// The resident memory of process `pid` in bytes (0 if unknown).
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 fn percentile_ms(sorted: &[Duration], p: f64) -> String {
@@ -497,10 +683,10 @@ fn main() {
     let mut table = String::new();
     writeln!(
         table,
-        "| target | operation | clients | ops/s | p50 ms | p99 ms | errors |"
+        "| target | operation | clients | ops/s | p50 ms | p99 ms | errors | notes |"
     )
     .expect("write");
-    writeln!(table, "|---|---|---:|---:|---:|---:|---:|").expect("write");
+    writeln!(table, "|---|---|---:|---:|---:|---:|---:|---|").expect("write");
 
     for target in &s.targets {
         let exe = match target.as_str() {
@@ -549,22 +735,28 @@ fn main() {
                         cluster.members[leader].spec.name,
                         s.secs
                     );
-                    let r = run(&addr, op, clients, &s).await;
+                    let pid = cluster.members[leader]
+                        .process
+                        .as_ref()
+                        .map_or(0, |p| p.id());
+                    let results = run(&addr, op, clients, &s, || rss_of(pid)).await;
                     cluster.assert_running();
-                    if let Some(e) = &r.first_error {
-                        eprintln!("{target}: {} errors; first: {e}", r.errors);
+                    for (name, r) in results {
+                        if let Some(e) = &r.first_error {
+                            eprintln!("{target}: {} errors; first: {e}", r.errors);
+                        }
+                        let secs = r.elapsed.as_secs_f64().max(1e-9);
+                        let line = format!(
+                            "| {target} | {name} | {clients} | {:.0} | {} | {} | {} | {} |",
+                            r.ops as f64 / secs,
+                            percentile_ms(&r.latencies, 0.50),
+                            percentile_ms(&r.latencies, 0.99),
+                            r.errors,
+                            r.notes
+                        );
+                        eprintln!("{line}");
+                        writeln!(table, "{line}").expect("write");
                     }
-                    let secs = r.elapsed.as_secs_f64().max(1e-9);
-                    let line = format!(
-                        "| {target} | {} | {clients} | {:.0} | {} | {} | {} |",
-                        op.name(),
-                        r.ops as f64 / secs,
-                        percentile_ms(&r.latencies, 0.50),
-                        percentile_ms(&r.latencies, 0.99),
-                        r.errors
-                    );
-                    eprintln!("{line}");
-                    writeln!(table, "{line}").expect("write");
                 }
             }
         });

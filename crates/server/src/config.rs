@@ -76,10 +76,11 @@ pub(crate) struct Settings {
     /// canceled with a clear reason).
     #[arg(long)]
     pub max_watches_per_stream: Option<usize>,
-    /// How many responses a watch stream buffers for a client that reads
-    /// slowly; past it the stream's watchers catch up from history.
+    /// How many bytes of responses a watch stream buffers for a client
+    /// that reads slowly; past it the stream's watchers catch up from
+    /// history.
     #[arg(long)]
-    pub watch_stream_buffer: Option<usize>,
+    pub watch_stream_buffer_bytes: Option<usize>,
     /// Log filter: a level (`info`) or tracing directives (`keel=debug,info`).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -136,7 +137,7 @@ impl Settings {
             auto_compaction_retention,
             watch_progress_notify_interval,
             max_watches_per_stream,
-            watch_stream_buffer,
+            watch_stream_buffer_bytes,
             log_level,
             log_format,
             log_dir,
@@ -208,8 +209,8 @@ pub(crate) struct Config {
     pub watch_progress_notify_interval: Duration,
     /// The most watches one watch stream may hold.
     pub max_watches_per_stream: usize,
-    /// The responses a watch stream buffers.
-    pub watch_stream_buffer: usize,
+    /// The bytes of responses a watch stream buffers.
+    pub watch_stream_buffer_bytes: usize,
     /// The log filter.
     pub log_level: String,
     /// The log format.
@@ -336,9 +337,9 @@ impl Config {
                 s.max_watches_per_stream.unwrap_or(10_000) as u64,
                 "max_watches_per_stream",
             )? as usize,
-            watch_stream_buffer: positive(
-                s.watch_stream_buffer.unwrap_or(128) as u64,
-                "watch_stream_buffer",
+            watch_stream_buffer_bytes: positive(
+                s.watch_stream_buffer_bytes.unwrap_or(1 << 20) as u64,
+                "watch_stream_buffer_bytes",
             )? as usize,
             log_level: s.log_level.unwrap_or_else(|| "info".into()),
             log_format,

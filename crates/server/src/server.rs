@@ -124,7 +124,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
                     hub.clone(),
                     node.watch(),
                     config.election_timeout(),
-                    config.watch_stream_buffer,
+                    config.watch_stream_buffer_bytes,
                 )
                 .into_server(),
             )

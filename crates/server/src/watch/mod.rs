@@ -2,7 +2,8 @@
 //! watchers whose keys it touches, in revision order, with no gap and no
 //! duplicate, and without ever blocking apply.
 //!
-//! Each watch stream has one bounded queue of responses. A watcher is
+//! Each watch stream has one queue of responses, bounded in bytes
+//! ([`queue`]). A watcher is
 //! *synced* while the queue keeps up: apply's events ([`EventSink`]) go
 //! straight into it. A watcher that starts in the past, or whose queue was
 //! full when its events came, is *unsynced*: the catch-up task reads its
@@ -24,10 +25,14 @@ use keel_api::mvccpb::{event::EventType, Event};
 use keel_mvcc::{MvccError, Span, Store};
 use keel_node::Status;
 use prost::Message;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::EventSink;
+
+pub(crate) mod queue;
+
+use queue::{QueueSender, Refused};
 
 /// Revisions read back per step of catching a watcher up.
 const CATCH_UP_WINDOW: i64 = 1000;
@@ -117,7 +122,7 @@ impl Watcher {
 
 /// One watch stream: its queue and its watchers.
 struct Stream {
-    queue: mpsc::Sender<WatchResponse>,
+    queue: QueueSender,
     watchers: BTreeMap<i64, Watcher>,
     /// The next id the server picks.
     next_id: i64,
@@ -203,7 +208,7 @@ impl WatchHub {
     }
 
     /// Opens a stream whose responses go to `queue`.
-    pub(crate) fn open_stream(&self, queue: mpsc::Sender<WatchResponse>) -> StreamId {
+    pub(crate) fn open_stream(&self, queue: QueueSender) -> StreamId {
         let mut state = self.lock();
         let id = state.next_stream;
         state.next_stream += 1;
@@ -468,7 +473,7 @@ impl WatchHub {
         if queue.is_closed() {
             return Step::Synced;
         }
-        if queue.capacity() == 0 {
+        if !queue.has_room() {
             return Step::Blocked;
         }
         let store = self.store.clone();
@@ -523,9 +528,17 @@ impl WatchHub {
             return Step::Synced;
         };
         let selected = w.select(&history.events);
+        tracing::debug!(
+            stream,
+            watch = id,
+            from,
+            to = history.revision,
+            events = selected.len(),
+            "watch catch-up read"
+        );
         if !selected.is_empty() {
             let responses = self.responses(id, w, history.revision, selected);
-            if send_all(&s.queue, responses).is_err() {
+            if s.queue.try_send_all(responses).is_err() {
                 return Step::Blocked;
             }
         }
@@ -545,18 +558,6 @@ impl WatchHub {
             Step::Progressed
         }
     }
-}
-
-/// Queues all of `responses` or none (a revision is never half sent).
-fn send_all(
-    queue: &mpsc::Sender<WatchResponse>,
-    responses: Vec<WatchResponse>,
-) -> Result<(), mpsc::error::TrySendError<()>> {
-    let permits = queue.try_reserve_many(responses.len())?;
-    for (permit, response) in permits.zip(responses) {
-        permit.send(response);
-    }
-    Ok(())
 }
 
 /// A progress report: not about one watch (id -1), as etcd sends it.
@@ -605,14 +606,14 @@ impl EventSink for WatchHub {
                     continue;
                 }
                 let responses = self.responses(*id, watcher, last, selected);
-                match send_all(&stream.queue, responses) {
+                match stream.queue.try_send_all(responses) {
                     Ok(()) => watcher.next = next,
-                    Err(mpsc::error::TrySendError::Full(())) => {
+                    Err(Refused::Full) => {
                         watcher.synced = false;
                         fell_behind = true;
                     }
                     // The stream is going; close_stream removes it.
-                    Err(mpsc::error::TrySendError::Closed(())) => {}
+                    Err(Refused::Closed) => {}
                 }
             }
         }

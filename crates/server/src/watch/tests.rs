@@ -14,6 +14,7 @@ use keel_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RequestOp, TxnReque
 use keel_api::keelpb::{self, command::Op};
 use keel_mvcc::{Command, StoreOptions};
 
+use super::queue::{queue, QueueReceiver};
 use super::*;
 
 /// xorshift64*, so a failure replays from its seed.
@@ -126,9 +127,9 @@ fn revision_of(event: &Event) -> i64 {
 }
 
 /// Moves every response waiting on `rx` into `into`.
-fn drain(rx: &mut mpsc::Receiver<WatchResponse>, into: &mut Vec<WatchResponse>) -> bool {
+fn drain(rx: &mut QueueReceiver, into: &mut Vec<WatchResponse>) -> bool {
     let mut any = false;
-    while let Ok(response) = rx.try_recv() {
+    while let Some(response) = rx.try_recv() {
         into.push(response);
         any = true;
     }
@@ -234,12 +235,13 @@ async fn run(seed: u64) -> (usize, usize) {
     let stop = CancellationToken::new();
     let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
 
-    // Stream 0 is read as it goes; streams 1 and 2 (queues of 2) only when
-    // one of their watchers resumes, and at the end.
+    // Stream 0 is read as it goes; streams 1 and 2 (queues of 400 bytes, a
+    // few responses) only when one of their watchers resumes, and at the
+    // end.
     let mut receivers = Vec::new();
     let mut streams = Vec::new();
-    for capacity in [64, 2, 2] {
-        let (tx, rx) = mpsc::channel(capacity);
+    for budget in [1 << 20, 400, 400] {
+        let (tx, rx) = queue(budget);
         streams.push(hub.open_stream(tx));
         receivers.push(rx);
     }
@@ -415,7 +417,7 @@ async fn a_watcher_below_the_compaction_point_is_canceled_with_it() {
         })),
     });
     store.apply_batch(vec![(1, put("a")), (2, put("a")), (3, compact)]);
-    let (tx, mut rx) = mpsc::channel(8);
+    let (tx, mut rx) = queue(1 << 20);
     let stream = hub.open_stream(tx);
     let request = |start_revision| WatchCreateRequest {
         key: Bytes::from_static(b"a"),
@@ -473,7 +475,7 @@ async fn progress_notifications_go_to_synced_watchers_that_asked() {
     let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100, 1 << 20));
     let stop = CancellationToken::new();
     let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
-    let (tx, mut rx) = mpsc::channel(8);
+    let (tx, mut rx) = queue(1 << 20);
     let stream = hub.open_stream(tx);
     let watch = |progress_notify| WatchCreateRequest {
         key: Bytes::from_static(b"a"),
@@ -488,13 +490,13 @@ async fn progress_notifications_go_to_synced_watchers_that_asked() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // Asking while they caught up queued a progress report (id -1).
-    while rx.try_recv().is_ok() {}
+    while rx.try_recv().is_some() {}
     hub.notify_progress();
     let notification = rx.try_recv().expect("a notification");
     assert_eq!(notification.watch_id, asked);
     assert!(notification.events.is_empty());
     assert_eq!(notification.header.unwrap().revision, store.revision());
-    assert!(rx.try_recv().is_err(), "only the watcher that asked");
+    assert!(rx.try_recv().is_none(), "only the watcher that asked");
     stop.cancel();
     catch_up.await.unwrap();
 }
@@ -507,7 +509,7 @@ async fn a_revision_too_large_is_fragmented_for_watchers_that_asked() {
     let hub = Arc::new(WatchHub::new(store.clone(), 1, 1, 100, 300));
     let stop = CancellationToken::new();
     let catch_up = tokio::spawn(hub.clone().catch_up(stop.clone()));
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, mut rx) = queue(1 << 20);
     let stream = hub.open_stream(tx);
     let watch = |fragment| WatchCreateRequest {
         key: Bytes::from_static(b"f"),
@@ -522,7 +524,7 @@ async fn a_revision_too_large_is_fragmented_for_watchers_that_asked() {
     while hub.progress(stream).is_none() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    while rx.try_recv().is_ok() {}
+    while rx.try_recv().is_some() {}
     let puts = (0..5)
         .map(|n| RequestOp {
             request: Some(keel_api::etcdserverpb::request_op::Request::RequestPut(
@@ -543,7 +545,7 @@ async fn a_revision_too_large_is_fragmented_for_watchers_that_asked() {
     let applied = store.apply_batch(vec![(1, txn)]);
     hub.publish(&applied.events);
     let mut by_watch: BTreeMap<i64, Vec<WatchResponse>> = BTreeMap::new();
-    while let Ok(response) = rx.try_recv() {
+    while let Some(response) = rx.try_recv() {
         by_watch
             .entry(response.watch_id)
             .or_default()
@@ -575,7 +577,7 @@ fn bad_watches_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let hub = WatchHub::new(store, 1, 1, 2, 1 << 20);
-    let (tx, _rx) = mpsc::channel(8);
+    let (tx, _rx) = queue(1 << 20);
     let stream = hub.open_stream(tx);
     let watch = |key: &'static [u8], range_end: &'static [u8], start_revision| WatchCreateRequest {
         key: Bytes::from_static(key),

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::admission::HAS_LEADER_KEY;
 use crate::core::ServerError;
+use crate::watch::queue::{queue, QueueSender};
 use crate::watch::{progress_report, StreamId, WatchHub};
 
 /// The Watch service of one member.
@@ -29,15 +30,15 @@ pub(crate) struct WatchService {
     status: watch::Receiver<NodeStatus>,
     /// How long a member may be without a leader before such streams end.
     leaderless_grace: Duration,
-    /// Responses a stream's queue holds before its watchers fall back to
-    /// catching up from history.
+    /// Bytes of responses a stream's queue holds before its watchers fall
+    /// back to catching up from history.
     stream_buffer: usize,
 }
 
 impl WatchService {
     /// The service of `hub`; streams requiring a leader end once `status`
     /// has shown none for `election_timeout` twice over; each stream
-    /// buffers `stream_buffer` responses.
+    /// buffers about `stream_buffer` bytes of responses.
     pub(crate) fn new(
         hub: Arc<WatchHub>,
         status: watch::Receiver<NodeStatus>,
@@ -72,7 +73,7 @@ impl Watch for WatchService {
             .metadata()
             .get(HAS_LEADER_KEY)
             .is_some_and(|v| v.as_bytes() == b"true");
-        let (queue, responses) = mpsc::channel(self.stream_buffer);
+        let (queue, responses) = queue(self.stream_buffer);
         let (ending, end) = mpsc::channel(1);
         let hub = self.hub.clone();
         let stream = hub.open_stream(queue.clone());
@@ -85,9 +86,7 @@ impl Watch for WatchService {
             leader,
             ending,
         ));
-        let responses = ReceiverStream::new(responses)
-            .map(Ok)
-            .chain(ReceiverStream::new(end));
+        let responses = responses.map(Ok).chain(ReceiverStream::new(end));
         Ok(Response::new(Box::pin(responses)))
     }
 }
@@ -117,7 +116,7 @@ async fn serve_requests(
     hub: Arc<WatchHub>,
     stream: StreamId,
     mut requests: Streaming<WatchRequest>,
-    queue: mpsc::Sender<WatchResponse>,
+    queue: QueueSender,
     mut leader: Option<(watch::Receiver<NodeStatus>, Duration)>,
     ending: mpsc::Sender<Result<WatchResponse, Status>>,
 ) {
