@@ -12,13 +12,15 @@
 //! never finds a version the deletion hid.
 //!
 //! What counts as removable is [`Garbage`]'s rule, which `hash_kv` applies
-//! too, so the hash does not depend on how far removal has got.
+//! too, so the hash does not depend on how far removal has got. The
+//! `changes` index below the point goes first: history below it is never
+//! read.
 
 use std::sync::PoisonError;
 
 use fjall::Readable;
 
-use crate::encoding::{is_tombstone, split_version_key};
+use crate::encoding::{change_key, is_tombstone, split_version_key};
 use crate::schema::{revision_bytes, PHYSICAL};
 use crate::{MvccError, Store};
 
@@ -117,6 +119,20 @@ impl Store {
         let kv = &inner.keyspaces.kv;
         let snapshot = inner.db.snapshot();
         let mut batch = inner.db.batch();
+        let below = change_key(state.compacted, 0);
+        let changes = &inner.keyspaces.changes;
+        let mut removed = 0;
+        for entry in snapshot
+            .range(changes, ..below.to_vec())
+            .take(max_entries.max(1))
+        {
+            batch.remove(changes, entry.key()?);
+            removed += 1;
+        }
+        if removed > 0 {
+            batch.commit()?;
+            return Ok(true);
+        }
         for (examined, entry) in snapshot.range(kv, pass.resume.clone()..).enumerate() {
             let (stored, value) = entry.into_inner()?;
             if examined >= max_entries.max(1) {

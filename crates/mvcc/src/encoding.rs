@@ -17,6 +17,11 @@
 //! now: the plain user key maps to the prost-encoded [`KeyValue`] without
 //! its key. Reads at the current revision and the writer's lookups go
 //! there, so they never step over old versions or compaction's deletions.
+//!
+//! The `changes` keyspace lists every write in revision order: the
+//! big-endian revision and sub-revision map to the user key written.
+//! Reading a range's history over a window of revisions walks the window
+//! there instead of every version of every key in the range.
 
 use bytes::Bytes;
 use prost::Message;
@@ -188,32 +193,57 @@ pub(crate) fn decode_live(key: &[u8], value: &[u8]) -> Result<KeyValue, MvccErro
     Ok(kv)
 }
 
-/// A `live` entry: the user key and the encoded key-value.
-pub(crate) type LiveEntry = (Vec<u8>, Vec<u8>);
+/// The `changes` key of the `sub`-th write at `revision`.
+pub(crate) fn change_key(revision: i64, sub: u32) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(&(revision as u64).to_be_bytes());
+    out[8..].copy_from_slice(&sub.to_be_bytes());
+    out
+}
 
-/// Derives the `live` index from `kv` entries visited in storage order:
-/// the first version of each user key is its newest, and it belongs in the
-/// index unless it is a deletion.
+/// The revision and sub-revision of a `changes` key.
+pub(crate) fn split_change_key(stored: &[u8]) -> Result<(i64, u32), MvccError> {
+    let (revision, sub) = stored
+        .split_first_chunk::<8>()
+        .and_then(|(r, s)| Some((r, <[u8; 4]>::try_from(s).ok()?)))
+        .ok_or_else(|| MvccError::Corrupt("malformed change index key".into()))?;
+    Ok((
+        u64::from_be_bytes(*revision) as i64,
+        u32::from_be_bytes(sub),
+    ))
+}
+
+/// Derives the `live` and `changes` indexes from `kv` entries visited in
+/// storage order: every version is a change, and the first version of each
+/// user key is its newest, which belongs in `live` unless it is a deletion.
 #[derive(Default)]
-pub(crate) struct LiveIndexer {
+pub(crate) struct DerivedIndexer {
     last_key: Option<Vec<u8>>,
 }
 
-impl LiveIndexer {
-    /// The `live` entry `(user key, value)` the `kv` entry yields, if any.
-    pub(crate) fn next(
+impl DerivedIndexer {
+    /// Adds to `batch` the index entries of one `kv` entry.
+    pub(crate) fn index(
         &mut self,
+        keyspaces: &crate::schema::Keyspaces,
+        batch: &mut fjall::OwnedWriteBatch,
         stored: &[u8],
         value: &[u8],
-    ) -> Result<Option<LiveEntry>, MvccError> {
+    ) -> Result<(), MvccError> {
         let (key, revision) = split_version_key(stored)?;
+        batch.insert(
+            &keyspaces.changes,
+            change_key(revision, decode_sub_revision(value)?),
+            key.as_slice(),
+        );
         if self.last_key.as_deref() == Some(key.as_slice()) {
-            return Ok(None);
+            return Ok(());
         }
-        let entry =
-            decode_version(&key, revision, value)?.map(|kv| (key.clone(), encode_live(&kv)));
+        if let Some(kv) = decode_version(&key, revision, value)? {
+            batch.insert(&keyspaces.live, key.as_slice(), encode_live(&kv));
+        }
         self.last_key = Some(key);
-        Ok(entry)
+        Ok(())
     }
 }
 

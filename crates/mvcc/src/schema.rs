@@ -5,9 +5,11 @@
 //!
 //! Four keyspaces hold the replicated state: `kv` (every key version, see
 //! [`encoding`](crate::encoding)), `meta` (applied index, revision,
-//! compaction point), `members` and `alarms`. A fifth, `live`, indexes the
-//! newest version of each existing key; it is derived from `kv`, written in
-//! the same batches, and rebuilt rather than streamed in snapshots.
+//! compaction point), `members` and `alarms`. Two more are indexes derived
+//! from `kv`, written in the same batches, and rebuilt rather than streamed
+//! in snapshots: `live` holds the newest version of each existing key, and
+//! `changes` names the key of every write in revision order (for reading
+//! the history of a range back without scanning the range).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,11 +30,12 @@ pub(crate) const COMPACTED: &[u8] = b"compacted";
 pub(crate) const PHYSICAL: &[u8] = b"physically-compacted";
 /// Meta key present while a snapshot is being restored.
 pub(crate) const RESTORING: &[u8] = b"restoring";
-/// Meta key of the revision the `live` index matches `kv` at, written with
-/// every batch that writes both. Opening rebuilds the index when it differs
-/// from the store's revision: a store written before the index existed, or
-/// written by such a binary since. It is local: snapshots do not carry it.
-pub(crate) const LIVE_INDEXED: &[u8] = b"live-indexed";
+/// Meta key of the revision the derived indexes (`live`, `changes`) match
+/// `kv` at, written with every batch that writes them. Opening rebuilds
+/// them when it differs from the store's revision: a store written before
+/// they existed, or written by such a binary since. It is local: snapshots
+/// do not carry it.
+pub(crate) const INDEXED: &[u8] = b"indexed";
 
 /// The tag of `meta` records in a snapshot stream.
 pub(crate) const META_TAG: u8 = 1;
@@ -44,6 +47,7 @@ pub(crate) const KV_TAG: u8 = 2;
 pub(crate) struct Keyspaces {
     pub kv: Keyspace,
     pub live: Keyspace,
+    pub changes: Keyspace,
     pub meta: Keyspace,
     pub members: Keyspace,
     pub alarms: Keyspace,
@@ -55,17 +59,19 @@ impl Keyspaces {
         Ok(Keyspaces {
             kv: db.keyspace("kv", KeyspaceCreateOptions::default)?,
             live: db.keyspace("live", KeyspaceCreateOptions::default)?,
+            changes: db.keyspace("changes", KeyspaceCreateOptions::default)?,
             meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
             members: db.keyspace("members", KeyspaceCreateOptions::default)?,
             alarms: db.keyspace("alarms", KeyspaceCreateOptions::default)?,
         })
     }
 
-    /// Every keyspace, the derived `live` index included.
-    pub(crate) fn all(&self) -> [&Keyspace; 5] {
+    /// Every keyspace, the derived indexes included.
+    pub(crate) fn all(&self) -> [&Keyspace; 6] {
         [
             &self.kv,
             &self.live,
+            &self.changes,
             &self.meta,
             &self.members,
             &self.alarms,

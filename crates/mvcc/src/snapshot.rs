@@ -4,15 +4,15 @@
 //! value length (u32 LE), value` where the tag names the keyspace, then the
 //! end tag and a CRC-32C (u32 LE) of everything before it. Neither side
 //! holds more than one record (or one write batch) in memory. The derived
-//! `live` index is not streamed: restoring rebuilds it from the `kv`
-//! records as they arrive.
+//! indexes are not streamed: restoring rebuilds them from the `kv` records
+//! as they arrive.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use fjall::Readable;
 
-use crate::encoding::LiveIndexer;
-use crate::schema::{revision_bytes, KV_TAG, LIVE_INDEXED, META_TAG, RESTORING, REVISION};
+use crate::encoding::DerivedIndexer;
+use crate::schema::{revision_bytes, INDEXED, KV_TAG, META_TAG, RESTORING, REVISION};
 use crate::store::StoreView;
 use crate::{MvccError, Store};
 
@@ -65,7 +65,7 @@ impl Store {
             for entry in view.snapshot.iter(keyspace) {
                 let (key, value) = entry.into_inner().map_err(io::Error::other)?;
                 // Local bookkeeping, not state.
-                if tag == META_TAG && [RESTORING, LIVE_INDEXED].contains(&key.as_ref()) {
+                if tag == META_TAG && [RESTORING, INDEXED].contains(&key.as_ref()) {
                     continue;
                 }
                 w.write_all(&[tag])?;
@@ -115,7 +115,7 @@ impl Store {
             self.clear(keyspace)?;
         }
         let mut batch = inner.db.batch();
-        let mut indexer = LiveIndexer::default();
+        let mut indexer = DerivedIndexer::default();
         // A store that never wrote has no revision record: revision 1.
         let mut revision = revision_bytes(1).to_vec();
         loop {
@@ -145,15 +145,13 @@ impl Store {
                 revision = value.clone();
             }
             if tag[0] == KV_TAG {
-                if let Some((key, live)) = indexer.next(&key, &value)? {
-                    batch.insert(&keyspaces.live, key, live);
-                }
+                indexer.index(&keyspaces, &mut batch, &key, &value)?;
             }
             batch.insert(&keyspace, key, value);
             self.commit_if_full(&mut batch)?;
         }
-        // The index just built matches the restored revision.
-        batch.insert(&keyspaces.meta, LIVE_INDEXED, revision);
+        // The indexes just built match the restored revision.
+        batch.insert(&keyspaces.meta, INDEXED, revision);
         batch.remove(&keyspaces.meta, RESTORING);
         batch.commit()?;
         Ok(())

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use fjall::{Database, Keyspace, OwnedWriteBatch, Readable, Snapshot};
 
 use crate::compaction::{Fate, Garbage, Pass};
-use crate::encoding::{is_tombstone, split_version_key, LiveIndexer};
+use crate::encoding::{is_tombstone, split_version_key, DerivedIndexer};
 use crate::range::{self, Committed};
-use crate::schema::{revision_bytes, Keyspaces, State, LIVE_INDEXED, RESTORING};
+use crate::schema::{revision_bytes, Keyspaces, State, INDEXED, RESTORING};
 use crate::MvccError;
 use keel_api::etcdserverpb::{AlarmMember, Member, RangeRequest, RangeResponse};
 
@@ -87,30 +87,31 @@ impl Store {
             }),
         };
         let keyspaces = &store.inner.keyspaces;
-        let indexed_at = keyspaces.meta.get(LIVE_INDEXED)?;
+        let indexed_at = keyspaces.meta.get(INDEXED)?;
         let revision = revision_bytes(store.state().revision);
         if indexed_at.as_deref() != Some(&revision[..]) {
             store.clear(&keyspaces.live)?;
-            store.build_live_index(revision)?;
+            store.clear(&keyspaces.changes)?;
+            store.build_indexes(revision)?;
         }
         Ok(store)
     }
 
-    /// Fills the (empty) `live` index from `kv` and marks it built as of
-    /// `revision`, the store's.
-    fn build_live_index(&self, revision: [u8; 8]) -> Result<(), MvccError> {
+    /// Fills the (empty) derived indexes from `kv` and marks them built as
+    /// of `revision`, the store's.
+    fn build_indexes(&self, revision: [u8; 8]) -> Result<(), MvccError> {
         let keyspaces = &self.inner.keyspaces;
         let snapshot = self.inner.db.snapshot();
         let mut batch = self.inner.db.batch();
-        let mut indexer = LiveIndexer::default();
+        let mut indexer = DerivedIndexer::default();
         for entry in snapshot.iter(&keyspaces.kv) {
             let (stored, value) = entry.into_inner()?;
-            if let Some((key, live)) = indexer.next(&stored, &value)? {
-                batch.insert(&keyspaces.live, key, live);
-                self.commit_if_full(&mut batch)?;
-            }
+            indexer.index(keyspaces, &mut batch, &stored, &value)?;
+            self.commit_if_full(&mut batch)?;
         }
-        batch.insert(&keyspaces.meta, LIVE_INDEXED, revision);
+        // The marker of an older binary, which kept only `live`.
+        batch.remove(&keyspaces.meta, b"live-indexed");
+        batch.insert(&keyspaces.meta, INDEXED, revision);
         batch.commit()?;
         Ok(())
     }
@@ -318,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn a_store_without_the_live_index_gets_it_built_on_opening() {
+    fn a_store_without_the_derived_indexes_gets_them_built_on_opening_and_restoring() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let put = |key: &'static [u8], value: &'static [u8]| {
@@ -349,15 +350,35 @@ mod tests {
         }
         let before = store.range(&every_key()).unwrap();
         assert_eq!(before.kvs.len(), 3);
+        let all = every_key();
+        let history = |store: &Store| {
+            store
+                .events(&all.key, &all.range_end, 1, 100, usize::MAX)
+                .unwrap()
+        };
+        let events = history(&store);
+        assert_eq!(events.events.len(), 6);
 
-        // What a store written before the index existed looks like.
+        // A snapshot restored elsewhere gets them built.
+        let mut stream = Vec::new();
+        Store::write_snapshot(store.view(), &mut stream).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let copy = Store::open(elsewhere.path(), StoreOptions::default()).unwrap();
+        copy.restore(&mut stream.as_slice()).unwrap();
+        assert_eq!(copy.range(&every_key()).unwrap(), before);
+        assert_eq!(history(&copy), events);
+
+        // What a store written before the indexes existed looks like.
         store.clear(&store.inner.keyspaces.live).unwrap();
-        store.inner.keyspaces.meta.remove(LIVE_INDEXED).unwrap();
+        store.clear(&store.inner.keyspaces.changes).unwrap();
+        store.inner.keyspaces.meta.remove(INDEXED).unwrap();
         assert!(store.range(&every_key()).unwrap().kvs.is_empty());
+        assert!(history(&store).events.is_empty());
         drop(store);
 
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         assert_eq!(store.range(&every_key()).unwrap(), before);
+        assert_eq!(history(&store), events);
     }
 
     #[test]
@@ -382,9 +403,7 @@ mod tests {
         // The marker is local: a snapshot does not carry it.
         let mut stream = Vec::new();
         Store::write_snapshot(store.view(), &mut stream).unwrap();
-        assert!(!stream
-            .windows(LIVE_INDEXED.len())
-            .any(|w| w == LIVE_INDEXED));
+        assert!(!stream.windows(INDEXED.len()).any(|w| w == INDEXED));
 
         // An older binary deletes "a" at revision 4: `kv` and the revision
         // move on, `live` and its marker do not.

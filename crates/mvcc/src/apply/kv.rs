@@ -16,7 +16,7 @@ use keel_api::etcdserverpb::{
 use keel_api::mvccpb::KeyValue;
 
 use super::{Change, Version, Writer};
-use crate::encoding::{decode_live, encode_live, encode_version, version_key};
+use crate::encoding::{change_key, decode_live, encode_live, encode_version, version_key};
 use crate::events::event_of;
 use crate::range::{self, Committed, Span, Versions};
 use crate::{validate, MvccError};
@@ -248,6 +248,8 @@ impl Writer<'_> {
                 version_key(&key, revision),
                 encode_version(version.as_ref(), sub),
             );
+            self.batch
+                .insert(&keyspaces.changes, change_key(revision, sub), key.as_ref());
             match &version {
                 Some(kv) => self
                     .batch

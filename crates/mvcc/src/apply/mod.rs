@@ -25,7 +25,7 @@ use keel_api::keelpb::command::Op;
 use keel_api::mvccpb::{Event, KeyValue};
 use tracing::error;
 
-use crate::schema::{revision_bytes, State, APPLIED, COMPACTED, LIVE_INDEXED, PHYSICAL, REVISION};
+use crate::schema::{revision_bytes, State, APPLIED, COMPACTED, INDEXED, PHYSICAL, REVISION};
 use crate::store::Store;
 use crate::{quota, Command, MvccError, WriteResponse};
 
@@ -167,7 +167,7 @@ impl<'a> Writer<'a> {
         let mut batch = mem::replace(&mut self.batch, self.store.inner.db.batch());
         batch.insert(meta, APPLIED, self.state.applied.to_be_bytes());
         batch.insert(meta, REVISION, revision_bytes(self.state.revision));
-        batch.insert(meta, LIVE_INDEXED, revision_bytes(self.state.revision));
+        batch.insert(meta, INDEXED, revision_bytes(self.state.revision));
         batch.insert(meta, COMPACTED, revision_bytes(self.state.compacted));
         batch.insert(meta, PHYSICAL, revision_bytes(self.state.physical));
         {

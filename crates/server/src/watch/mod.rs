@@ -473,12 +473,13 @@ impl WatchHub {
         if queue.is_closed() {
             return Step::Synced;
         }
-        if !queue.has_room() {
+        let Some(room) = queue.room() else {
             return Step::Blocked;
-        }
+        };
         let store = self.store.clone();
         let to = from.saturating_add(CATCH_UP_WINDOW - 1);
-        let read = tokio::task::spawn_blocking(move || store.events(&key, &range_end, from, to));
+        let read =
+            tokio::task::spawn_blocking(move || store.events(&key, &range_end, from, to, room));
         let history = match read.await {
             Ok(Ok(history)) => history,
             Ok(Err(e)) => {

@@ -61,9 +61,12 @@ impl QueueSender {
         queued == 0 || queued.saturating_add(bytes) <= self.budget
     }
 
-    /// Whether more can be queued now.
-    pub(crate) fn has_room(&self) -> bool {
-        self.tx.capacity() > 0 && self.fits(1)
+    /// The bytes a catch-up read may fill now: `None` until the queue is
+    /// at most half full, so that a read is not wasted on a queue it would
+    /// not fit in.
+    pub(crate) fn room(&self) -> Option<usize> {
+        let queued = self.queued.load(Ordering::Acquire);
+        (self.tx.capacity() > 0 && queued <= self.budget / 2).then(|| self.budget - queued)
     }
 
     /// Queues all of `responses` or none (a revision is never half sent).
@@ -177,8 +180,9 @@ mod tests {
         let (tx, mut rx) = queue(10_000);
         // One response larger than the budget still goes into an empty
         // queue; then nothing more until it is read.
+        assert_eq!(tx.room(), Some(10_000));
         tx.try_send(response(50_000)).unwrap();
-        assert!(!tx.has_room());
+        assert_eq!(tx.room(), None);
         assert_eq!(tx.try_send(response(10)), Err(Refused::Full));
         assert_eq!(
             rx.recv().await.unwrap().events[0]
@@ -189,7 +193,7 @@ mod tests {
                 .len(),
             50_000
         );
-        assert!(tx.has_room());
+        assert_eq!(tx.room(), Some(10_000));
         // Small ones fill it up to the budget, all or none at a time.
         let mut sent = 0;
         while tx.try_send_all(vec![response(900), response(900)]).is_ok() {
@@ -206,7 +210,7 @@ mod tests {
             rx.try_recv().unwrap();
         }
         assert!(rx.try_recv().is_none());
-        assert!(tx.has_room());
+        assert_eq!(tx.room(), Some(10_000));
         drop(rx);
         assert_eq!(tx.try_send(response(1)), Err(Refused::Closed));
         assert!(tx.is_closed());
