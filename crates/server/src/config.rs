@@ -306,7 +306,7 @@ impl Config {
             heartbeat_interval: Duration::from_millis(heartbeat_ms),
             election_ticks: u32::try_from(election_ms / heartbeat_ms)
                 .context("election_timeout_ms is too large")?,
-            snapshot_count: positive(s.snapshot_count.unwrap_or(10_000), "snapshot_count")?,
+            snapshot_count: positive(s.snapshot_count.unwrap_or(100_000), "snapshot_count")?,
             max_request_bytes: positive(
                 s.max_request_bytes.unwrap_or(3 * 512 * 1024) as u64,
                 "max_request_bytes",
