@@ -22,7 +22,7 @@ use bytes::Bytes;
 use keel_api::etcdserverpb::watch_create_request::FilterType;
 use keel_api::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 use keel_api::mvccpb::{event::EventType, Event};
-use keel_mvcc::{MvccError, Span, Store};
+use keel_mvcc::{History, MvccError, Span, Store};
 use keel_node::Status;
 use prost::Message;
 use tokio::sync::{watch, Notify};
@@ -41,7 +41,8 @@ const CATCH_UP_WINDOW: i64 = 1000;
 /// was full.
 const RETRY_FULL: Duration = Duration::from_millis(20);
 
-/// What one catch-up step did for a watcher.
+/// What one catch-up step did for a watcher (or a group of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     /// It is synced (or gone).
     Synced,
@@ -49,6 +50,17 @@ enum Step {
     Progressed,
     /// Its stream's queue is full.
     Blocked,
+}
+
+impl Step {
+    /// The step of a group: progress wins, then waiting.
+    fn merge(self, other: Step) -> Step {
+        match (self, other) {
+            (Step::Progressed, _) | (_, Step::Progressed) => Step::Progressed,
+            (Step::Blocked, _) | (_, Step::Blocked) => Step::Blocked,
+            _ => Step::Synced,
+        }
+    }
 }
 
 /// A stream's id in the hub.
@@ -429,22 +441,24 @@ impl WatchHub {
 
     /// One step for every unsynced watcher; true if some wait for room in
     /// their stream's queue (false: all synced, or more to read at once).
+    /// Watchers of the same keys share one read of the store: thousands of
+    /// watchers of one prefix that fell behind together catch up together.
     async fn catch_up_round(&self) -> bool {
-        let unsynced: Vec<(StreamId, i64)> = self
-            .lock()
-            .streams
-            .iter()
-            .flat_map(|(sid, s)| {
-                s.watchers
-                    .iter()
-                    .filter(|(_, w)| w.active && !w.synced)
-                    .map(move |(id, _)| (*sid, *id))
-            })
-            .collect();
+        let mut groups: HashMap<(Bytes, Bytes), Vec<(StreamId, i64)>> = HashMap::new();
+        for (sid, s) in &self.lock().streams {
+            for (id, w) in &s.watchers {
+                if w.active && !w.synced {
+                    groups
+                        .entry((w.key.clone(), w.range_end.clone()))
+                        .or_default()
+                        .push((*sid, *id));
+                }
+            }
+        }
         let mut blocked = false;
         let mut progressed = false;
-        for (stream, id) in unsynced {
-            match self.catch_up_one(stream, id).await {
+        for ((key, range_end), members) in groups {
+            match self.catch_up_group(key, range_end, members).await {
                 Step::Synced => {}
                 Step::Progressed => progressed = true,
                 Step::Blocked => blocked = true,
@@ -457,64 +471,50 @@ impl WatchHub {
         blocked && !progressed
     }
 
-    /// Moves one unsynced watcher forward by a window.
-    async fn catch_up_one(&self, stream: StreamId, id: i64) -> Step {
-        let (key, range_end, from, queue) = {
+    /// Moves unsynced watchers of `[key, range_end)` forward by one read
+    /// of the store: a window from the earliest revision one of them
+    /// misses, as large as the roomiest of their queues takes.
+    async fn catch_up_group(
+        &self,
+        key: Bytes,
+        range_end: Bytes,
+        members: Vec<(StreamId, i64)>,
+    ) -> Step {
+        let mut eligible = Vec::new();
+        let (mut from, mut room) = (i64::MAX, 0);
+        let mut blocked = false;
+        {
             let state = self.lock();
-            let Some(s) = state.streams.get(&stream) else {
-                return Step::Synced;
-            };
-            let Some(w) = s.watchers.get(&id) else {
-                return Step::Synced;
-            };
-            (w.key.clone(), w.range_end.clone(), w.next, s.queue.clone())
-        };
-        // Nothing is read for a stalled stream.
-        if queue.is_closed() {
-            return Step::Synced;
+            for (stream, id) in members {
+                let Some(s) = state.streams.get(&stream) else {
+                    continue;
+                };
+                let Some(w) = s.watchers.get(&id) else {
+                    continue;
+                };
+                // Nothing is read for a stream that is going or full.
+                if s.queue.is_closed() {
+                    continue;
+                }
+                let Some(free) = s.queue.room() else {
+                    blocked = true;
+                    continue;
+                };
+                from = from.min(w.next);
+                room = room.max(free);
+                eligible.push((stream, id));
+            }
         }
-        let Some(room) = queue.room() else {
-            return Step::Blocked;
-        };
+        if eligible.is_empty() {
+            return if blocked { Step::Blocked } else { Step::Synced };
+        }
         let store = self.store.clone();
         let to = from.saturating_add(CATCH_UP_WINDOW - 1);
         let read =
             tokio::task::spawn_blocking(move || store.events(&key, &range_end, from, to, room));
         let history = match read.await {
             Ok(Ok(history)) => history,
-            Ok(Err(e)) => {
-                // Compacted past the watcher (or the store failed): it ends,
-                // once the notice is queued.
-                let mut state = self.lock();
-                let published = state.published;
-                let mut response = WatchResponse {
-                    header: self.header(published),
-                    watch_id: id,
-                    canceled: true,
-                    ..WatchResponse::default()
-                };
-                match e {
-                    MvccError::Compacted => {
-                        // Never compacted yet (a negative start): etcd says -1.
-                        response.compact_revision = match self.store.compact_revision() {
-                            0 => -1,
-                            compacted => compacted,
-                        }
-                    }
-                    other => {
-                        tracing::error!(error = %other, "reading history for a watcher failed");
-                        response.cancel_reason = other.to_string();
-                    }
-                }
-                let Some(s) = state.streams.get_mut(&stream) else {
-                    return Step::Synced;
-                };
-                if s.queue.try_send(response).is_err() {
-                    return Step::Blocked;
-                }
-                s.watchers.remove(&id);
-                return Step::Synced;
-            }
+            Ok(Err(e)) => return self.end_behind(&eligible, &e),
             Err(e) => {
                 tracing::error!(error = %e, "the watch catch-up read failed");
                 return Step::Blocked;
@@ -522,21 +522,29 @@ impl WatchHub {
         };
         let mut state = self.lock();
         let published = state.published;
-        let Some(s) = state.streams.get_mut(&stream) else {
-            return Step::Synced;
-        };
+        tracing::debug!(
+            watchers = eligible.len(),
+            from,
+            to = history.revision,
+            events = history.events.len(),
+            "watch catch-up read"
+        );
+        let mut step = if blocked { Step::Blocked } else { Step::Synced };
+        for (stream, id) in eligible {
+            if let Some(s) = state.streams.get_mut(&stream) {
+                step = step.merge(self.deliver(s, id, &history, published));
+            }
+        }
+        step
+    }
+
+    /// Hands a watcher of stream `s` its part of `history`, a window read
+    /// for it (and maybe for others from an earlier revision).
+    fn deliver(&self, s: &mut Stream, id: i64, history: &History, published: i64) -> Step {
         let Some(w) = s.watchers.get_mut(&id) else {
             return Step::Synced;
         };
         let selected = w.select(&history.events);
-        tracing::debug!(
-            stream,
-            watch = id,
-            from,
-            to = history.revision,
-            events = selected.len(),
-            "watch catch-up read"
-        );
         if !selected.is_empty() {
             let responses = self.responses(id, w, history.revision, selected);
             if s.queue.try_send_all(responses).is_err() {
@@ -558,6 +566,52 @@ impl WatchHub {
         } else {
             Step::Progressed
         }
+    }
+
+    /// Ends the watchers a read of history failed for: compaction passed
+    /// the ones below its point (canceled with it, as etcd does), and any
+    /// other failure ends them all with its reason.
+    fn end_behind(&self, watchers: &[(StreamId, i64)], error: &MvccError) -> Step {
+        let compacted = self.store.compact_revision();
+        let mut state = self.lock();
+        let published = state.published;
+        let mut step = Step::Synced;
+        for &(stream, id) in watchers {
+            let Some(s) = state.streams.get_mut(&stream) else {
+                continue;
+            };
+            let Some(w) = s.watchers.get(&id) else {
+                continue;
+            };
+            let mut response = WatchResponse {
+                header: self.header(published),
+                watch_id: id,
+                canceled: true,
+                ..WatchResponse::default()
+            };
+            match error {
+                MvccError::Compacted if w.next >= compacted => {
+                    // Not behind itself: read again from its own revision.
+                    step = step.merge(Step::Progressed);
+                    continue;
+                }
+                // Never compacted yet (a negative start): etcd says -1.
+                MvccError::Compacted => {
+                    response.compact_revision = if compacted == 0 { -1 } else { compacted };
+                }
+                other => {
+                    tracing::error!(error = %other, "reading history for a watcher failed");
+                    response.cancel_reason = other.to_string();
+                }
+            }
+            if s.queue.try_send(response).is_err() {
+                step = step.merge(Step::Blocked);
+                continue;
+            }
+            s.watchers.remove(&id);
+            step = step.merge(Step::Progressed);
+        }
+        step
     }
 }
 
