@@ -121,12 +121,13 @@ impl Watcher {
                 wanted_kind && kv.mod_revision >= self.next && self.span.contains(&kv.key)
             })
             .map(|e| Event {
+                r#type: e.r#type,
+                kv: e.kv.clone(),
                 prev_kv: if self.prev_kv {
                     e.prev_kv.clone()
                 } else {
                     None
                 },
-                ..e.clone()
             })
             .collect()
     }
@@ -348,11 +349,11 @@ impl WatchHub {
         &self,
         id: i64,
         watcher: &Watcher,
-        revision: i64,
+        header: Option<ResponseHeader>,
         events: Vec<Event>,
     ) -> Vec<WatchResponse> {
         let whole = WatchResponse {
-            header: self.header(revision),
+            header,
             watch_id: id,
             events,
             ..WatchResponse::default()
@@ -546,7 +547,8 @@ impl WatchHub {
         };
         let selected = w.select(&history.events);
         if !selected.is_empty() {
-            let responses = self.responses(id, w, history.revision, selected);
+            let header = self.header(history.revision);
+            let responses = self.responses(id, w, header, selected);
             if s.queue.try_send_all(responses).is_err() {
                 return Step::Blocked;
             }
@@ -645,6 +647,7 @@ impl EventSink for WatchHub {
         else {
             return;
         };
+        let header = self.header(last);
         let mut state = self.lock();
         state.published = state.published.max(last);
         let mut fell_behind = false;
@@ -660,7 +663,7 @@ impl EventSink for WatchHub {
                     watcher.next = next;
                     continue;
                 }
-                let responses = self.responses(*id, watcher, last, selected);
+                let responses = self.responses(*id, watcher, header, selected);
                 match stream.queue.try_send_all(responses) {
                     Ok(()) => watcher.next = next,
                     Err(Refused::Full) => {
