@@ -4,9 +4,10 @@ use prost::Message;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use keel_api::etcdserverpb::{
-    AlarmResponse, CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, PutResponse, TxnResponse,
 };
-use keel_api::keelpb::{self, outcome::Result as Sent, Outcome};
+use keel_api::keelpb::{self, outcome::Result as Sent, LeaseRenewed, Outcome};
 
 use crate::MvccError;
 
@@ -54,6 +55,14 @@ pub enum WriteResponse {
     Member,
     /// An alarm request's response.
     Alarm(AlarmResponse),
+    /// A lease was granted.
+    LeaseGrant(LeaseGrantResponse),
+    /// A lease was revoked.
+    LeaseRevoke(LeaseRevokeResponse),
+    /// Leases were renewed: each one's TTL, 0 for one that does not exist.
+    LeaseRenew(Vec<i64>),
+    /// Whether an expiry took the lease (false: renewed since, or gone).
+    LeaseExpire(bool),
     /// The command was applied before (a replay after restart); its
     /// original response is gone.
     AlreadyApplied,
@@ -71,6 +80,10 @@ impl WriteResponse {
             WriteResponse::Compact(r) => Sent::Compact(r),
             WriteResponse::Alarm(r) => Sent::Alarm(r),
             WriteResponse::Member => Sent::Member(true),
+            WriteResponse::LeaseGrant(r) => Sent::LeaseGrant(r),
+            WriteResponse::LeaseRevoke(r) => Sent::LeaseRevoke(r),
+            WriteResponse::LeaseRenew(ttls) => Sent::LeaseRenew(LeaseRenewed { ttls }),
+            WriteResponse::LeaseExpire(expired) => Sent::LeaseExpire(expired),
             WriteResponse::AlreadyApplied => {
                 return Err(MvccError::InvalidArgument(
                     "a fresh proposal was reported as replayed".into(),
@@ -92,6 +105,10 @@ impl WriteResponse {
             Some(Sent::Compact(r)) => WriteResponse::Compact(r),
             Some(Sent::Alarm(r)) => WriteResponse::Alarm(r),
             Some(Sent::Member(_)) => WriteResponse::Member,
+            Some(Sent::LeaseGrant(r)) => WriteResponse::LeaseGrant(r),
+            Some(Sent::LeaseRevoke(r)) => WriteResponse::LeaseRevoke(r),
+            Some(Sent::LeaseRenew(r)) => WriteResponse::LeaseRenew(r.ttls),
+            Some(Sent::LeaseExpire(expired)) => WriteResponse::LeaseExpire(expired),
             None => {
                 return Err(MvccError::Corrupt(
                     "the leader answered a forwarded command with an empty outcome".into(),
@@ -120,6 +137,14 @@ mod tests {
             WriteResponse::Compact(CompactionResponse::default()),
             WriteResponse::Alarm(AlarmResponse::default()),
             WriteResponse::Member,
+            WriteResponse::LeaseGrant(LeaseGrantResponse {
+                id: 7,
+                ttl: 60,
+                ..Default::default()
+            }),
+            WriteResponse::LeaseRevoke(LeaseRevokeResponse::default()),
+            WriteResponse::LeaseRenew(vec![60, 0]),
+            WriteResponse::LeaseExpire(true),
         ];
         for response in responses {
             let outcome = response.clone().into_outcome().unwrap();

@@ -213,9 +213,10 @@ pub(crate) fn split_change_key(stored: &[u8]) -> Result<(i64, u32), MvccError> {
     ))
 }
 
-/// Derives the `live` and `changes` indexes from `kv` entries visited in
-/// storage order: every version is a change, and the first version of each
-/// user key is its newest, which belongs in `live` unless it is a deletion.
+/// Derives the `live`, `changes` and `attached` indexes from `kv` entries
+/// visited in storage order: every version is a change, and the first
+/// version of each user key is its newest, which belongs in `live` (and,
+/// with a lease, in `attached`) unless it is a deletion.
 #[derive(Default)]
 pub(crate) struct DerivedIndexer {
     last_key: Option<Vec<u8>>,
@@ -241,6 +242,13 @@ impl DerivedIndexer {
         }
         if let Some(kv) = decode_version(&key, revision, value)? {
             batch.insert(&keyspaces.live, key.as_slice(), encode_live(&kv));
+            if kv.lease != 0 {
+                batch.insert(
+                    &keyspaces.attached,
+                    crate::schema::attached_key(kv.lease, &key),
+                    [],
+                );
+            }
         }
         self.last_key = Some(key);
         Ok(())

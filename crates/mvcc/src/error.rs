@@ -35,6 +35,12 @@ pub enum MvccError {
     /// `ignore_lease` together with a lease.
     #[error("lease is provided")]
     LeaseProvided,
+    /// A lease that does not exist (never granted, revoked or expired).
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// A grant with the ID of a lease that exists.
+    #[error("lease already exists")]
+    LeaseExists,
     /// A snapshot is being restored (or its restore was interrupted and
     /// must be redone): reads wait for it.
     #[error("a snapshot is being restored; retry")]

@@ -9,7 +9,7 @@ use keel_api::keelpb::{command::Op, Command};
 /// Whether `command` can add data to the store.
 pub fn adds_data(command: &Command) -> bool {
     match &command.op {
-        Some(Op::Put(_)) => true,
+        Some(Op::Put(_)) | Some(Op::LeaseGrant(_)) => true,
         Some(Op::Txn(txn)) => txn_puts(txn),
         _ => false,
     }

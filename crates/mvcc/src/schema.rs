@@ -3,13 +3,14 @@
 //! revisions and alarms. The other modules of the store build on this one;
 //! it depends on none of them.
 //!
-//! Four keyspaces hold the replicated state: `kv` (every key version, see
+//! Five keyspaces hold the replicated state: `kv` (every key version, see
 //! [`encoding`](crate::encoding)), `meta` (applied index, revision,
-//! compaction point), `members` and `alarms`. Two more are indexes derived
-//! from `kv`, written in the same batches, and rebuilt rather than streamed
-//! in snapshots: `live` holds the newest version of each existing key, and
-//! `changes` names the key of every write in revision order (for reading
-//! the history of a range back without scanning the range).
+//! compaction point), `members`, `alarms` and `leases`. Three more are
+//! indexes derived from `kv`, written in the same batches, and rebuilt
+//! rather than streamed in snapshots: `live` holds the newest version of
+//! each existing key, `changes` names the key of every write in revision
+//! order (for reading the history of a range back without scanning the
+//! range), and `attached` pairs each lease with the keys it holds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,9 +49,11 @@ pub(crate) struct Keyspaces {
     pub kv: Keyspace,
     pub live: Keyspace,
     pub changes: Keyspace,
+    pub attached: Keyspace,
     pub meta: Keyspace,
     pub members: Keyspace,
     pub alarms: Keyspace,
+    pub leases: Keyspace,
 }
 
 impl Keyspaces {
@@ -60,18 +63,22 @@ impl Keyspaces {
             kv: db.keyspace("kv", KeyspaceCreateOptions::default)?,
             live: db.keyspace("live", KeyspaceCreateOptions::default)?,
             changes: db.keyspace("changes", KeyspaceCreateOptions::default)?,
+            attached: db.keyspace("attached", KeyspaceCreateOptions::default)?,
             meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
             members: db.keyspace("members", KeyspaceCreateOptions::default)?,
             alarms: db.keyspace("alarms", KeyspaceCreateOptions::default)?,
+            leases: db.keyspace("leases", KeyspaceCreateOptions::default)?,
         })
     }
 
     /// Every keyspace, the derived indexes included.
-    pub(crate) fn all(&self) -> [&Keyspace; 6] {
+    pub(crate) fn all(&self) -> [&Keyspace; 8] {
         [
             &self.kv,
             &self.live,
             &self.changes,
+            &self.attached,
+            &self.leases,
             &self.meta,
             &self.members,
             &self.alarms,
@@ -79,12 +86,13 @@ impl Keyspaces {
     }
 
     /// Each keyspace a snapshot streams, with its tag in the stream.
-    pub(crate) fn tagged(&self) -> [(u8, &Keyspace); 4] {
+    pub(crate) fn tagged(&self) -> [(u8, &Keyspace); 5] {
         [
             (META_TAG, &self.meta),
             (KV_TAG, &self.kv),
             (3, &self.members),
             (4, &self.alarms),
+            (5, &self.leases),
         ]
     }
 }
@@ -167,4 +175,59 @@ fn decode_alarm_key(key: &[u8]) -> Result<(u64, i32), MvccError> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(corrupt)?;
     Ok((u64::from_be_bytes(member), i32::from_be_bytes(alarm)))
+}
+
+/// A lease as the store keeps it: what it was granted and how often it was
+/// renewed (so an expiry decided before a renewal is told apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The time to live granted, in seconds.
+    pub ttl: i64,
+    /// Renewals applied so far.
+    pub renewals: u64,
+}
+
+/// The storage key of lease `id`.
+pub(crate) fn lease_key(id: i64) -> [u8; 8] {
+    (id as u64).to_be_bytes()
+}
+
+/// A lease record's stored form.
+pub(crate) fn encode_lease(lease: &Lease) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&lease.ttl.to_be_bytes());
+    out[8..].copy_from_slice(&lease.renewals.to_be_bytes());
+    out
+}
+
+/// Every lease in `snapshot`.
+pub(crate) fn load_leases(
+    snapshot: &Snapshot,
+    keyspaces: &Keyspaces,
+) -> Result<BTreeMap<i64, Lease>, MvccError> {
+    let corrupt = || MvccError::Corrupt("lease record".into());
+    let mut leases = BTreeMap::new();
+    for entry in snapshot.iter(&keyspaces.leases) {
+        let (key, value) = entry.into_inner()?;
+        let id: [u8; 8] = key.as_ref().try_into().map_err(|_| corrupt())?;
+        let (ttl, renewals) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let renewals: [u8; 8] = renewals.try_into().map_err(|_| corrupt())?;
+        leases.insert(
+            u64::from_be_bytes(id) as i64,
+            Lease {
+                ttl: i64::from_be_bytes(*ttl),
+                renewals: u64::from_be_bytes(renewals),
+            },
+        );
+    }
+    Ok(leases)
+}
+
+/// The `attached` key pairing lease `id` with user key `key`: the lease
+/// first, so a lease's keys sit together.
+pub(crate) fn attached_key(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&lease_key(id));
+    out.extend_from_slice(key);
+    out
 }

@@ -3,6 +3,7 @@
 //! applies commands; readers take a storage snapshot
 //! together with the revision it holds, so a read never sees half a write.
 
+use std::collections::BTreeMap;
 use std::mem;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -12,7 +13,7 @@ use fjall::{Database, Keyspace, OwnedWriteBatch, Readable, Snapshot};
 use crate::compaction::{Fate, Garbage, Pass};
 use crate::encoding::{is_tombstone, split_version_key, DerivedIndexer};
 use crate::range::{self, Committed};
-use crate::schema::{revision_bytes, Keyspaces, State, INDEXED, RESTORING};
+use crate::schema::{load_leases, revision_bytes, Keyspaces, Lease, State, INDEXED, RESTORING};
 use crate::MvccError;
 use keel_api::etcdserverpb::{AlarmMember, Member, RangeRequest, RangeResponse};
 
@@ -53,6 +54,9 @@ pub(crate) struct Inner {
     pub keyspaces: Keyspaces,
     /// The state as of the last committed batch.
     pub state: RwLock<State>,
+    /// The leases as of the last committed batch (apart from `state`,
+    /// which each batch copies: there can be very many leases).
+    pub leases: RwLock<BTreeMap<i64, Lease>>,
     /// Held by whoever writes: applying a batch, restoring, or removing
     /// compacted history (whose progress it holds).
     pub writer: Mutex<Option<Pass>>,
@@ -78,11 +82,13 @@ impl Store {
             .open()?;
         let keyspaces = Keyspaces::open(&db)?;
         let state = State::load(&db.snapshot(), &keyspaces)?;
+        let leases = load_leases(&db.snapshot(), &keyspaces)?;
         let store = Store {
             inner: Arc::new(Inner {
                 db,
                 keyspaces,
                 state: RwLock::new(state),
+                leases: RwLock::new(leases),
                 writer: Mutex::new(None),
             }),
         };
@@ -92,6 +98,7 @@ impl Store {
         if indexed_at.as_deref() != Some(&revision[..]) {
             store.clear(&keyspaces.live)?;
             store.clear(&keyspaces.changes)?;
+            store.clear(&keyspaces.attached)?;
             store.build_indexes(revision)?;
         }
         Ok(store)
@@ -289,12 +296,19 @@ impl Store {
 
     /// Re-reads the state from storage and publishes it.
     pub(crate) fn reload(&self) -> Result<(), MvccError> {
-        let state = State::load(&self.inner.db.snapshot(), &self.inner.keyspaces)?;
+        let snapshot = self.inner.db.snapshot();
+        let state = State::load(&snapshot, &self.inner.keyspaces)?;
+        let leases = load_leases(&snapshot, &self.inner.keyspaces)?;
         *self
             .inner
             .state
             .write()
             .unwrap_or_else(PoisonError::into_inner) = state;
+        *self
+            .inner
+            .leases
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = leases;
         Ok(())
     }
 }

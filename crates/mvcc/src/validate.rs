@@ -21,7 +21,16 @@ pub fn command(command: &Command, max_txn_ops: usize) -> Result<(), MvccError> {
         Some(Op::Put(put)) => self::put(put),
         Some(Op::DeleteRange(delete)) => self::delete(delete),
         Some(Op::Txn(txn)) => self::txn(txn, max_txn_ops),
-        Some(Op::Compact(_) | Op::SetMember(_) | Op::RemoveMember(_) | Op::Alarm(_)) => Ok(()),
+        Some(
+            Op::Compact(_)
+            | Op::SetMember(_)
+            | Op::RemoveMember(_)
+            | Op::Alarm(_)
+            | Op::LeaseGrant(_)
+            | Op::LeaseRevoke(_)
+            | Op::LeaseRenew(_)
+            | Op::LeaseExpire(_),
+        ) => Ok(()),
         None => Err(MvccError::InvalidArgument("empty command".into())),
     }
 }

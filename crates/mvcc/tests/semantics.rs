@@ -17,8 +17,8 @@ use keel_api::etcdserverpb::{
     request_op::Request,
     response_op::Response,
     AlarmMember, AlarmRequest, AlarmType, CompactionRequest, Compare, DeleteRangeRequest,
-    DeleteRangeResponse, Member, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseHeader, TxnRequest, TxnResponse,
+    DeleteRangeResponse, LeaseGrantRequest, Member, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
 };
 use keel_api::keelpb::{self, command::Op};
 use keel_api::mvccpb::KeyValue;
@@ -764,7 +764,9 @@ fn put_prev_kv_ignore_value_and_ignore_lease() {
     assert_eq!(h.store.revision(), 5);
     assert_eq!(h.get("missing"), None);
 
-    // ignore_lease keeps the lease.
+    // ignore_lease keeps the lease (granting one writes no revision).
+    h.apply(Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 }))
+        .unwrap();
     h.try_put(PutRequest {
         lease: 7,
         ..put("l", "x")

@@ -234,6 +234,15 @@ impl Config {
         self.heartbeat_interval * self.election_ticks
     }
 
+    /// The shortest TTL a lease is granted, in whole seconds: one and a
+    /// half election timeouts, rounded up, as etcd derives it (2 s with the
+    /// defaults), so a lease outlives a leader election.
+    pub(crate) fn min_lease_ttl(&self) -> i64 {
+        let ticks = (3 * self.election_ticks) / 2;
+        let min = self.heartbeat_interval * ticks;
+        (min.as_secs() + u64::from(min.subsec_nanos() > 0)) as i64
+    }
+
     /// Fills in defaults and checks `settings`; errors name the bad key.
     pub(crate) fn resolve(s: Settings) -> anyhow::Result<Config> {
         let name = s.name.unwrap_or_else(|| "default".into());

@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod core;
 mod identity;
+mod leases;
 mod logging;
 mod server;
 mod tasks;

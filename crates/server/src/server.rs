@@ -22,12 +22,13 @@ use tonic_health::ServingStatus;
 use crate::api::grpc::admission::AdmissionLayer;
 use crate::api::grpc::authority::LenientAuthority;
 use crate::api::grpc::{
-    ClusterService, ForwardService, KvService, MaintenanceService, WatchService,
+    ClusterService, ForwardService, KvService, LeaseService, MaintenanceService, WatchService,
 };
 use crate::cluster::Peers;
 use crate::config::{host_port, ClusterState, Config};
 use crate::core::{Core, Limits, MvccStateMachine};
 use crate::identity::{self, Identity};
+use crate::leases::{LeaseClock, Renewer};
 use crate::tasks::{self, Tasks};
 use crate::watch::WatchHub;
 
@@ -80,9 +81,16 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     node_config.tick_interval = config.heartbeat_interval;
     node_config.election_ticks = config.election_ticks;
     node_config.snapshot_threshold = config.snapshot_count;
+    let lease_clock = LeaseClock::default();
+    let (renewer, renewals) = Renewer::new();
     let node = RaftNode::start(
         node_config,
-        MvccStateMachine::new(store.clone(), peers.clone(), vec![hub.clone()]),
+        MvccStateMachine::new(
+            store.clone(),
+            peers.clone(),
+            vec![hub.clone()],
+            lease_clock.clone(),
+        ),
         transport,
     )
     .context("starting the raft node")?;
@@ -98,6 +106,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             quota_backend_bytes: config.quota_backend_bytes,
             request_timeout: config.request_timeout,
         },
+        (lease_clock, renewer, config.min_lease_ttl()),
     ));
 
     let (stop_peers, peers_stopped) = watch::channel(false);
@@ -119,6 +128,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         let server = GrpcServer::builder()
             .layer(AdmissionLayer::new(core.clone()))
             .add_service(KvService(core.clone()).into_server())
+            .add_service(LeaseService(core.clone()).into_server())
             .add_service(
                 WatchService::new(
                     hub.clone(),
@@ -161,6 +171,12 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     let (c, settings) = (core.clone(), config.clone());
     background.spawn("member record", |stop| {
         tasks::publish::publish_member(c, settings, stop)
+    });
+    let c = core.clone();
+    background.spawn("lease renewals", |stop| renewals.run(c, stop));
+    let c = core.clone();
+    background.spawn_while_leader("lease expiry", status.clone(), move |stop| {
+        tasks::lease_expiry::expire_leases(c.clone(), stop)
     });
     let c = core.clone();
     background.spawn_while_leader("promotion", status.clone(), move |stop| {

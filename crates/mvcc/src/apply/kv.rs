@@ -19,6 +19,7 @@ use super::{Change, Version, Writer};
 use crate::encoding::{change_key, decode_live, encode_live, encode_version, version_key};
 use crate::events::event_of;
 use crate::range::{self, Committed, Span, Versions};
+use crate::schema::attached_key;
 use crate::{validate, MvccError};
 
 impl Writer<'_> {
@@ -29,7 +30,7 @@ impl Writer<'_> {
     }
 
     /// The live version of `key` now, including the batch and the command.
-    fn get(&self, key: &Bytes) -> Result<Option<KeyValue>, MvccError> {
+    pub(super) fn get(&self, key: &Bytes) -> Result<Option<KeyValue>, MvccError> {
         if let Some(change) = self.staged.iter().rev().find(|c| c.key == key) {
             return Ok(change.version.clone());
         }
@@ -49,6 +50,9 @@ impl Writer<'_> {
         let previous = self.get(&put.key)?;
         if (put.ignore_value || put.ignore_lease) && previous.is_none() {
             return Err(MvccError::KeyNotFound);
+        }
+        if put.lease != 0 && !put.ignore_lease && self.lease(put.lease).is_none() {
+            return Err(MvccError::LeaseNotFound);
         }
         let revision = self.state.revision + 1;
         let kv = KeyValue {
@@ -241,6 +245,24 @@ impl Writer<'_> {
             },
         ) in (0u32..).zip(mem::take(&mut self.staged))
         {
+            let before = previous.as_ref().map_or(0, |kv| kv.lease);
+            let after = version.as_ref().map_or(0, |kv| kv.lease);
+            if before != after {
+                if before != 0 {
+                    self.batch
+                        .remove(&keyspaces.attached, attached_key(before, &key));
+                }
+                if after != 0 {
+                    self.batch
+                        .insert(&keyspaces.attached, attached_key(after, &key), []);
+                }
+            }
+            match &version {
+                Some(kv) => self
+                    .batch
+                    .insert(&keyspaces.live, key.as_ref(), encode_live(kv)),
+                None => self.batch.remove(&keyspaces.live, key.as_ref()),
+            }
             self.events
                 .push(event_of(&key, revision, version.clone(), previous));
             self.batch.insert(
@@ -250,12 +272,6 @@ impl Writer<'_> {
             );
             self.batch
                 .insert(&keyspaces.changes, change_key(revision, sub), key.as_ref());
-            match &version {
-                Some(kv) => self
-                    .batch
-                    .insert(&keyspaces.live, key.as_ref(), encode_live(kv)),
-                None => self.batch.remove(&keyspaces.live, key.as_ref()),
-            }
             self.pending
                 .entry(key)
                 .or_default()

@@ -3,7 +3,8 @@
 //!
 //! The dispatcher here hands each command to the kind of state it changes,
 //! each owning its part of the batch: the key space ([`kv`]), the member
-//! records ([`members`]) and the alarms ([`alarms`]). The space quota is a
+//! records ([`members`]), the alarms ([`alarms`]) and the leases
+//! ([`leases`]). The space quota is a
 //! check around them ([`quota`](crate::quota)), not inside them.
 //!
 //! Commands of a batch read the committed snapshot taken when the batch
@@ -13,6 +14,7 @@
 
 mod alarms;
 mod kv;
+mod leases;
 mod members;
 
 use std::collections::BTreeMap;
@@ -25,7 +27,9 @@ use keel_api::keelpb::command::Op;
 use keel_api::mvccpb::{Event, KeyValue};
 use tracing::error;
 
-use crate::schema::{revision_bytes, State, APPLIED, COMPACTED, INDEXED, PHYSICAL, REVISION};
+use crate::schema::{
+    revision_bytes, Lease, State, APPLIED, COMPACTED, INDEXED, PHYSICAL, REVISION,
+};
 use crate::store::Store;
 use crate::{quota, Command, MvccError, WriteResponse};
 
@@ -101,6 +105,9 @@ struct Writer<'a> {
     staged: Vec<Change>,
     /// The events of the batch so far.
     events: Vec<Event>,
+    /// Leases granted, renewed (`Some`) or ended (`None`) by the batch so
+    /// far; the rest are the store's.
+    leases: BTreeMap<i64, Option<Lease>>,
 }
 
 impl<'a> Writer<'a> {
@@ -115,6 +122,7 @@ impl<'a> Writer<'a> {
             pending: BTreeMap::new(),
             staged: Vec::new(),
             events: Vec::new(),
+            leases: BTreeMap::new(),
         }
     }
 
@@ -139,6 +147,12 @@ impl<'a> Writer<'a> {
                 Ok(WriteResponse::Member)
             }
             Some(Op::Alarm(alarm)) => self.alarm(&alarm).map(WriteResponse::Alarm),
+            Some(Op::LeaseGrant(grant)) => self.grant(&grant).map(WriteResponse::LeaseGrant),
+            Some(Op::LeaseRevoke(revoke)) => self
+                .revoke(revoke.id)
+                .map(|()| WriteResponse::LeaseRevoke(Default::default())),
+            Some(Op::LeaseRenew(renew)) => Ok(WriteResponse::LeaseRenew(self.renew(&renew.ids))),
+            Some(Op::LeaseExpire(expire)) => self.expire(&expire).map(WriteResponse::LeaseExpire),
             None => Err(MvccError::InvalidArgument("empty command".into())),
         };
         match response {
@@ -177,8 +191,20 @@ impl<'a> Writer<'a> {
                 .state
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut leases = self
+                .store
+                .inner
+                .leases
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             batch.commit()?;
             *published = self.state.clone();
+            for (id, lease) in mem::take(&mut self.leases) {
+                match lease {
+                    Some(lease) => leases.insert(id, lease),
+                    None => leases.remove(&id),
+                };
+            }
         }
         self.snapshot = self.store.inner.db.snapshot();
         self.snapshot_revision = self.state.revision;
@@ -200,6 +226,11 @@ fn set_header(response: &mut WriteResponse, revision: i64) {
         WriteResponse::Txn(r) => r.header = header,
         WriteResponse::Compact(r) => r.header = header,
         WriteResponse::Alarm(r) => r.header = header,
-        WriteResponse::Member | WriteResponse::AlreadyApplied => {}
+        WriteResponse::LeaseGrant(r) => r.header = header,
+        WriteResponse::LeaseRevoke(r) => r.header = header,
+        WriteResponse::Member
+        | WriteResponse::LeaseRenew(_)
+        | WriteResponse::LeaseExpire(_)
+        | WriteResponse::AlreadyApplied => {}
     }
 }

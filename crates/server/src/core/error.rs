@@ -60,9 +60,9 @@ pub(crate) enum ServerError {
     /// A leadership move to a member that cannot lead.
     #[error("bad leader transferee")]
     BadLeaderTransferee,
-    /// A lease id that does not exist (no lease exists yet).
-    #[error("lease not found")]
-    LeaseNotFound,
+    /// A lease granted a TTL above etcd's limit (9,000,000,000 seconds).
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
     /// The leader refused a request this member passed on to it; `code`
     /// (a gRPC status code) and `message` are the leader's, verbatim.
     #[error("{message}")]

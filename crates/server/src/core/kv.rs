@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use keel_api::etcdserverpb::{
-    request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use keel_api::keelpb::{command::Op, Command as CommandPb};
 use keel_mvcc::{validate, WriteResponse};
@@ -27,7 +27,6 @@ impl Core {
 
     /// Puts a key.
     pub(crate) async fn put(&self, request: PutRequest) -> Result<PutResponse, ServerError> {
-        refuse_leases(&request)?;
         match self.write_op(Op::Put(request)).await? {
             WriteResponse::Put(mut response) => {
                 self.complete(&mut response.header);
@@ -54,7 +53,6 @@ impl Core {
     /// A transaction. As in etcd, only the outer response's header is a
     /// full one: the responses inside carry their revision only.
     pub(crate) async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, ServerError> {
-        refuse_leases_in(&request)?;
         match self.write_op(Op::Txn(request)).await? {
             WriteResponse::Txn(mut response) => {
                 self.complete(&mut response.header);
@@ -91,25 +89,6 @@ impl Core {
     async fn write_op(&self, op: Op) -> Result<WriteResponse, ServerError> {
         self.write(CommandPb { op: Some(op) }).await
     }
-}
-
-/// Leases are not served yet, so no lease id can exist.
-fn refuse_leases(put: &PutRequest) -> Result<(), ServerError> {
-    if put.lease != 0 {
-        return Err(ServerError::LeaseNotFound);
-    }
-    Ok(())
-}
-
-fn refuse_leases_in(txn: &TxnRequest) -> Result<(), ServerError> {
-    for op in txn.success.iter().chain(&txn.failure) {
-        match &op.request {
-            Some(request_op::Request::RequestPut(put)) => refuse_leases(put)?,
-            Some(request_op::Request::RequestTxn(inner)) => refuse_leases_in(inner)?,
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// The store answered with a response of another kind than the request's.

@@ -9,6 +9,7 @@
 
 mod error;
 mod kv;
+mod leases;
 mod maintenance;
 mod members;
 mod state_machine;
@@ -22,6 +23,7 @@ use keel_node::{NodeId, RaftNode, Role};
 
 use crate::cluster::{Forwarder, Peers};
 use crate::identity::Identity;
+use crate::leases::{LeaseClock, Renewer};
 
 pub(crate) use error::ServerError;
 pub(crate) use maintenance::Backup;
@@ -52,6 +54,11 @@ pub(crate) struct Core {
     pub(crate) peers: Peers,
     /// Request limits.
     pub(crate) limits: Limits,
+    /// When this member's leases run out.
+    pub(crate) lease_clock: LeaseClock,
+    /// The shortest TTL a lease is granted, in seconds.
+    pub(crate) min_lease_ttl: i64,
+    renewer: Renewer,
     forwarder: Forwarder,
 }
 
@@ -63,7 +70,9 @@ impl Core {
         identity: Identity,
         peers: Peers,
         limits: Limits,
+        leases: (LeaseClock, Renewer, i64),
     ) -> Self {
+        let (lease_clock, renewer, min_lease_ttl) = leases;
         Core {
             node,
             store,
@@ -71,6 +80,9 @@ impl Core {
             forwarder: Forwarder::new(peers.clone()),
             peers,
             limits,
+            lease_clock,
+            min_lease_ttl,
+            renewer,
         }
     }
 

@@ -1,10 +1,12 @@
 //! The store as keel-node's state machine: each Ready's committed commands
 //! go to keel-mvcc as one write batch; once it is committed, its events go
-//! to the [`EventSink`]s (the watch hub's seam), and member records keep
-//! the peer addresses current.
+//! to the [`EventSink`]s (the watch hub's seam), member records keep the
+//! peer addresses current, and lease grants, renewals and ends set this
+//! member's [`LeaseClock`] as they are applied.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::time::Instant;
 
 use keel_api::keelpb::command::Op;
 use keel_api::mvccpb::Event;
@@ -12,6 +14,7 @@ use keel_mvcc::{Command, MvccError, Store, StoreView, WriteResponse};
 use keel_node::{Index, StateMachine};
 
 use crate::cluster::Peers;
+use crate::leases::LeaseClock;
 
 /// Told of every change to the key space, batch by batch, in revision
 /// order, after the batch and its applied index are committed to the store
@@ -32,17 +35,59 @@ pub(crate) struct MvccStateMachine {
     store: Store,
     peers: Peers,
     sinks: Vec<Arc<dyn EventSink>>,
+    leases: LeaseClock,
 }
 
 impl MvccStateMachine {
     /// Applies to `store`; member records update `peers`; every batch's
-    /// events go to each of `sinks`.
-    pub(crate) fn new(store: Store, peers: Peers, sinks: Vec<Arc<dyn EventSink>>) -> Self {
+    /// events go to each of `sinks`; lease changes set `leases` (which
+    /// starts from the store's leases, each with its full TTL from now).
+    pub(crate) fn new(
+        store: Store,
+        peers: Peers,
+        sinks: Vec<Arc<dyn EventSink>>,
+        leases: LeaseClock,
+    ) -> Self {
+        leases.reset(store.leases(), Instant::now());
         MvccStateMachine {
             store,
             peers,
             sinks,
+            leases,
         }
+    }
+
+    /// Sets the lease clock for the leases the batch's successful commands
+    /// touched (one list per command, as `responses`).
+    fn clock_leases(
+        &self,
+        touched: Vec<Vec<(i64, bool)>>,
+        responses: &[Result<WriteResponse, MvccError>],
+    ) {
+        let now = Instant::now();
+        for (leases, response) in touched.into_iter().zip(responses) {
+            if !matches!(response, Ok(r) if *r != WriteResponse::AlreadyApplied) {
+                continue;
+            }
+            for (id, renewed) in leases {
+                match self.store.lease(id) {
+                    Some(lease) if renewed => self.leases.renewed(id, lease, now),
+                    Some(_) => {}
+                    None => self.leases.ended(id),
+                }
+            }
+        }
+    }
+}
+
+/// The leases a command grants or renews (`true`) or may end (`false`).
+fn leases_touched(command: &Command) -> Vec<(i64, bool)> {
+    match &command.0.op {
+        Some(Op::LeaseGrant(grant)) => vec![(grant.id, true)],
+        Some(Op::LeaseRenew(renew)) => renew.ids.iter().map(|id| (*id, true)).collect(),
+        Some(Op::LeaseRevoke(revoke)) => vec![(revoke.id, false)],
+        Some(Op::LeaseExpire(expire)) => vec![(expire.id, false)],
+        _ => Vec::new(),
     }
 }
 
@@ -61,7 +106,13 @@ impl StateMachine for MvccStateMachine {
         let members_changed = commands
             .iter()
             .any(|(_, c)| matches!(c.0.op, Some(Op::SetMember(_)) | Some(Op::RemoveMember(_))));
+        let touched: Vec<Vec<(i64, bool)>> =
+            commands.iter().map(|(_, c)| leases_touched(c)).collect();
+        let any_lease = touched.iter().any(|t| !t.is_empty());
         let applied = self.store.apply_batch(commands);
+        if any_lease {
+            self.clock_leases(touched, &applied.responses);
+        }
         if !applied.events.is_empty() {
             for sink in &self.sinks {
                 sink.publish(&applied.events);
@@ -83,6 +134,7 @@ impl StateMachine for MvccStateMachine {
 
     fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), String> {
         self.store.restore(snapshot).map_err(|e| e.to_string())?;
+        self.leases.reset(self.store.leases(), Instant::now());
         for sink in &self.sinks {
             sink.restored();
         }
@@ -136,7 +188,12 @@ mod tests {
             seen: Mutex::default(),
         });
         let peers = Peers::new(GrpcTransport::new(1, BTreeMap::new()), BTreeMap::new());
-        let mut sm = MvccStateMachine::new(store.clone(), peers, vec![recorder.clone()]);
+        let mut sm = MvccStateMachine::new(
+            store.clone(),
+            peers,
+            vec![recorder.clone()],
+            LeaseClock::default(),
+        );
         let put = |key: &'static [u8]| {
             command(Op::Put(PutRequest {
                 key: Bytes::from_static(key),

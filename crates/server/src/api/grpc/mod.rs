@@ -8,6 +8,7 @@ pub(crate) mod authority;
 mod cluster;
 mod forward;
 mod kv;
+mod lease;
 mod maintenance;
 mod status;
 mod watch;
@@ -15,6 +16,7 @@ mod watch;
 pub(crate) use cluster::ClusterService;
 pub(crate) use forward::ForwardService;
 pub(crate) use kv::KvService;
+pub(crate) use lease::LeaseService;
 pub(crate) use maintenance::MaintenanceService;
 pub(crate) use watch::WatchService;
 

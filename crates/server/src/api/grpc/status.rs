@@ -38,8 +38,8 @@ impl From<ServerError> for Status {
             ServerError::BadLeaderTransferee => {
                 Status::failed_precondition("etcdserver: bad leader transferee")
             }
-            ServerError::LeaseNotFound => {
-                Status::not_found("etcdserver: requested lease not found")
+            ServerError::LeaseTtlTooLarge => {
+                Status::out_of_range("etcdserver: too large lease TTL")
             }
             ServerError::Peer { code, message } => Status::new(Code::from(code), message),
             ServerError::Internal(why) => {
@@ -74,6 +74,8 @@ fn mvcc(error: MvccError) -> Status {
         }
         MvccError::ValueProvided => Status::invalid_argument("etcdserver: value is provided"),
         MvccError::LeaseProvided => Status::invalid_argument("etcdserver: lease is provided"),
+        MvccError::LeaseNotFound => Status::not_found("etcdserver: requested lease not found"),
+        MvccError::LeaseExists => Status::failed_precondition("etcdserver: lease already exists"),
         MvccError::InvalidArgument(why) => Status::invalid_argument(format!("etcdserver: {why}")),
         e @ (MvccError::Storage(_) | MvccError::Corrupt(_)) => {
             tracing::error!(error = %e, "store failure");
@@ -110,9 +112,14 @@ mod tests {
                 "etcdserver: mvcc: required revision has been compacted",
             ),
             (
-                ServerError::LeaseNotFound,
+                ServerError::Mvcc(MvccError::LeaseNotFound),
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                ServerError::LeaseTtlTooLarge,
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
             ),
             (
                 ServerError::Peer {
