@@ -158,6 +158,11 @@ session() {
     # both of them answer.
     { printf 'watch a/ --prefix --rev=4\n'; sleep 1; printf 'watch b\nprogress\n'; sleep 1; } |
         etcdctl "$e" watch -i 2>&1 | grep -v "reading watch request line: EOF" || true
+    # Leases: limits and errors, keys attached, time to live with keys,
+    # keep-alive, list, revoke, and expiry deleting a key (a watcher sees
+    # the delete). Lease IDs differ between runs: they are masked.
+    leases "$e" 2>&1 | grep -v retry_interceptor |
+        sed -E 's/lease [0-9a-f]{6,}/lease L/; s/^[0-9a-f]{10,}$/ID/'
     local live
     live=$(mktemp "$WORK/live.XXXXXX")
     timeout 3 etcdctl "$e" watch --prefix live/ --prev-kv >"$live" 2>&1 &
@@ -167,6 +172,38 @@ session() {
     etcdctl "$e" del live/a
     wait
     cat "$live"
+}
+leases() {
+    local e=$1 id
+    etcdctl "$e" lease grant 60
+    etcdctl "$e" lease grant 0
+    etcdctl "$e" lease grant 9000000001
+    etcdctl "$e" lease timetolive 123
+    etcdctl "$e" lease revoke 123
+    etcdctl "$e" lease keep-alive --once 123
+    etcdctl "$e" put --lease=123 k v
+    id=$(etcdctl "$e" lease grant 30 | awk '{print $2}')
+    etcdctl "$e" put --lease="$id" lk v
+    etcdctl "$e" put --lease="$id" lk2 v
+    etcdctl "$e" put lk2 detached
+    etcdctl "$e" lease timetolive --keys "$id"
+    etcdctl "$e" lease keep-alive --once "$id"
+    etcdctl "$e" lease list
+    etcdctl "$e" lease revoke "$id"
+    etcdctl "$e" get lk
+    etcdctl "$e" get lk2
+    etcdctl "$e" lease timetolive "$id"
+    id=$(etcdctl "$e" lease grant 2 | awk '{print $2}')
+    local watched
+    watched=$(mktemp "$WORK/expiry.XXXXXX")
+    timeout 6 etcdctl "$e" watch expiring >"$watched" 2>&1 &
+    sleep 0.5
+    etcdctl "$e" put --lease="$id" expiring v
+    sleep 4.5
+    etcdctl "$e" get expiring
+    etcdctl "$e" lease timetolive "$id"
+    wait
+    cat "$watched"
 }
 mask() {
     sed -E 's/"cluster_id":[0-9]+/"cluster_id":C/; s/"member_id":[0-9]+/"member_id":M/; s/"raft_term":[0-9]+/"raft_term":T/'

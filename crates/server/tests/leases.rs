@@ -102,7 +102,11 @@ async fn leases_kept_alive_through_a_follower_outlive_a_leader_kill_and_the_rest
     let sender = tokio::spawn(async move {
         loop {
             for id in &ids {
-                if requests.send(LeaseKeepAliveRequest { id: *id }).await.is_err() {
+                if requests
+                    .send(LeaseKeepAliveRequest { id: *id })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
