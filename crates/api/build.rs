@@ -1,12 +1,19 @@
 //! Generates the etcd v3 API (proto/etcd/kv.proto: `mvccpb`, rpc.proto:
-//! `etcdserverpb`) and keel's own messages and member-to-member service
+//! `etcdserverpb`, v3lock.proto and v3election.proto: etcd's lock and
+//! election services) and keel's own messages and member-to-member service
 //! (command.proto: `keelpb`), messages and gRPC clients and servers alike,
 //! with protox: pure Rust, no protoc needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../../proto/etcd");
     let fds = protox::compile(
-        ["kv.proto", "rpc.proto", "command.proto"],
+        [
+            "kv.proto",
+            "rpc.proto",
+            "command.proto",
+            "v3lock.proto",
+            "v3election.proto",
+        ],
         ["../../proto/etcd"],
     )?;
     tonic_prost_build::configure()

@@ -25,3 +25,15 @@ pub mod etcdserverpb {
 pub mod keelpb {
     include!(concat!(env!("OUT_DIR"), "/keelpb.rs"));
 }
+
+/// etcd's lock service (`v3lockpb`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod v3lockpb {
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+}
+
+/// etcd's leader election service (`v3electionpb`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod v3electionpb {
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+}

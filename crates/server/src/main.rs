@@ -7,6 +7,7 @@ mod api;
 mod cli;
 mod cluster;
 mod config;
+mod coordination;
 mod core;
 mod identity;
 mod leases;

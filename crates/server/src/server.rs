@@ -22,10 +22,12 @@ use tonic_health::ServingStatus;
 use crate::api::grpc::admission::AdmissionLayer;
 use crate::api::grpc::authority::LenientAuthority;
 use crate::api::grpc::{
-    ClusterService, ForwardService, KvService, LeaseService, MaintenanceService, WatchService,
+    ClusterService, ElectionService, ForwardService, KvService, LeaseService, LockService,
+    MaintenanceService, WatchService,
 };
 use crate::cluster::Peers;
 use crate::config::{host_port, ClusterState, Config};
+use crate::coordination::Coordinator;
 use crate::core::{Core, Limits, MvccStateMachine};
 use crate::identity::{self, Identity};
 use crate::leases::{LeaseClock, Renewer};
@@ -109,6 +111,8 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         (lease_clock, renewer, config.min_lease_ttl()),
     ));
 
+    let coordinator = Arc::new(Coordinator::new(core.clone(), hub.clone()));
+
     let (stop_peers, peers_stopped) = watch::channel(false);
     let peer_server = GrpcServer::builder()
         .layer(AdmissionLayer::new(core.clone()))
@@ -129,6 +133,8 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             .layer(AdmissionLayer::new(core.clone()))
             .add_service(KvService(core.clone()).into_server())
             .add_service(LeaseService(core.clone()).into_server())
+            .add_service(LockService(coordinator.clone()).into_server())
+            .add_service(ElectionService(coordinator.clone()).into_server())
             .add_service(
                 WatchService::new(
                     hub.clone(),

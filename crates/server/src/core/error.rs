@@ -60,6 +60,18 @@ pub(crate) enum ServerError {
     /// A leadership move to a member that cannot lead.
     #[error("bad leader transferee")]
     BadLeaderTransferee,
+    /// A lock or candidacy whose lease ended while it waited.
+    #[error("session expired")]
+    SessionExpired,
+    /// A proclamation by a candidate that does not lead.
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// An election nobody leads.
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// A proclaim or resign without the leader's key.
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
     /// A lease granted a TTL above etcd's limit (9,000,000,000 seconds).
     #[error("too large lease TTL")]
     LeaseTtlTooLarge,

@@ -6,17 +6,21 @@
 pub(crate) mod admission;
 pub(crate) mod authority;
 mod cluster;
+mod election;
 mod forward;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod status;
 mod watch;
 
 pub(crate) use cluster::ClusterService;
+pub(crate) use election::ElectionService;
 pub(crate) use forward::ForwardService;
 pub(crate) use kv::KvService;
 pub(crate) use lease::LeaseService;
+pub(crate) use lock::LockService;
 pub(crate) use maintenance::MaintenanceService;
 pub(crate) use watch::WatchService;
 

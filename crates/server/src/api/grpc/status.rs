@@ -38,6 +38,10 @@ impl From<ServerError> for Status {
             ServerError::BadLeaderTransferee => {
                 Status::failed_precondition("etcdserver: bad leader transferee")
             }
+            e @ (ServerError::SessionExpired
+            | ServerError::ElectionNotLeader
+            | ServerError::ElectionNoLeader
+            | ServerError::MissingLeaderKey) => Status::unknown(e.to_string()),
             ServerError::LeaseTtlTooLarge => {
                 Status::out_of_range("etcdserver: too large lease TTL")
             }

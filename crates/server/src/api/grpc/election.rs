@@ -1,0 +1,70 @@
+//! `v3electionpb.Election`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use keel_api::v3electionpb::election_server::{Election, ElectionServer};
+use keel_api::v3electionpb::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::coordination::Coordinator;
+
+/// The Election service of one member.
+pub(crate) struct ElectionService(pub(crate) Arc<Coordinator>);
+
+impl ElectionService {
+    /// The tonic service.
+    pub(crate) fn into_server(self) -> ElectionServer<Self> {
+        ElectionServer::new(self)
+    }
+}
+
+type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Election for ElectionService {
+    async fn campaign(
+        &self,
+        request: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignResponse>, Status> {
+        Ok(Response::new(self.0.campaign(request.into_inner()).await?))
+    }
+
+    async fn proclaim(
+        &self,
+        request: Request<ProclaimRequest>,
+    ) -> Result<Response<ProclaimResponse>, Status> {
+        Ok(Response::new(self.0.proclaim(request.into_inner()).await?))
+    }
+
+    async fn leader(
+        &self,
+        request: Request<LeaderRequest>,
+    ) -> Result<Response<LeaderResponse>, Status> {
+        Ok(Response::new(
+            self.0.leader(request.into_inner().name).await?,
+        ))
+    }
+
+    type ObserveStream = ObserveStream;
+
+    async fn observe(
+        &self,
+        request: Request<LeaderRequest>,
+    ) -> Result<Response<ObserveStream>, Status> {
+        let (out, changes) = mpsc::channel(16);
+        tokio::spawn(self.0.clone().observe(request.into_inner().name, out));
+        let changes = ReceiverStream::new(changes).map(|change| change.map_err(Status::from));
+        Ok(Response::new(Box::pin(changes)))
+    }
+
+    async fn resign(
+        &self,
+        request: Request<ResignRequest>,
+    ) -> Result<Response<ResignResponse>, Status> {
+        Ok(Response::new(self.0.resign(request.into_inner()).await?))
+    }
+}
