@@ -163,6 +163,8 @@ session() {
     # the delete). Lease IDs differ between runs: they are masked.
     leases "$e" 2>&1 | grep -v retry_interceptor |
         sed -E 's/lease [0-9a-f]{6,}/lease L/; s/^[0-9a-f]{10,}$/ID/'
+    # Locks and elections with contending etcdctl processes.
+    coordination "$e" 2>&1 | sed -E 's/[0-9a-f]{10,}/ID/'
     local live
     live=$(mktemp "$WORK/live.XXXXXX")
     timeout 3 etcdctl "$e" watch --prefix live/ --prev-kv >"$live" 2>&1 &
@@ -204,6 +206,28 @@ leases() {
     etcdctl "$e" lease timetolive "$id"
     wait
     cat "$watched"
+}
+coordination() {
+    local e=$1 observed first second
+    etcdctl "$e" lock jobs -- sh -c 'echo first holds; sleep 1; echo first done' &
+    sleep 0.3
+    etcdctl "$e" lock jobs -- sh -c 'echo second holds'
+    wait
+    observed=$(mktemp "$WORK/observed.XXXXXX")
+    first=$(mktemp "$WORK/first.XXXXXX")
+    second=$(mktemp "$WORK/second.XXXXXX")
+    timeout 3 etcdctl "$e" elect -l controller >"$observed" &
+    sleep 0.3
+    timeout 1.2 etcdctl "$e" elect controller alice >"$first" &
+    sleep 0.3
+    timeout 2 etcdctl "$e" elect controller bob >"$second" &
+    wait
+    echo "-- alice"
+    cat "$first"
+    echo "-- bob"
+    cat "$second"
+    echo "-- observer"
+    cat "$observed"
 }
 mask() {
     sed -E 's/"cluster_id":[0-9]+/"cluster_id":C/; s/"member_id":[0-9]+/"member_id":M/; s/"raft_term":[0-9]+/"raft_term":T/'
@@ -250,6 +274,20 @@ $keel_watch
 where etcdctl watch printed
 $etcdctl_watch"
 echo "ok   keel watch prints what etcdctl watch does"
+
+# A lock holder killed with SIGKILL: its lease (2 s) runs out and the
+# waiter gets the lock.
+etcdctl --endpoints="$C1" lock --ttl=2 held -- sleep 30 >/dev/null 2>&1 &
+holder=$!
+sleep 0.5
+kill -9 "$holder"
+started=$(date +%s%N)
+got=$(timeout 10 etcdctl --endpoints="$C2" lock held -- echo acquired 2>&1) ||
+    fail "the waiter never got the lock of a killed holder: $got"
+waited=$((($(date +%s%N) - started) / 1000000))
+[[ "$got" == acquired ]] || fail "lock after a killed holder printed $got"
+((waited >= 1000)) || fail "the lock of a killed holder passed on after only ${waited} ms (its lease was 2 s)"
+echo "ok   a killed lock holder's lease ran out and the waiter got the lock (${waited} ms)"
 
 members=$(etcdctl --endpoints="$C1" member list)
 [[ $(grep -c ", started, k[123], http://127.0.0.1:" <<<"$members") == 3 ]] || fail "member list: $members"
