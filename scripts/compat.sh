@@ -275,6 +275,24 @@ where etcdctl watch printed
 $etcdctl_watch"
 echo "ok   keel watch prints what etcdctl watch does"
 
+# keel's own lease, lock and elect commands print what etcdctl's do.
+lease_id=$("$KEEL_BIN" lease grant --endpoints "$C1" 60 | awk '{print $2}')
+etcdctl --endpoints="$C1" put --lease="$lease_id" cli-leased v >/dev/null
+unify() { sed -E 's/remaining\([0-9]+s\)/remaining(R)/'; }
+keel_ttl=$("$KEEL_BIN" lease timetolive --endpoints "$C1" --keys "$lease_id" | unify)
+etcdctl_ttl=$(etcdctl --endpoints="$C1" lease timetolive --keys "$lease_id" | unify)
+[[ -n "$keel_ttl" && "$keel_ttl" == "$etcdctl_ttl" ]] ||
+    fail "keel lease timetolive printed '$keel_ttl' where etcdctl printed '$etcdctl_ttl'"
+keel_alive=$("$KEEL_BIN" lease keep-alive --endpoints "$C1" --once "$lease_id")
+etcdctl_alive=$(etcdctl --endpoints="$C1" lease keep-alive --once "$lease_id")
+[[ "$keel_alive" == "$etcdctl_alive" ]] ||
+    fail "keel lease keep-alive printed '$keel_alive' where etcdctl printed '$etcdctl_alive'"
+"$KEEL_BIN" lease revoke --endpoints "$C1" "$lease_id" | grep -q "revoked" || fail "keel lease revoke"
+[[ -z $(etcdctl --endpoints="$C1" get cli-leased) ]] || fail "revoking with keel left the key"
+got=$("$KEEL_BIN" lock --endpoints "$C1" cli-lock -- echo locked) || fail "keel lock: $got"
+[[ "$got" == locked ]] || fail "keel lock ran the command and printed '$got'"
+echo "ok   keel lease grant, timetolive, keep-alive, revoke and lock"
+
 # A lock holder killed with SIGKILL: its lease (2 s) runs out and the
 # waiter gets the lock.
 etcdctl --endpoints="$C1" lock --ttl=2 held -- sleep 30 >/dev/null 2>&1 &

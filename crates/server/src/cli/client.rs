@@ -10,6 +10,8 @@ use keel_api::etcdserverpb::kv_client::KvClient;
 use keel_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_api::etcdserverpb::watch_client::WatchClient;
 
+use super::lease::{elect, lease_command, lock, LeaseCommand};
+
 /// Where the client commands connect.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Connection {
@@ -21,7 +23,7 @@ pub(crate) struct Connection {
         default_value = "127.0.0.1:2379",
         env = "KEEL_ENDPOINTS"
     )]
-    endpoints: Vec<String>,
+    pub(super) endpoints: Vec<String>,
 }
 
 /// The client commands.
@@ -112,6 +114,36 @@ pub(crate) enum ClientCommand {
     /// Membership.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Leases.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Take a lock, held by a lease kept alive meanwhile: print its key and
+    /// hold it until interrupted, or run a command (after `--`) and release it.
+    Lock {
+        #[command(flatten)]
+        connection: Connection,
+        name: String,
+        /// The lease's TTL in seconds.
+        #[arg(long, default_value_t = 10)]
+        ttl: i64,
+        /// The command to run while holding the lock.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Stand for election `name` with a proposal and lead until interrupted,
+    /// or (--listen) print every leader.
+    Elect {
+        #[command(flatten)]
+        connection: Connection,
+        name: String,
+        proposal: Option<String>,
+        /// Observe the leaders instead of standing.
+        #[arg(short, long)]
+        listen: bool,
+        /// The lease's TTL in seconds.
+        #[arg(long, default_value_t = 10)]
+        ttl: i64,
+    },
     /// The status of each endpoint.
     Status {
         #[command(flatten)]
@@ -190,7 +222,7 @@ pub(crate) fn run(command: ClientCommand) -> anyhow::Result<()> {
     runtime.block_on(execute(command))
 }
 
-async fn connect(connection: &Connection) -> anyhow::Result<Channel> {
+pub(super) async fn connect(connection: &Connection) -> anyhow::Result<Channel> {
     let mut last = None;
     for endpoint in &connection.endpoints {
         let url = if endpoint.contains("://") {
@@ -429,6 +461,20 @@ async fn execute(command: ClientCommand) -> anyhow::Result<()> {
             println!("compacted revision {revision}");
         }
         ClientCommand::Member(member) => member_command(member).await?,
+        ClientCommand::Lease(lease) => lease_command(lease).await?,
+        ClientCommand::Lock {
+            connection,
+            name,
+            ttl,
+            command,
+        } => lock(connection, name, ttl, command).await?,
+        ClientCommand::Elect {
+            connection,
+            name,
+            proposal,
+            listen,
+            ttl,
+        } => elect(connection, name, proposal, listen, ttl).await?,
         ClientCommand::Status { connection } => {
             for endpoint in &connection.endpoints {
                 let one = Connection {
