@@ -46,6 +46,11 @@
 //!   reported), then as many with no watcher, then as many again while one
 //!   watcher of every key they write never reads its stream. Both rows give
 //!   the put rate and the leader's RSS before and after.
+//! - "leases": N clients grant `BENCH_LEASES` (100000) leases of 600 s, each
+//!   with a key (leader RSS before and after); then `BENCH_EXPIRING`
+//!   (10000) leases of 8 s, each with a key, are granted as fast as the
+//!   clients can and expire while N clients put: put latency before and
+//!   during the mass expiry.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -75,6 +80,8 @@ struct Settings {
     read_keys: u64,
     watch_writers: usize,
     stall_puts: usize,
+    leases: usize,
+    expiring: usize,
     keep_dir: bool,
 }
 
@@ -122,7 +129,10 @@ impl Settings {
                 "range" => Op::Range,
                 "watch" => Op::Watch,
                 "stall" => Op::Stall,
-                _ => panic!("BENCH_OPS: unknown operation {o:?} (put, range, watch, stall)"),
+                "leases" => Op::Leases,
+                _ => {
+                    panic!("BENCH_OPS: unknown operation {o:?} (put, range, watch, stall, leases)")
+                }
             })
             .collect();
         let secs: f64 = env_or("BENCH_SECS", 10.0);
@@ -138,6 +148,8 @@ impl Settings {
             read_keys: env_or("BENCH_READ_KEYS", 1000u64).max(1),
             watch_writers: env_or("BENCH_WATCH_WRITERS", 1usize).max(1),
             stall_puts: env_or("BENCH_STALL_PUTS", 200_000usize).max(1),
+            leases: env_or("BENCH_LEASES", 100_000usize),
+            expiring: env_or("BENCH_EXPIRING", 10_000usize),
             keep_dir: env_or("BENCH_KEEP_DIR", 0u8) != 0,
         }
     }
@@ -153,6 +165,8 @@ enum Op {
     Watch,
     /// Puts with no watcher, then with one watcher that never reads.
     Stall,
+    /// Many leases granted, then a mass expiry beside puts.
+    Leases,
 }
 
 impl Op {
@@ -162,6 +176,7 @@ impl Op {
             Op::Range => "range (linearizable)",
             Op::Watch => "watch (events/s, put-to-event latency)",
             Op::Stall => "put beside a stalled watcher",
+            Op::Leases => "leases",
         }
     }
 }
@@ -263,6 +278,7 @@ async fn run(
         Op::Watch => vec![(op.name(), run_watch(addr, clients, s).await)],
         Op::Put | Op::Range => vec![(op.name(), run_requests(addr, op, clients, s).await)],
         Op::Stall => run_stall(addr, clients, s, leader_rss).await,
+        Op::Leases => run_leases(addr, clients, s, leader_rss).await,
     }
 }
 
@@ -302,7 +318,9 @@ async fn run_requests(addr: &str, op: Op, clients: usize, s: &Settings) -> RunRe
                         })
                         .await
                         .map(|_| ()),
-                    Op::Watch | Op::Stall => unreachable!("measured by their own runs"),
+                    Op::Watch | Op::Stall | Op::Leases => {
+                        unreachable!("measured by their own runs")
+                    }
                 };
                 match result {
                     Ok(()) => out.latencies.push(t0.elapsed()),
@@ -610,6 +628,104 @@ async fn run_stall(
     vec![
         ("put, no watcher", alone),
         ("put, one stalled watcher", beside),
+    ]
+}
+
+/// `clients` clients grant `count` leases of `ttl` seconds between them,
+/// each with a key under `prefix`; the time it took.
+async fn grant_leases(
+    addr: &str,
+    clients: usize,
+    count: usize,
+    ttl: i64,
+    prefix: &str,
+    s: &Settings,
+) -> Duration {
+    let channels = kv_clients(addr, clients, s.clients_per_conn).await;
+    let left = Arc::new(AtomicUsize::new(count));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (c, mut kv) in channels.into_iter().enumerate() {
+        let left = left.clone();
+        let mut leases = keel_api::etcdserverpb::lease_client::LeaseClient::new(
+            Channel::from_shared(format!("http://{addr}"))
+                .expect("url")
+                .connect()
+                .await
+                .expect("connecting"),
+        );
+        let prefix = format!("{prefix}{c:04}/");
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let Ok(granted) = leases.lease_grant(LeaseGrantRequest { ttl, id: 0 }).await else {
+                    continue;
+                };
+                let _ = kv
+                    .put(PutRequest {
+                        key: Bytes::from(format!("{prefix}{n:06}")),
+                        value: Bytes::from_static(b"v"),
+                        lease: granted.into_inner().id,
+                        ..Default::default()
+                    })
+                    .await;
+                n += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("grant task");
+    }
+    start.elapsed()
+}
+
+/// Many leases, then a mass expiry beside puts (see the module doc).
+async fn run_leases(
+    addr: &str,
+    clients: usize,
+    s: &Settings,
+    leader_rss: impl Fn() -> u64,
+) -> Vec<(&'static str, RunResult)> {
+    let mb = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    let before = leader_rss();
+    let took = grant_leases(addr, clients, s.leases, 600, "bench/leased/", s).await;
+    let after = leader_rss();
+    let live = RunResult {
+        ops: s.leases,
+        errors: 0,
+        first_error: None,
+        elapsed: took,
+        latencies: Vec::new(),
+        notes: format!(
+            "{} leases with a key each: leader RSS {:.0} → {:.0} MB ({:+.1} MB)",
+            s.leases,
+            mb(before),
+            mb(after),
+            mb(after) - mb(before)
+        ),
+    };
+    let calm = run_requests(addr, Op::Put, clients, s).await;
+    // Leases of 8 s granted as fast as the clients can: they run out within
+    // the next run of puts, about as fast as they were granted.
+    let granting = grant_leases(addr, clients, s.expiring, 8, "bench/expiring/", s).await;
+    let window = Duration::from_secs(8).saturating_sub(granting) + Duration::from_secs(6);
+    let during = run_requests(
+        addr,
+        Op::Put,
+        clients,
+        &Settings {
+            secs: window.as_secs_f64(),
+            ..s.clone()
+        },
+    )
+    .await;
+    vec![
+        ("lease grant + put (leases/s)", live),
+        ("put, no expiry", calm),
+        ("put, during a mass lease expiry", during),
     ]
 }
 
