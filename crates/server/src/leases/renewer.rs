@@ -2,9 +2,11 @@
 //! one renewal entry, proposed as soon as the one before it is applied, and
 //! each is answered once its renewal is. A keep-alive thus costs no entry
 //! of its own however many arrive; the log sees at most one renewal in
-//! flight per member.
+//! flight per member. A renewal whose fate is unknown (its leader died) is
+//! proposed again: applying one twice only renews twice.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use keel_api::keelpb::{command::Op, Command as CommandPb, LeaseRenew};
 use keel_mvcc::WriteResponse;
@@ -17,6 +19,8 @@ use crate::core::{Core, ServerError};
 const MAX_BATCH: usize = 10_000;
 /// Keep-alives that may wait for the next renewal.
 const QUEUE: usize = 100_000;
+/// How long to wait before proposing a failed renewal again.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// One keep-alive waiting: the lease and where its TTL goes.
 type Waiting = (i64, oneshot::Sender<Result<i64, ServerError>>);
@@ -71,7 +75,23 @@ impl Renewals {
             let command = CommandPb {
                 op: Some(Op::LeaseRenew(LeaseRenew { ids })),
             };
-            match core.write(command).await {
+            // A renewal may be applied twice without harm: one whose fate
+            // is unknown (the leader died with it in flight) is proposed
+            // again, until the request timeout has passed twice.
+            let deadline = Instant::now() + core.limits.request_timeout * 2;
+            let outcome = loop {
+                match core.write(command.clone()).await {
+                    Err(e) if e != ServerError::Stopped && Instant::now() < deadline => {
+                        tracing::debug!(error = %e, "a lease renewal failed; proposing it again");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                        }
+                    }
+                    outcome => break outcome,
+                }
+            };
+            match outcome {
                 Ok(WriteResponse::LeaseRenew(ttls)) if ttls.len() == batch.len() => {
                     for ((_, answer), ttl) in batch.into_iter().zip(ttls) {
                         let _ = answer.send(Ok(ttl));
