@@ -1,6 +1,7 @@
 //! Leases on real members: leases kept alive through a follower outlive a
 //! leader kill while the others expire on every member alike, and a
-//! lease's expiry stays within its bounds however often the leader moves.
+//! lease's expiry stays within its bounds however often the leader moves,
+//! and leases come back from a cluster restart with their full TTL.
 
 mod common;
 
@@ -228,4 +229,50 @@ async fn a_lease_expires_within_its_bounds_however_often_the_leader_moves() {
         "expired {:?} after the keep-alive was answered",
         gone - acked
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_and_their_keys_survive_a_cluster_restart_without_expiring_at_once() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let short = lease_with_key(&cluster, leader, 4, "restart/short").await;
+    let long = lease_with_key(&cluster, leader, 60, "restart/long").await;
+    // Every member has applied them before the restart.
+    let applied = cluster.status(leader).await.unwrap().raft_index;
+    for i in 0..3 {
+        cluster.wait_applied(i, applied).await;
+    }
+    for i in 0..3 {
+        cluster.stop(i);
+    }
+    // Longer than the short lease's TTL passes while the cluster is down.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader().await;
+    // Both leases came back with their full TTL from the restart: nothing
+    // expired at once.
+    let mut leases = LeaseClient::new(cluster.channel(leader).await);
+    for (id, ttl) in [(short, 4), (long, 60)] {
+        let left = leases
+            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: true })
+            .await
+            .expect("time to live")
+            .into_inner();
+        assert_eq!(left.granted_ttl, ttl);
+        assert!(left.ttl > 0 && left.ttl <= ttl, "{left:?}");
+        assert_eq!(left.keys.len(), 1, "{left:?}");
+    }
+    assert_eq!(count(&cluster, leader, "restart/").await, Some(2));
+    // Then the short one runs out, and only it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while count(&cluster, leader, "restart/").await != Some(1) {
+        assert!(Instant::now() < deadline, "the short lease never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = read_prefix(&cluster, leader, "restart/", false)
+        .await
+        .unwrap();
+    assert_eq!(kept.kvs[0].key, "restart/long");
 }
