@@ -276,3 +276,98 @@ async fn leases_and_their_keys_survive_a_cluster_restart_without_expiring_at_onc
         .unwrap();
     assert_eq!(kept.kvs[0].key, "restart/long");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lease_requests_get_etcds_answers_and_lose_nothing() {
+    let cluster = Cluster::start(1, &[]).await;
+    let mut leases = LeaseClient::new(cluster.channel(0).await);
+    // A TTL of 0 or below is raised to the minimum (1 s with these election
+    // timeouts), as etcd does.
+    for ttl in [0, -5] {
+        let granted = leases
+            .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+            .await
+            .expect("grant")
+            .into_inner();
+        assert_eq!(granted.ttl, 1, "TTL {ttl}");
+    }
+    let too_large = leases
+        .lease_grant(LeaseGrantRequest {
+            ttl: 9_000_000_001,
+            id: 0,
+        })
+        .await
+        .expect_err("too large");
+    assert_eq!(too_large.message(), "etcdserver: too large lease TTL");
+    leases
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 77 })
+        .await
+        .expect("an ID of the client's");
+    let duplicate = leases
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 77 })
+        .await
+        .expect_err("duplicate");
+    assert_eq!(duplicate.message(), "etcdserver: lease already exists");
+    let unknown = leases
+        .lease_revoke(LeaseRevokeRequest { id: 78 })
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.message(), "etcdserver: requested lease not found");
+
+    // A keep-alive of an unknown lease is answered TTL 0, and the stream
+    // goes on.
+    let (requests, request_stream) = mpsc::channel(4);
+    let mut answers = leases
+        .lease_keep_alive(ReceiverStream::new(request_stream))
+        .await
+        .unwrap()
+        .into_inner();
+    requests
+        .send(LeaseKeepAliveRequest { id: 78 })
+        .await
+        .unwrap();
+    assert_eq!(answers.message().await.unwrap().unwrap().ttl, 0);
+    requests
+        .send(LeaseKeepAliveRequest { id: 77 })
+        .await
+        .unwrap();
+    assert_eq!(answers.message().await.unwrap().unwrap().ttl, 60);
+
+    // A put with a revoked lease is refused; the lease's keys are gone and
+    // the other keys stay.
+    let id = lease_with_key(&cluster, 0, 60, "bad/leased").await;
+    put_plain(&cluster, "bad/plain").await;
+    leases
+        .lease_revoke(LeaseRevokeRequest { id })
+        .await
+        .expect("revoke");
+    let refused = cluster
+        .kv(0)
+        .await
+        .put(PutRequest {
+            key: Bytes::from_static(b"bad/late"),
+            value: Bytes::from_static(b"v"),
+            lease: id,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a revoked lease");
+    assert_eq!(refused.message(), "etcdserver: requested lease not found");
+    let left = read_prefix(&cluster, 0, "bad/", false).await.unwrap();
+    let keys: Vec<_> = left.kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(keys, ["bad/plain"]);
+    // Lease 77 was not touched by any of it.
+    let alive = leases
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: 77,
+            keys: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(alive.granted_ttl, 60);
+}
+
+async fn put_plain(cluster: &Cluster, key: &str) {
+    common::put(cluster, 0, key, "v").await.expect("put");
+}
