@@ -338,6 +338,11 @@ async fn run_requests(addr: &str, op: Op, clients: usize, s: &Settings) -> RunRe
             out
         }));
     }
+    gather(tasks, start).await
+}
+
+/// What the client tasks started at `start` measured, together.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<ClientResult>>, start: Instant) -> RunResult {
     let mut result = RunResult {
         ops: 0,
         errors: 0,
@@ -545,27 +550,11 @@ async fn put_count(
                     }
                 }
             }
+            out.end = Some(Instant::now());
             out
         }));
     }
-    let mut result = RunResult {
-        ops: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-        notes: String::new(),
-    };
-    for t in tasks {
-        let r = t.await.expect("client task");
-        result.ops += r.latencies.len();
-        result.errors += r.errors;
-        result.first_error = result.first_error.or(r.first_error);
-        result.latencies.extend(r.latencies);
-    }
-    result.elapsed = start.elapsed();
-    result.latencies.sort_unstable();
-    result
+    gather(tasks, start).await
 }
 
 /// Puts without a watcher, then beside one watcher (of every key the puts
