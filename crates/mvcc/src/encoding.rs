@@ -146,16 +146,11 @@ pub(crate) fn decode_version(
     revision: i64,
     value: &[u8],
 ) -> Result<Option<KeyValue>, MvccError> {
-    if value.is_empty() {
+    if is_tombstone(value) {
         return Ok(None);
     }
     let mut kv = KeyValue::decode(value)
         .map_err(|e| MvccError::Corrupt(format!("stored key-value: {e}")))?;
-    // Every stored key-value has a create revision; a tombstone that
-    // carries only its sub-revision decodes to none.
-    if kv.create_revision == 0 {
-        return Ok(None);
-    }
     kv.key = Bytes::copy_from_slice(key);
     kv.mod_revision = revision;
     Ok(Some(kv))

@@ -56,11 +56,13 @@ impl Store {
                 revision: to,
             });
         };
-        let history = match span.single() {
-            Some(key) => self.key_events(&snapshot, key, from, to)?,
-            None => self.range_events(&snapshot, &span, from, to, max_bytes)?,
-        };
-        Ok(limited(history, max_bytes))
+        match span.single() {
+            Some(key) => Ok(limited(
+                self.key_events(&snapshot, key, from, to)?,
+                max_bytes,
+            )),
+            None => self.range_events(&snapshot, &span, from, to, max_bytes),
+        }
     }
 
     /// One key's changes at `from..=to`, from its versions.

@@ -28,6 +28,6 @@ pub use command::{Command, WriteResponse};
 pub use encoding::MAX_KEY_BYTES;
 pub use error::MvccError;
 pub use events::History;
-pub use range::Span;
+pub use range::{prefix_end, Span};
 pub use schema::Lease;
 pub use store::{HashKv, Store, StoreOptions, StoreView};

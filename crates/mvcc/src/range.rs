@@ -85,6 +85,21 @@ impl Span {
     }
 }
 
+/// The range end that covers every key starting with `prefix`: the prefix
+/// with its last byte below 0xff raised by one (trailing 0xff bytes
+/// dropped), or `"\0"` (every key from the start on) when there is none,
+/// as etcd's clients compute it.
+pub fn prefix_end(prefix: &[u8]) -> bytes::Bytes {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end.into();
+        }
+    }
+    bytes::Bytes::from_static(b"\0")
+}
+
 /// Where a read finds versions.
 pub(crate) trait Versions {
     /// The live key-values in `span` as of `revision`, ascending by key.
@@ -309,5 +324,17 @@ fn sort(kvs: &mut [KeyValue], request: &RangeRequest) {
         SortOrder::None => {}
         SortOrder::Ascend => kvs.sort_by(by_target),
         SortOrder::Descend => kvs.sort_by(|a, b| by_target(b, a)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_ends_follow_etcd() {
+        assert_eq!(prefix_end(b"abc"), &b"abd"[..]);
+        assert_eq!(prefix_end(b"a\xff"), &b"b"[..]);
+        assert_eq!(prefix_end(b"\xff\xff"), &b"\0"[..]);
     }
 }

@@ -64,6 +64,7 @@ use std::sync::Arc;
 use keel_api::etcdserverpb::kv_client::KvClient;
 use keel_api::etcdserverpb::watch_client::WatchClient;
 use keel_api::etcdserverpb::*;
+use keel_mvcc::prefix_end;
 use keel_testkit::{Cluster, Flavor};
 use tonic::transport::Channel;
 
@@ -217,6 +218,15 @@ impl XorShift {
 
 fn read_key(k: u64) -> Bytes {
     Bytes::from(format!("bench/read/{k:06}"))
+}
+
+/// One connection to `addr`.
+async fn connect(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
 }
 
 /// `clients` KV clients on the leader, sharing ⌈clients / per_conn⌉ connections.
@@ -383,20 +393,14 @@ async fn run_watch(addr: &str, watchers: usize, s: &Settings) -> RunResult {
     let mut channel = None;
     for stream in 0..streams {
         if stream % 10 == 0 {
-            channel = Some(
-                Channel::from_shared(format!("http://{addr}"))
-                    .expect("url")
-                    .connect()
-                    .await
-                    .expect("connecting"),
-            );
+            channel = Some(connect(addr).await);
         }
         let here = PER_STREAM.min(watchers - stream * PER_STREAM);
         let (requests, request_stream) = tokio::sync::mpsc::channel(here);
         for _ in 0..here {
             let create = WatchCreateRequest {
                 key: Bytes::from_static(PREFIX.as_bytes()),
-                range_end: prefix_end(PREFIX),
+                range_end: prefix_end(PREFIX.as_bytes()),
                 ..Default::default()
             };
             requests
@@ -504,13 +508,6 @@ async fn run_watch(addr: &str, watchers: usize, s: &Settings) -> RunResult {
     }
 }
 
-/// The end of the range of keys under `prefix`.
-fn prefix_end(prefix: &str) -> Bytes {
-    let mut end = prefix.as_bytes().to_vec();
-    *end.last_mut().expect("a prefix") += 1;
-    Bytes::from(end)
-}
-
 /// `clients` clients put `total` keys under `prefix` between them, as fast
 /// as they can.
 async fn put_count(
@@ -587,18 +584,14 @@ async fn run_stall(
     // The stalled watcher: its stream is opened and never polled, so once
     // the connection's flow-control window is full the member can send it
     // nothing more.
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connecting");
+    let channel = connect(addr).await;
     let (requests, request_stream) = tokio::sync::mpsc::channel(1);
     requests
         .send(WatchRequest {
             request_union: Some(watch_request::RequestUnion::CreateRequest(
                 WatchCreateRequest {
                     key: Bytes::from_static(PREFIX.as_bytes()),
-                    range_end: prefix_end(PREFIX),
+                    range_end: prefix_end(PREFIX.as_bytes()),
                     prev_kv: true,
                     ..Default::default()
                 },
@@ -636,13 +629,8 @@ async fn grant_leases(
     let mut tasks = Vec::new();
     for (c, mut kv) in channels.into_iter().enumerate() {
         let left = left.clone();
-        let mut leases = keel_api::etcdserverpb::lease_client::LeaseClient::new(
-            Channel::from_shared(format!("http://{addr}"))
-                .expect("url")
-                .connect()
-                .await
-                .expect("connecting"),
-        );
+        let mut leases =
+            keel_api::etcdserverpb::lease_client::LeaseClient::new(connect(addr).await);
         let prefix = format!("{prefix}{c:04}/");
         tasks.push(tokio::spawn(async move {
             let mut n = 0;

@@ -17,6 +17,7 @@ use keel_api::etcdserverpb::kv_client::KvClient;
 use keel_api::etcdserverpb::*;
 use keel_api::keelpb::forward_client::ForwardClient;
 use keel_api::keelpb::{command::Op, Command as CommandPb};
+use keel_mvcc::prefix_end;
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -417,18 +418,6 @@ impl Gen {
             _ => Req::MemberPromote(MemberPromoteRequest { id: self.id() }),
         }
     }
-}
-
-/// The end of the range of keys with prefix `key` (etcd's `--prefix`).
-fn prefix_end(key: &[u8]) -> Bytes {
-    let mut end = key.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end.into();
-        }
-    }
-    Bytes::from_static(b"\0")
 }
 
 /// The clients of one member.

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use keel_api::etcdserverpb::*;
+use keel_mvcc::prefix_end;
 use tonic::transport::Channel;
 
 use keel_api::etcdserverpb::cluster_client::ClusterClient;
@@ -171,7 +172,7 @@ impl Keys {
         let key = self.key.into_bytes();
         let end = match (self.range_end, self.prefix, self.from_key) {
             (Some(end), false, false) => end.into_bytes(),
-            (None, true, false) => prefix_end(&key),
+            (None, true, false) => prefix_end(&key).to_vec(),
             (None, false, true) => vec![0],
             (None, false, false) => Vec::new(),
             _ => bail!("give at most one of a range end, --prefix and --from-key"),
@@ -240,18 +241,6 @@ pub(super) async fn connect(connection: &Connection) -> anyhow::Result<Channel> 
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no endpoints given")))
-}
-
-/// The smallest key after every key starting with `prefix` ("\0" = all).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 fn print_kvs(kvs: &[keel_api::mvccpb::KeyValue], keys_only: bool) {
@@ -650,13 +639,6 @@ fn parse_op(text: &str) -> anyhow::Result<RequestOp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_ends_follow_etcd() {
-        assert_eq!(prefix_end(b"abc"), b"abd");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
-    }
 
     #[test]
     fn compares_and_ops_parse_and_mistakes_are_explained() {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use keel_api::etcdserverpb::range_request::{SortOrder, SortTarget};
-use keel_api::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use keel_api::etcdserverpb::range_request::SortOrder;
+use keel_api::etcdserverpb::{request_op, PutRequest, RequestOp, TxnRequest};
 use keel_api::etcdserverpb::{DeleteRangeRequest, WatchCreateRequest};
 use keel_api::mvccpb::KeyValue;
 use keel_api::v3electionpb::{
@@ -14,7 +14,9 @@ use keel_api::v3electionpb::{
 };
 use tokio::sync::mpsc;
 
-use super::{created_at, entry_key, prefix_end, prefix_of, Coordinator};
+use keel_mvcc::prefix_end;
+
+use super::{created_at, entry_key, prefix_of, Coordinator};
 use crate::core::ServerError;
 
 impl Coordinator {
@@ -187,18 +189,8 @@ impl Coordinator {
         serializable: bool,
     ) -> Result<Option<(KeyValue, Option<keel_api::etcdserverpb::ResponseHeader>)>, ServerError>
     {
-        let prefix = prefix_of(name);
         let first = self
-            .core
-            .range(RangeRequest {
-                key: prefix.clone(),
-                range_end: prefix_end(&prefix),
-                sort_target: SortTarget::Create as i32,
-                sort_order: SortOrder::Ascend as i32,
-                limit: 1,
-                serializable,
-                ..RangeRequest::default()
-            })
+            .by_creation(&prefix_of(name), SortOrder::Ascend, 0, serializable)
             .await?;
         let header = first.header;
         Ok(first.kvs.into_iter().next().map(|kv| (kv, header)))

@@ -15,10 +15,11 @@ use keel_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion}
 use keel_api::etcdserverpb::range_request::{SortOrder, SortTarget};
 use keel_api::etcdserverpb::watch_create_request::FilterType;
 use keel_api::etcdserverpb::{
-    request_op, response_op, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCreateRequest,
+    request_op, response_op, Compare, PutRequest, RangeRequest, RangeResponse, RequestOp,
+    TxnRequest, WatchCreateRequest,
 };
 use keel_api::mvccpb::{event::EventType, KeyValue};
+use keel_mvcc::prefix_end;
 use tokio_stream::StreamExt;
 
 use crate::core::{Core, ServerError};
@@ -85,17 +86,7 @@ impl Coordinator {
         let mut serializable = false;
         loop {
             let last = self
-                .core
-                .range(RangeRequest {
-                    key: prefix.clone(),
-                    range_end: prefix_end(prefix),
-                    max_create_revision: revision - 1,
-                    sort_target: SortTarget::Create as i32,
-                    sort_order: SortOrder::Descend as i32,
-                    limit: 1,
-                    serializable,
-                    ..RangeRequest::default()
-                })
+                .by_creation(prefix, SortOrder::Descend, revision - 1, serializable)
                 .await?;
             serializable = true;
             let Some(kv) = last.kvs.into_iter().next() else {
@@ -104,6 +95,29 @@ impl Coordinator {
             let read_at = last.header.map_or(0, |h| h.revision);
             self.wait_deleted(kv.key, read_at).await?;
         }
+    }
+
+    /// The key under `prefix` created first (`Ascend`) or last (`Descend`)
+    /// among those created at or below `max_create_revision` (0: any).
+    async fn by_creation(
+        &self,
+        prefix: &Bytes,
+        order: SortOrder,
+        max_create_revision: i64,
+        serializable: bool,
+    ) -> Result<RangeResponse, ServerError> {
+        self.core
+            .range(RangeRequest {
+                key: prefix.clone(),
+                range_end: prefix_end(prefix),
+                max_create_revision,
+                sort_target: SortTarget::Create as i32,
+                sort_order: order as i32,
+                limit: 1,
+                serializable,
+                ..RangeRequest::default()
+            })
+            .await
     }
 
     /// Waits until `key` is deleted after revision `after`.
@@ -177,18 +191,6 @@ fn prefix_of(name: &[u8]) -> Bytes {
     let mut prefix = name.to_vec();
     prefix.push(b'/');
     Bytes::from(prefix)
-}
-
-/// The end of the range of keys under `prefix`.
-fn prefix_end(prefix: &[u8]) -> Bytes {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Bytes::from(end);
-        }
-    }
-    Bytes::from_static(b"\0")
 }
 
 /// A compare: `key` was created at `revision` (0: it does not exist).

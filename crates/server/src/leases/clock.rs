@@ -17,6 +17,17 @@ struct Entry {
     renewals: u64,
 }
 
+impl Entry {
+    /// `lease` (as the store holds it) granted or renewed at `at`.
+    fn new(lease: Lease, at: Instant) -> Entry {
+        Entry {
+            deadline: at + Duration::from_secs(lease.ttl.max(0) as u64),
+            ttl: lease.ttl,
+            renewals: lease.renewals,
+        }
+    }
+}
+
 /// The deadlines of this member's leases, set as their grants and renewals
 /// are applied. Cloning is cheap; clones share the clock.
 #[derive(Clone, Default)]
@@ -32,14 +43,7 @@ impl LeaseClock {
     /// Lease `id` (as the store holds it now) was granted or renewed at
     /// `at`: it runs out a TTL later.
     pub(crate) fn renewed(&self, id: i64, lease: Lease, at: Instant) {
-        self.lock().insert(
-            id,
-            Entry {
-                deadline: at + Duration::from_secs(lease.ttl.max(0) as u64),
-                ttl: lease.ttl,
-                renewals: lease.renewals,
-            },
-        );
+        self.lock().insert(id, Entry::new(lease, at));
     }
 
     /// Lease `id` is gone.
@@ -50,18 +54,10 @@ impl LeaseClock {
     /// Starts over from `leases` (after opening or restoring the store):
     /// each gets its full TTL from `at`, so nothing expires at once.
     pub(crate) fn reset(&self, leases: Vec<(i64, Lease)>, at: Instant) {
-        let mut entries = self.lock();
-        entries.clear();
-        for (id, lease) in leases {
-            entries.insert(
-                id,
-                Entry {
-                    deadline: at + Duration::from_secs(lease.ttl.max(0) as u64),
-                    ttl: lease.ttl,
-                    renewals: lease.renewals,
-                },
-            );
-        }
+        *self.lock() = leases
+            .into_iter()
+            .map(|(id, lease)| (id, Entry::new(lease, at)))
+            .collect();
     }
 
     /// Lease `id`'s whole seconds left at `now` (rounded down, as etcd
