@@ -16,7 +16,10 @@
 //!    the first read run (so every read returns a 256-byte value).
 //!
 //! Clients share one HTTP/2 connection per `BENCH_CLIENTS_PER_CONN` (32)
-//! clients. The result is a markdown table of ops/s and p50/p99 latency.
+//! clients. The result is a markdown table of ops/s, p50/p99 latency and the
+//! CPU time all members used per operation (over the whole run, set-up
+//! included; a run with several rows shares it out over all their
+//! operations).
 //! Failed requests are not counted as operations; their number is shown.
 //!
 //! keel is the `keel` binary cargo builds for this bench (the `bench`
@@ -706,6 +709,23 @@ async fn run_leases(
     ]
 }
 
+/// The CPU time (user and system) processes `pids` have used so far, in
+/// seconds, from /proc (clock ticks of 1/100 s, Linux's `USER_HZ`).
+fn cpu_secs(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name (which may hold spaces): state
+            // is the first, utime and stime the 12th and 13th.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .sum()
+}
+
 /// The resident memory of process `pid` in bytes (0 if unknown).
 fn rss_of(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -776,10 +796,10 @@ fn main() {
     let mut table = String::new();
     writeln!(
         table,
-        "| target | operation | clients | ops/s | p50 ms | p99 ms | errors | notes |"
+        "| target | operation | clients | ops/s | p50 ms | p99 ms | errors | server CPU µs/op | notes |"
     )
     .expect("write");
-    writeln!(table, "|---|---|---:|---:|---:|---:|---:|---|").expect("write");
+    writeln!(table, "|---|---|---:|---:|---:|---:|---:|---:|---|").expect("write");
 
     for target in &s.targets {
         let exe = match target.as_str() {
@@ -832,19 +852,28 @@ fn main() {
                         .process
                         .as_ref()
                         .map_or(0, |p| p.id());
+                    let members: Vec<u32> = cluster
+                        .members
+                        .iter()
+                        .filter_map(|m| m.process.as_ref().map(|p| p.id()))
+                        .collect();
+                    let cpu_before = cpu_secs(&members);
                     let results = run(&addr, op, clients, &s, || rss_of(pid)).await;
+                    let cpu = cpu_secs(&members) - cpu_before;
                     cluster.assert_running();
+                    let all_ops: usize = results.iter().map(|(_, r)| r.ops).sum();
                     for (name, r) in results {
                         if let Some(e) = &r.first_error {
                             eprintln!("{target}: {} errors; first: {e}", r.errors);
                         }
                         let secs = r.elapsed.as_secs_f64().max(1e-9);
                         let line = format!(
-                            "| {target} | {name} | {clients} | {:.0} | {} | {} | {} | {} |",
+                            "| {target} | {name} | {clients} | {:.0} | {} | {} | {} | {:.1} | {} |",
                             r.ops as f64 / secs,
                             percentile_ms(&r.latencies, 0.50),
                             percentile_ms(&r.latencies, 0.99),
                             r.errors,
+                            cpu * 1e6 / all_ops.max(1) as f64,
                             r.notes
                         );
                         eprintln!("{line}");

@@ -342,16 +342,18 @@ impl WatchHub {
         None
     }
 
-    /// The responses that carry `events` to watcher `id`: one, or for a
-    /// watcher that asked for fragments and a response over the size limit,
-    /// several, each flagged `fragment` but the last (etcd's rule).
-    fn responses(
+    /// Adds to `out` the responses that carry `events` to watcher `id`:
+    /// one, or for a watcher that asked for fragments and a response over
+    /// the size limit, several, each flagged `fragment` but the last
+    /// (etcd's rule).
+    fn push_responses(
         &self,
+        out: &mut Vec<WatchResponse>,
         id: i64,
         watcher: &Watcher,
         header: Option<ResponseHeader>,
         events: Vec<Event>,
-    ) -> Vec<WatchResponse> {
+    ) {
         let whole = WatchResponse {
             header,
             watch_id: id,
@@ -362,29 +364,30 @@ impl WatchHub {
             || whole.events.len() < 2
             || whole.encoded_len() < self.max_response_bytes
         {
-            return vec![whole];
+            out.push(whole);
+            return;
         }
         let empty = WatchResponse {
             events: Vec::new(),
             fragment: true,
             ..whole.clone()
         };
-        let mut parts = vec![empty.clone()];
+        let first = out.len();
+        out.push(empty.clone());
         for event in whole.events {
-            let current = parts.last_mut().expect("one part at least");
+            let current = out.last_mut().expect("one part at least");
             current.events.push(event);
             if current.events.len() > 1 && current.encoded_len() >= self.max_response_bytes {
                 let moved = current.events.pop().expect("just pushed");
-                parts.push(WatchResponse {
+                out.push(WatchResponse {
                     events: vec![moved],
                     ..empty.clone()
                 });
             }
         }
-        if let Some(last) = parts.last_mut() {
+        if let Some(last) = out[first..].last_mut() {
             last.fragment = false;
         }
-        parts
     }
 
     /// Sends a progress notification (no events, the revision reached) to
@@ -548,7 +551,8 @@ impl WatchHub {
         let selected = w.select(&history.events);
         if !selected.is_empty() {
             let header = self.header(history.revision);
-            let responses = self.responses(id, w, header, selected);
+            let mut responses = Vec::new();
+            self.push_responses(&mut responses, id, w, header, selected);
             if s.queue.try_send_all(responses).is_err() {
                 return Step::Blocked;
             }
@@ -651,21 +655,35 @@ impl EventSink for WatchHub {
         let mut state = self.lock();
         state.published = state.published.max(last);
         let mut fell_behind = false;
+        // A watcher that starts in the future stays at its start.
+        let next = |w: &Watcher| w.next.max(last + 1);
         for stream in state.streams.values_mut() {
+            // The stream's watchers' responses go in one batch: the stream
+            // wakes once per applied batch, however many watch.
+            let mut batch = Vec::new();
+            let mut included = Vec::new();
             for (id, watcher) in stream.watchers.iter_mut() {
                 if !watcher.active || !watcher.synced {
                     continue;
                 }
                 let selected = watcher.select(events);
-                // A watcher that starts in the future stays at its start.
-                let next = watcher.next.max(last + 1);
                 if selected.is_empty() {
-                    watcher.next = next;
+                    watcher.next = next(watcher);
                     continue;
                 }
-                let responses = self.responses(*id, watcher, header, selected);
-                match stream.queue.try_send_all(responses) {
-                    Ok(()) => watcher.next = next,
+                self.push_responses(&mut batch, *id, watcher, header, selected);
+                included.push(*id);
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let sent = stream.queue.try_send_all(batch);
+            for id in included {
+                let Some(watcher) = stream.watchers.get_mut(&id) else {
+                    continue;
+                };
+                match sent {
+                    Ok(()) => watcher.next = next(watcher),
                     Err(Refused::Full) => {
                         watcher.synced = false;
                         fell_behind = true;

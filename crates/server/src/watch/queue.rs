@@ -18,8 +18,8 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 
-/// Responses a queue holds at most, whatever their size.
-const MAX_RESPONSES: usize = 1024;
+/// Batches a queue holds at most, whatever their size.
+const MAX_BATCHES: usize = 1024;
 
 /// Why responses were not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +30,18 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// Responses queued together (one slot of the channel, one wake-up of the
+/// stream), with their encoded size.
+#[derive(Debug)]
+struct Batch {
+    bytes: usize,
+    responses: Vec<WatchResponse>,
+}
+
 /// A queue for one stream, holding about `budget` bytes of responses (a
-/// single response larger than that is let in when the queue is empty).
+/// single batch larger than that is let in when the queue is empty).
 pub(crate) fn queue(budget: usize) -> (QueueSender, QueueReceiver) {
-    let (tx, rx) = mpsc::channel(MAX_RESPONSES);
+    let (tx, rx) = mpsc::channel(MAX_BATCHES);
     let queued = Arc::new(AtomicUsize::new(0));
     (
         QueueSender {
@@ -41,21 +49,25 @@ pub(crate) fn queue(budget: usize) -> (QueueSender, QueueReceiver) {
             queued: queued.clone(),
             budget,
         },
-        QueueReceiver { rx, queued },
+        QueueReceiver {
+            rx,
+            queued,
+            taken: Vec::new().into_iter(),
+        },
     )
 }
 
 /// The sending side of a stream's queue.
 #[derive(Clone, Debug)]
 pub(crate) struct QueueSender {
-    tx: mpsc::Sender<(usize, WatchResponse)>,
+    tx: mpsc::Sender<Batch>,
     /// Bytes waiting in the queue.
     queued: Arc<AtomicUsize>,
     budget: usize,
 }
 
 impl QueueSender {
-    /// Whether a response of `bytes` would fit now.
+    /// Whether a batch of `bytes` would fit now.
     fn fits(&self, bytes: usize) -> bool {
         let queued = self.queued.load(Ordering::Acquire);
         queued == 0 || queued.saturating_add(bytes) <= self.budget
@@ -69,27 +81,23 @@ impl QueueSender {
         (self.tx.capacity() > 0 && queued <= self.budget / 2).then(|| self.budget - queued)
     }
 
-    /// Queues all of `responses` or none (a revision is never half sent).
+    /// Queues all of `responses` or none (a revision is never half sent),
+    /// in one slot: the stream wakes once for them.
     pub(crate) fn try_send_all(&self, responses: Vec<WatchResponse>) -> Result<(), Refused> {
-        let sized: Vec<(usize, WatchResponse)> = responses
-            .into_iter()
-            .map(|r| (r.encoded_len(), r))
-            .collect();
-        let bytes = sized.iter().map(|(n, _)| n).sum();
-        if self.tx.is_closed() {
-            return Err(Refused::Closed);
-        }
+        let bytes = responses.iter().map(Message::encoded_len).sum();
         if !self.fits(bytes) {
-            return Err(Refused::Full);
+            return Err(if self.tx.is_closed() {
+                Refused::Closed
+            } else {
+                Refused::Full
+            });
         }
-        let permits = self.tx.try_reserve_many(sized.len()).map_err(|e| match e {
+        let permit = self.tx.try_reserve().map_err(|e| match e {
             mpsc::error::TrySendError::Full(()) => Refused::Full,
             mpsc::error::TrySendError::Closed(()) => Refused::Closed,
         })?;
         self.queued.fetch_add(bytes, Ordering::AcqRel);
-        for (permit, response) in permits.zip(sized) {
-            permit.send(response);
-        }
+        permit.send(Batch { bytes, responses });
         Ok(())
     }
 
@@ -104,7 +112,10 @@ impl QueueSender {
         let bytes = response.encoded_len();
         let permit = self.tx.reserve().await.map_err(|_| Refused::Closed)?;
         self.queued.fetch_add(bytes, Ordering::AcqRel);
-        permit.send((bytes, response));
+        permit.send(Batch {
+            bytes,
+            responses: vec![response],
+        });
         Ok(())
     }
 
@@ -119,20 +130,27 @@ impl QueueSender {
     }
 }
 
-/// The receiving side of a stream's queue: the responses, in order.
+/// The receiving side of a stream's queue: the responses, in order. A
+/// batch's bytes leave the budget when the batch is taken off the channel,
+/// so beyond the budget at most one batch is held here while the stream
+/// hands its responses out.
 #[derive(Debug)]
 pub(crate) struct QueueReceiver {
-    rx: mpsc::Receiver<(usize, WatchResponse)>,
+    rx: mpsc::Receiver<Batch>,
     queued: Arc<AtomicUsize>,
+    /// The rest of the batch taken last.
+    taken: std::vec::IntoIter<WatchResponse>,
 }
 
 impl QueueReceiver {
     /// The next response without waiting, if one is queued.
     #[cfg(test)]
     pub(crate) fn try_recv(&mut self) -> Option<WatchResponse> {
-        let (bytes, response) = self.rx.try_recv().ok()?;
-        self.queued.fetch_sub(bytes, Ordering::AcqRel);
-        Some(response)
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(self).poll_next(&mut cx) {
+            Poll::Ready(next) => next,
+            Poll::Pending => None,
+        }
     }
 
     /// The next response, once one is queued; `None` once the stream is
@@ -147,11 +165,19 @@ impl Stream for QueueReceiver {
     type Item = WatchResponse;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WatchResponse>> {
-        let polled = self.rx.poll_recv(cx);
-        if let Poll::Ready(Some((bytes, _))) = &polled {
-            self.queued.fetch_sub(*bytes, Ordering::AcqRel);
+        loop {
+            if let Some(response) = self.taken.next() {
+                return Poll::Ready(Some(response));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => {
+                    self.queued.fetch_sub(batch.bytes, Ordering::AcqRel);
+                    self.taken = batch.responses.into_iter();
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        polled.map(|next| next.map(|(_, response)| response))
     }
 }
 
