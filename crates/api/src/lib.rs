@@ -4,12 +4,16 @@
 //! with the same packages, names and field numbers as etcd (so every etcd
 //! client speaks to keel), and keel's own log payload and member-to-member
 //! service. Messages use `bytes::Bytes` for every `bytes` field, so payloads
-//! are not copied between the wire, the raft log and the store.
+//! are not copied between the wire, the raft log and the store. etcd's
+//! messages also implement serde's traits with the protobuf JSON mapping
+//! (what etcd's JSON gateway speaks: original field names on output,
+//! either name on input, 64-bit integers as strings, bytes as base64).
 
 /// etcd's data model: key-values and events (`mvccpb`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// etcd's client API (`etcdserverpb`): its messages, and the services keel
@@ -17,6 +21,7 @@ pub mod mvccpb {
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// keel's own (`keelpb`): the raft log command, what applying it returned,
@@ -30,10 +35,12 @@ pub mod keelpb {
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod v3lockpb {
     include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 /// etcd's leader election service (`v3electionpb`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }

@@ -15,6 +15,7 @@ use keel_node::{GrpcTransport, NodeConfig, NodeId, RaftNode, RaftService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server as GrpcServer;
 use tonic_health::ServingStatus;
@@ -25,6 +26,7 @@ use crate::api::grpc::{
     ClusterService, ElectionService, ForwardService, KvService, LeaseService, LockService,
     MaintenanceService, WatchService,
 };
+use crate::api::http::{self, Gateway};
 use crate::cluster::Peers;
 use crate::config::{host_port, ClusterState, Config};
 use crate::coordination::Coordinator;
@@ -128,27 +130,45 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     let (health, health_service) = tonic_health::server::health_reporter();
     let (stop_clients, clients_stopped) = watch::channel(false);
     let mut client_servers = Vec::new();
+    let watch_service = || {
+        WatchService::new(
+            hub.clone(),
+            node.watch(),
+            config.election_timeout(),
+            config.watch_stream_buffer_bytes,
+        )
+    };
+    let scratch = config.data_dir.join("tmp");
     for listener in client_listeners {
-        let server = GrpcServer::builder()
-            .layer(AdmissionLayer::new(core.clone()))
+        let grpc = Routes::builder()
             .add_service(KvService(core.clone()).into_server())
             .add_service(LeaseService(core.clone()).into_server())
             .add_service(LockService(coordinator.clone()).into_server())
             .add_service(ElectionService(coordinator.clone()).into_server())
-            .add_service(
-                WatchService::new(
-                    hub.clone(),
-                    node.watch(),
-                    config.election_timeout(),
-                    config.watch_stream_buffer_bytes,
-                )
-                .into_server(),
-            )
+            .add_service(watch_service().into_server())
             .add_service(ClusterService(core.clone()).into_server())
-            .add_service(
-                MaintenanceService::new(core.clone(), config.data_dir.join("tmp")).into_server(),
-            )
+            .add_service(MaintenanceService::new(core.clone(), scratch.clone()).into_server())
             .add_service(health_service.clone())
+            .clone()
+            .routes();
+        let gateway = Gateway {
+            core: core.clone(),
+            kv: KvService(core.clone()),
+            lease: LeaseService(core.clone()),
+            cluster: ClusterService(core.clone()),
+            maintenance: MaintenanceService::new(core.clone(), scratch.clone()),
+            lock: LockService(coordinator.clone()),
+            election: ElectionService(coordinator.clone()),
+            watch: watch_service(),
+        };
+        let routes = grpc
+            .into_axum_router()
+            .merge(http::router(gateway))
+            .fallback(http::not_found);
+        let server = GrpcServer::builder()
+            .accept_http1(true)
+            .layer(AdmissionLayer::new(core.clone()))
+            .add_routes(Routes::from(routes))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener)
                     .with_nodelay(Some(true))

@@ -5,7 +5,9 @@
 //! - [`grpc`]: etcd's v3 gRPC services on the client port, and keel's
 //!   member-to-member services on the peer port.
 //!
-//! etcd's JSON gateway, the admin API, metrics and the dashboard will be
-//! `api/http/`, over the same core and the same error mapping.
+//! - [`http`]: on the client port too, etcd's JSON gateway (through the
+//!   same services, so the same error mapping), `/version` and `/health`.
+//!   The admin API, metrics and the dashboard will join it.
 
 pub(crate) mod grpc;
+pub(crate) mod http;

@@ -10,7 +10,7 @@
 mod error;
 mod kv;
 mod leases;
-mod maintenance;
+pub(crate) mod maintenance;
 mod members;
 mod state_machine;
 mod write;

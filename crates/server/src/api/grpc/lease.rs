@@ -9,7 +9,7 @@ use keel_api::etcdserverpb::lease_server::{Lease, LeaseServer};
 use keel_api::etcdserverpb::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::decoding_limit;
@@ -29,7 +29,48 @@ impl LeaseService {
     }
 }
 
-type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+/// A keep-alive stream's answers.
+pub(crate) type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+/// Answers each keep-alive request of `requests` (gRPC's or the JSON
+/// gateway's) once its renewal is applied; the answers end after the
+/// requests do and every one is answered, or at the first bad request.
+pub(crate) fn keep_alive<R>(core: Arc<Core>, mut requests: R) -> KeepAliveStream
+where
+    R: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + Unpin + 'static,
+{
+    let (answers, answered) = mpsc::channel(KEEP_ALIVE_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let request = tokio::select! {
+                request = requests.next() => request,
+                _ = answers.closed() => return,
+            };
+            let id = match request {
+                Some(Ok(request)) => request.id,
+                None => return,
+                Some(Err(status)) => {
+                    let _ = answers.send(Err(status)).await;
+                    return;
+                }
+            };
+            let (core, answers) = (core.clone(), answers.clone());
+            tokio::spawn(async move {
+                let answer = match core.lease_keep_alive(id).await {
+                    Ok(ttl) => Ok(LeaseKeepAliveResponse {
+                        header: Some(core.header()),
+                        id,
+                        ttl,
+                    }),
+                    Err(e) => Err(Status::from(e)),
+                };
+                let _ = answers.send(answer).await;
+            });
+        }
+    });
+    Box::pin(ReceiverStream::new(answered))
+}
 
 #[tonic::async_trait]
 impl Lease for LeaseService {
@@ -57,38 +98,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
-        let mut requests = request.into_inner();
-        let (answers, answered) = mpsc::channel(KEEP_ALIVE_QUEUE);
-        let core = self.0.clone();
-        tokio::spawn(async move {
-            loop {
-                let request = tokio::select! {
-                    request = requests.message() => request,
-                    _ = answers.closed() => return,
-                };
-                let id = match request {
-                    Ok(Some(request)) => request.id,
-                    Ok(None) => return,
-                    Err(status) => {
-                        let _ = answers.send(Err(status)).await;
-                        return;
-                    }
-                };
-                let (core, answers) = (core.clone(), answers.clone());
-                tokio::spawn(async move {
-                    let answer = match core.lease_keep_alive(id).await {
-                        Ok(ttl) => Ok(LeaseKeepAliveResponse {
-                            header: Some(core.header()),
-                            id,
-                            ttl,
-                        }),
-                        Err(e) => Err(Status::from(e)),
-                    };
-                    let _ = answers.send(answer).await;
-                });
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(answered))))
+        Ok(Response::new(keep_alive(
+            self.0.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn lease_time_to_live(

@@ -19,7 +19,7 @@ pub(crate) use cluster::ClusterService;
 pub(crate) use election::ElectionService;
 pub(crate) use forward::ForwardService;
 pub(crate) use kv::KvService;
-pub(crate) use lease::LeaseService;
+pub(crate) use lease::{keep_alive, LeaseService};
 pub(crate) use lock::LockService;
 pub(crate) use maintenance::MaintenanceService;
 pub(crate) use watch::WatchService;

@@ -59,7 +59,8 @@ impl WatchService {
     }
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+/// A watch stream's responses.
+pub(crate) type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Watch for WatchService {
@@ -73,21 +74,26 @@ impl Watch for WatchService {
             .metadata()
             .get(HAS_LEADER_KEY)
             .is_some_and(|v| v.as_bytes() == b"true");
+        Ok(Response::new(
+            self.open(requires_leader, request.into_inner()),
+        ))
+    }
+}
+
+impl WatchService {
+    /// Serves one watch stream whose requests come from `requests` (gRPC's
+    /// or the JSON gateway's): its responses.
+    pub(crate) fn open<R>(&self, requires_leader: bool, requests: R) -> ResponseStream
+    where
+        R: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    {
         let (queue, responses) = queue(self.stream_buffer);
         let (ending, end) = mpsc::channel(1);
         let hub = self.hub.clone();
         let stream = hub.open_stream(queue.clone());
         let leader = requires_leader.then(|| (self.status.clone(), self.leaderless_grace));
-        tokio::spawn(serve_requests(
-            hub,
-            stream,
-            request.into_inner(),
-            queue,
-            leader,
-            ending,
-        ));
-        let responses = responses.map(Ok).chain(ReceiverStream::new(end));
-        Ok(Response::new(Box::pin(responses)))
+        tokio::spawn(serve_requests(hub, stream, requests, queue, leader, ending));
+        Box::pin(responses.map(Ok).chain(ReceiverStream::new(end)))
     }
 }
 
@@ -108,18 +114,22 @@ async fn leader_lost(status: &mut watch::Receiver<NodeStatus>, grace: Duration) 
     }
 }
 
-/// Reads a stream's requests until the client ends it or stops reading, a
-/// request cannot be read (the stream ends with the reason), or (for a
-/// stream that requires one) the member is left without a leader: then the
-/// stream ends with etcd's error through `ending`.
-async fn serve_requests(
+/// Reads a stream's requests until the client stops reading, a request
+/// cannot be read (the stream ends with the reason), or (for a stream that
+/// requires one) the member is left without a leader: then the stream ends
+/// with etcd's error through `ending`. A client that only closes its side
+/// keeps its watches, as etcd's do.
+async fn serve_requests<R>(
     hub: Arc<WatchHub>,
     stream: StreamId,
-    mut requests: Streaming<WatchRequest>,
+    mut requests: R,
     queue: QueueSender,
     mut leader: Option<(watch::Receiver<NodeStatus>, Duration)>,
     ending: mpsc::Sender<Result<WatchResponse, Status>>,
-) {
+) where
+    R: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin,
+{
+    let mut open = true;
     loop {
         let lost = async {
             match leader.as_mut() {
@@ -127,8 +137,15 @@ async fn serve_requests(
                 None => std::future::pending().await,
             }
         };
+        let next = async {
+            if open {
+                requests.next().await
+            } else {
+                std::future::pending().await
+            }
+        };
         let request = tokio::select! {
-            request = requests.message() => request,
+            request = next => request,
             _ = queue.closed() => break,
             _ = lost => {
                 let _ = ending.send(Err(ServerError::NoLeader.into())).await;
@@ -136,9 +153,12 @@ async fn serve_requests(
             }
         };
         let request = match request {
-            Ok(Some(request)) => request,
-            Ok(None) => break,
-            Err(status) => {
+            Some(Ok(request)) => request,
+            None => {
+                open = false;
+                continue;
+            }
+            Some(Err(status)) => {
                 // A frame that is no watch request (or too large): the
                 // stream ends with the reason, as grpc-go's do.
                 let _ = ending.send(Err(status)).await;

@@ -1,0 +1,170 @@
+//! etcd's JSON gateway: the grpc-gateway paths etcd serves on its client
+//! port (`/v3/...`), each a POST of the request's JSON answered with the
+//! response's, through the same services as gRPC (so the same core, the
+//! same checks and the same errors). Streamed calls (watch, lease
+//! keep-alive, snapshot, observe) answer with one `{"result": ...}` line
+//! per message.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, MethodRouter};
+use axum::Router;
+use keel_api::etcdserverpb::cluster_server::Cluster;
+use keel_api::etcdserverpb::kv_server::Kv;
+use keel_api::etcdserverpb::lease_server::Lease;
+use keel_api::etcdserverpb::maintenance_server::Maintenance;
+use keel_api::etcdserverpb::{LeaseKeepAliveRequest, SnapshotRequest, WatchRequest};
+use keel_api::v3electionpb::election_server::Election;
+use keel_api::v3electionpb::LeaderRequest;
+use keel_api::v3lockpb::lock_server::Lock;
+use tonic::Request;
+
+use super::json;
+use crate::api::grpc::{
+    keep_alive, ClusterService, ElectionService, KvService, LeaseService, LockService,
+    MaintenanceService, WatchService,
+};
+use crate::core::Core;
+
+/// The services the gateway calls.
+pub(crate) struct Gateway {
+    pub(crate) core: Arc<Core>,
+    pub(crate) kv: KvService,
+    pub(crate) lease: LeaseService,
+    pub(crate) cluster: ClusterService,
+    pub(crate) maintenance: MaintenanceService,
+    pub(crate) lock: LockService,
+    pub(crate) election: ElectionService,
+    pub(crate) watch: WatchService,
+}
+
+impl Gateway {
+    fn limit(&self) -> usize {
+        self.core.limits.max_request_bytes
+    }
+}
+
+/// A unary call: `$service.$method` with the body's request.
+macro_rules! unary {
+    ($service:ident . $method:ident) => {
+        post(|State(g): State<Arc<Gateway>>, body: Body| async move {
+            json::unary(body, g.limit(), |request| {
+                g.$service.$method(Request::new(request))
+            })
+            .await
+        })
+    };
+}
+
+/// The gateway's routes.
+pub(crate) fn routes() -> Router<Arc<Gateway>> {
+    let kv = Router::new()
+        .route("/kv/range", unary!(kv.range))
+        .route("/kv/put", unary!(kv.put))
+        .route("/kv/deleterange", unary!(kv.delete_range))
+        .route("/kv/txn", unary!(kv.txn))
+        .route("/kv/compaction", unary!(kv.compact));
+    let lease = Router::new()
+        .route("/lease/grant", unary!(lease.lease_grant))
+        .route("/lease/revoke", unary!(lease.lease_revoke))
+        .route("/kv/lease/revoke", unary!(lease.lease_revoke))
+        .route("/lease/timetolive", unary!(lease.lease_time_to_live))
+        .route("/kv/lease/timetolive", unary!(lease.lease_time_to_live))
+        .route("/lease/leases", unary!(lease.lease_leases))
+        .route("/kv/lease/leases", unary!(lease.lease_leases))
+        .route("/lease/keepalive", keep_alives());
+    let cluster = Router::new()
+        .route("/cluster/member/list", unary!(cluster.member_list))
+        .route("/cluster/member/add", unary!(cluster.member_add))
+        .route("/cluster/member/remove", unary!(cluster.member_remove))
+        .route("/cluster/member/update", unary!(cluster.member_update))
+        .route("/cluster/member/promote", unary!(cluster.member_promote));
+    let maintenance = Router::new()
+        .route("/maintenance/status", unary!(maintenance.status))
+        .route("/maintenance/alarm", unary!(maintenance.alarm))
+        .route("/maintenance/defragment", unary!(maintenance.defragment))
+        // etcd 3.4 routes this path to Hash (HashKV has no path of its own
+        // that answers).
+        .route("/maintenance/hash", unary!(maintenance.hash))
+        .route("/maintenance/snapshot", snapshots())
+        .route(
+            "/maintenance/transfer-leadership",
+            unary!(maintenance.move_leader),
+        );
+    let coordination = Router::new()
+        .route("/lock/lock", unary!(lock.lock))
+        .route("/lock/unlock", unary!(lock.unlock))
+        .route("/election/campaign", unary!(election.campaign))
+        .route("/election/proclaim", unary!(election.proclaim))
+        .route("/election/leader", unary!(election.leader))
+        .route("/election/resign", unary!(election.resign))
+        .route("/election/observe", observations());
+    let all = kv
+        .merge(lease)
+        .merge(cluster)
+        .merge(maintenance)
+        .merge(coordination)
+        .route("/watch", watches());
+    Router::new().nest("/v3", all)
+}
+
+/// `/v3/watch`: a watch stream; its requests are the body's messages.
+fn watches() -> MethodRouter<Arc<Gateway>> {
+    post(|State(g): State<Arc<Gateway>>, body: Body| async move {
+        let requests = json::requests::<WatchRequest>(body, g.limit());
+        json::streamed(g.watch.open(false, requests))
+    })
+}
+
+/// `/v3/lease/keepalive`: one answer per request of the body.
+fn keep_alives() -> MethodRouter<Arc<Gateway>> {
+    post(|State(g): State<Arc<Gateway>>, body: Body| async move {
+        let requests = json::requests::<LeaseKeepAliveRequest>(body, g.limit());
+        json::streamed(keep_alive(g.core.clone(), requests))
+    })
+}
+
+/// `/v3/maintenance/snapshot`: the backup in messages.
+fn snapshots() -> MethodRouter<Arc<Gateway>> {
+    post(|State(g): State<Arc<Gateway>>, body: Body| async move {
+        server_streaming(body, g.limit(), |request: SnapshotRequest| {
+            g.maintenance.snapshot(Request::new(request))
+        })
+        .await
+    })
+}
+
+/// `/v3/election/observe`: the election's leaders as they change.
+fn observations() -> MethodRouter<Arc<Gateway>> {
+    post(|State(g): State<Arc<Gateway>>, body: Body| async move {
+        server_streaming(body, g.limit(), |request: LeaderRequest| {
+            g.election.observe(Request::new(request))
+        })
+        .await
+    })
+}
+
+/// A call with one request and streamed answers.
+async fn server_streaming<Req, T, S, Fut>(
+    body: Body,
+    limit: usize,
+    call: impl FnOnce(Req) -> Fut,
+) -> Response
+where
+    Req: serde::de::DeserializeOwned + Default + prost::Message,
+    T: serde::Serialize + Send + 'static,
+    S: tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + Unpin + 'static,
+    Fut: std::future::Future<Output = Result<tonic::Response<S>, tonic::Status>>,
+{
+    let request = match json::request::<Req>(body, limit).await {
+        Ok(request) => request,
+        Err(bad) => return bad.into_response(),
+    };
+    match call(request).await {
+        Ok(answers) => json::streamed(answers.into_inner()),
+        Err(status) => json::error(&status),
+    }
+}
