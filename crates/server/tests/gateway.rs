@@ -1,0 +1,350 @@
+//! etcd's JSON gateway on real members: the paths etcd serves, the
+//! protobuf JSON mapping as clients use it (either field name, enums by
+//! name or number, 64-bit integers as strings or numbers), streamed watch
+//! and keep-alive, and bad requests answered in the gateway's shape.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::Cluster;
+use keel_api::etcdserverpb::RangeRequest;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Sends one HTTP/1.0 request (so the answer ends with the connection)
+/// and opens the answer: its status and the stream of its body.
+async fn send(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, BufReader<TcpStream>) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write");
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).await.expect("status");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {status_line:?}"));
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.expect("header");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    (status, reader)
+}
+
+/// One request and its whole answer: the status and the body as JSON.
+async fn call(addr: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let (status, mut reader) = send(addr, method, path, body.to_string().as_bytes()).await;
+    let mut text = String::new();
+    reader.read_to_string(&mut text).await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text:?}"));
+    (status, value)
+}
+
+/// A successful POST's answer.
+async fn post(addr: &str, path: &str, body: Value) -> Value {
+    let (status, answer) = call(addr, "POST", path, body).await;
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
+}
+
+fn b64(s: &str) -> String {
+    use std::fmt::Write;
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = s.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.write_char(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char)
+                    .unwrap();
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_etcds_paths_in_etcds_json() {
+    let cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = &cluster.members[(leader + 1) % 3].spec.client;
+    let addr = &cluster.members[leader].spec.client;
+
+    // Either field name, int64 as a number or a string; answers use etcd's
+    // names and strings for 64-bit integers. Writes through a follower.
+    let put = post(
+        follower,
+        "/v3/kv/put",
+        json!({"key": b64("a"), "value": b64("1")}),
+    )
+    .await;
+    let revision: i64 = put["header"]["revision"].as_str().unwrap().parse().unwrap();
+    post(
+        addr,
+        "/v3/kv/put",
+        json!({"key": b64("b"), "value": b64("2"), "prevKv": true}),
+    )
+    .await;
+    let range = post(
+        addr,
+        "/v3/kv/range",
+        json!({"key": b64("a"), "range_end": b64("c")}),
+    )
+    .await;
+    assert_eq!(range["count"], "2");
+    assert_eq!(range["kvs"][0]["key"], b64("a"));
+    assert_eq!(range["kvs"][0]["value"], b64("1"));
+    assert_eq!(range["kvs"][0]["create_revision"], revision.to_string());
+    let counted = post(
+        addr,
+        "/v3/kv/range",
+        json!({"key": b64("a"), "rangeEnd": b64("c"), "countOnly": true, "revision": revision}),
+    )
+    .await;
+    assert_eq!(counted["count"], "1", "{counted}");
+    assert!(counted.get("kvs").is_none());
+    // The same key space over gRPC.
+    let over_grpc = cluster
+        .kv(leader)
+        .await
+        .range(RangeRequest {
+            key: Bytes::from_static(b"b"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&over_grpc.kvs[0].value[..], b"2");
+
+    // A txn: enums by name and by number, both spellings of the fields.
+    let txn = post(
+        addr,
+        "/v3/kv/txn",
+        json!({
+            "compare": [
+                {"key": b64("a"), "result": "EQUAL", "target": "VALUE", "value": b64("1")},
+                {"key": b64("b"), "result": 0, "target": 1, "create_revision": (revision + 1).to_string()}
+            ],
+            "success": [{"requestPut": {"key": b64("c"), "value": b64("3")}}],
+            "failure": [{"request_range": {"key": b64("a")}}]
+        }),
+    )
+    .await;
+    assert_eq!(txn["succeeded"], true, "{txn}");
+    assert!(txn["responses"][0]["response_put"].is_object(), "{txn}");
+    let deleted = post(
+        addr,
+        "/v3/kv/deleterange",
+        json!({"key": b64("c"), "prev_kv": true}),
+    )
+    .await;
+    assert_eq!(deleted["deleted"], "1");
+    assert_eq!(deleted["prev_kvs"][0]["value"], b64("3"));
+
+    // Leases, keep-alive streamed.
+    let lease = post(addr, "/v3/lease/grant", json!({"TTL": 30})).await;
+    let id = lease["ID"].as_str().unwrap().to_string();
+    post(addr, "/v3/kv/put", json!({"key": b64("l"), "lease": id})).await;
+    let alive = post(addr, "/v3/lease/keepalive", json!({"ID": id})).await;
+    assert_eq!(alive["result"]["TTL"], "30", "{alive}");
+    let ttl = post(
+        follower,
+        "/v3/kv/lease/timetolive",
+        json!({"ID": id, "keys": true}),
+    )
+    .await;
+    assert_eq!(ttl["grantedTTL"], "30");
+    assert_eq!(ttl["keys"][0], b64("l"));
+    let leases = post(addr, "/v3/lease/leases", json!({})).await;
+    assert_eq!(leases["leases"][0]["ID"], id);
+    post(addr, "/v3/lease/revoke", json!({"ID": id})).await;
+    let gone = post(addr, "/v3/kv/range", json!({"key": b64("l")})).await;
+    assert!(gone.get("kvs").is_none(), "{gone}");
+
+    // Cluster and maintenance.
+    let members = post(follower, "/v3/cluster/member/list", json!({})).await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 3);
+    let status = post(addr, "/v3/maintenance/status", json!({})).await;
+    assert_eq!(status["leader"], status["header"]["member_id"]);
+    post(addr, "/v3/kv/compaction", json!({"revision": revision})).await;
+    let hash = post(addr, "/v3/maintenance/hash", json!({})).await;
+    assert!(hash["hash"].is_number());
+
+    // What Patroni and APISIX read first, and etcd's health.
+    let (code, version) = call(addr, "GET", "/version", json!(null)).await;
+    assert_eq!(code, 200);
+    assert!(version["etcdserver"].as_str().unwrap().starts_with("3.5."));
+    assert!(version["etcdcluster"].is_string());
+    let (code, health) = call(follower, "GET", "/health", json!(null)).await;
+    assert_eq!((code, health), (200, json!({"health": "true"})));
+}
+
+/// The next line of a streamed answer, as JSON.
+async fn next_line(lines: &mut BufReader<TcpStream>) -> Value {
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), lines.read_line(&mut line))
+        .await
+        .expect("a line in time")
+        .expect("read");
+    serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_watch_streams_history_and_live_events_as_result_lines() {
+    let cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let addr = cluster.members[leader].spec.client.clone();
+    let follower = cluster.members[(leader + 1) % 3].spec.client.clone();
+    post(
+        &addr,
+        "/v3/kv/put",
+        json!({"key": b64("w/1"), "value": b64("old")}),
+    )
+    .await;
+
+    // Watched through a follower, from revision 1, with prev_kv.
+    let create = json!({"create_request": {
+        "key": b64("w/"), "range_end": b64("w0"), "start_revision": "1", "prev_kv": true
+    }});
+    let (status, mut lines) = send(
+        &follower,
+        "POST",
+        "/v3/watch",
+        create.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let created = next_line(&mut lines).await;
+    assert_eq!(created["result"]["created"], true, "{created}");
+    let history = next_line(&mut lines).await;
+    assert_eq!(history["result"]["events"][0]["kv"]["value"], b64("old"));
+    // The body has ended; the watch goes on, as etcd's does.
+    post(
+        &addr,
+        "/v3/kv/put",
+        json!({"key": b64("w/1"), "value": b64("new")}),
+    )
+    .await;
+    post(&addr, "/v3/kv/deleterange", json!({"key": b64("w/1")})).await;
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let line = next_line(&mut lines).await;
+        events.extend(
+            line["result"]["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    assert_eq!(events[0]["kv"]["value"], b64("new"));
+    assert_eq!(events[0]["prev_kv"]["value"], b64("old"));
+    assert!(events[0].get("type").is_none(), "PUT is the default");
+    assert_eq!(events[1]["type"], "DELETE");
+    assert_eq!(events[1]["prev_kv"]["value"], b64("new"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_gateway_requests_get_the_gateways_errors_and_lose_nothing() {
+    let cluster = Cluster::start(1, &["--max-request-bytes", "10000"]).await;
+    let addr = cluster.members[0].spec.client.clone();
+    post(
+        &addr,
+        "/v3/kv/put",
+        json!({"key": b64("k"), "value": b64("v")}),
+    )
+    .await;
+    let shape = |answer: &Value| {
+        assert!(answer["error"].is_string(), "{answer}");
+        assert_eq!(answer["error"], answer["message"]);
+        assert!(answer["code"].is_number(), "{answer}");
+    };
+
+    // Not JSON; an unknown field; a wrong type.
+    for body in [
+        &b"{\"key\":"[..],
+        b"not json",
+        b"{\"key\":\"a2V5\",\"bogus\":1}",
+        b"{\"limit\":\"x\"}",
+    ] {
+        let (status, mut reader) = send(&addr, "POST", "/v3/kv/range", body).await;
+        let mut text = String::new();
+        reader.read_to_string(&mut text).await.unwrap();
+        assert_eq!(status, 400, "{text}");
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        shape(&answer);
+        assert_eq!(answer["code"], 3);
+    }
+    // etcd's errors, with grpc-gateway's HTTP statuses.
+    let (status, answer) = call(&addr, "POST", "/v3/kv/range", json!({})).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("etcdserver: key is not provided"))
+    );
+    let (status, answer) = call(
+        &addr,
+        "POST",
+        "/v3/kv/put",
+        json!({"key": b64("k"), "lease": "12345"}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (404, Some("etcdserver: requested lease not found"))
+    );
+    let (status, answer) = call(
+        &addr,
+        "POST",
+        "/v3/lease/grant",
+        json!({"TTL": "99999999999"}),
+    )
+    .await;
+    assert_eq!((status, answer["code"].as_i64()), (400, Some(11)));
+    shape(&answer);
+    // Too large: 413 with etcd's text, as a body and as a decoded message.
+    let big = json!({"key": b64("k"), "value": b64(&"v".repeat(20_000))});
+    let (status, answer) = call(&addr, "POST", "/v3/kv/put", big).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (413, Some("etcdserver: request is too large"))
+    );
+    let huge = vec![b' '; 200_000];
+    let (status, _) = send(&addr, "POST", "/v3/kv/put", &huge).await;
+    assert_eq!(status, 413);
+    // A path nobody serves, and a method the path does not take.
+    let (status, answer) = call(&addr, "POST", "/v3/nothing/here", json!({})).await;
+    assert_eq!(status, 404);
+    shape(&answer);
+    let (status, _) = send(&addr, "GET", "/v3/kv/range", b"").await;
+    assert_eq!(status, 405);
+    // A watch whose request is malformed ends with an error line.
+    let (status, mut reader) = send(
+        &addr,
+        "POST",
+        "/v3/watch",
+        b"{\"create_request\":{\"key\":1}}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut text = String::new();
+    reader.read_to_string(&mut text).await.unwrap();
+    let line: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(line["error"]["grpc_code"], 3, "{line}");
+
+    // Nothing was lost, and the member still serves.
+    let kept = post(&addr, "/v3/kv/range", json!({"key": b64("k")})).await;
+    assert_eq!(kept["kvs"][0]["value"], b64("v"));
+}
