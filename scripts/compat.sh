@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v etcdctl >/dev/null || need_apt+=(etcd-client)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v curl >/dev/null || need_apt+=(curl)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]}"
     if ! { apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"; } >/dev/null 2>&1; then
@@ -174,6 +175,33 @@ session() {
     etcdctl "$e" del live/a
     wait
     cat "$live"
+    # etcd's JSON gateway on the same port, through curl.
+    gateway "http://${1%%,*}" 2>&1 | sed -E 's/"ID":"[0-9]+"/"ID":"L"/g'
+}
+
+# post PATH JSON: a gateway call, its HTTP status after the body.
+post() { curl -s -w ' %{http_code}\n' -X POST "$GW$1" -d "$2"; }
+
+gateway() {
+    GW=$1
+    curl -s -w ' %{http_code}\n' "$GW/health"
+    # base64: "gw/1" Z3cvMQ==, "gw/2" Z3cvMg==, "gw/" Z3cv, "gw0" Z3cw, "1" MQ==
+    post /v3/kv/put '{"key":"Z3cvMQ==","value":"MQ=="}'
+    post /v3/kv/put '{"key":"Z3cvMg==","value":"MQ==","prevKv":true}'
+    post /v3/kv/range '{"key":"Z3cv","range_end":"Z3cw","sortOrder":"DESCEND","sort_target":"KEY"}'
+    post /v3/kv/range '{"key":"Z3cv","rangeEnd":"Z3cw","count_only":true,"limit":"1"}'
+    post /v3/kv/txn '{"compare":[{"key":"Z3cvMQ==","result":"EQUAL","target":"VALUE","value":"MQ=="},{"key":"Z3cvMg==","result":0,"target":0,"version":"1"}],"success":[{"requestPut":{"key":"Z3cvMQ==","value":"Mg=="}},{"request_range":{"key":"Z3cvMQ=="}}]}'
+    post /v3/kv/deleterange '{"key":"Z3cvMg==","prev_kv":true}'
+    post /v3/kv/range '{}'
+    post /v3/kv/put '{"key":"Z3cvMQ==","lease":"12345"}'
+    post /v3/kv/range '{"key":"Z3cvMQ==","revision":"100000"}'
+    post /v3/lease/grant '{"TTL":"99999999999"}'
+    post /v3/lease/revoke '{"ID":"12345"}'
+    post /v3/lease/timetolive '{"ID":"12345"}'
+    post /v3/kv/compaction '{"revision":"1"}'
+    post /v3/kv/range '{"key":"Z3cvMQ==","revision":"1"}'
+    timeout 2 curl -s -N -X POST "$GW/v3/watch" -d '{"create_request":{"key":"Z3cv","range_end":"Z3cw","start_revision":"30","prev_kv":true}}'
+    echo
 }
 leases() {
     local e=$1 id
@@ -230,7 +258,7 @@ coordination() {
     cat "$observed"
 }
 mask() {
-    sed -E 's/"cluster_id":[0-9]+/"cluster_id":C/; s/"member_id":[0-9]+/"member_id":M/; s/"raft_term":[0-9]+/"raft_term":T/'
+    sed -E 's/"cluster_id":"?[0-9]+"?/"cluster_id":C/g; s/"member_id":"?[0-9]+"?/"member_id":M/g; s/"raft_term":"?[0-9]+"?/"raft_term":T/g'
 }
 
 echo "== key-value session against keel (through a follower and the leader alike)"

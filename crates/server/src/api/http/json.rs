@@ -54,15 +54,23 @@ pub(crate) fn respond<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
+/// The gateway's error body, its fields in etcd's order.
+#[derive(Serialize)]
+pub(crate) struct ErrorBody<'a> {
+    pub(crate) error: &'a str,
+    pub(crate) message: &'a str,
+    pub(crate) code: i32,
+}
+
 /// A gRPC status as the gateway's error response.
 pub(crate) fn error(status: &Status) -> Response {
     respond(
         http_status(status.code()),
-        &serde_json::json!({
-            "error": status.message(),
-            "message": status.message(),
-            "code": status.code() as i32,
-        }),
+        &ErrorBody {
+            error: status.message(),
+            message: status.message(),
+            code: status.code() as i32,
+        },
     )
 }
 

@@ -44,13 +44,14 @@ pub(crate) async fn not_found(request: Request) -> Response {
     if grpc {
         return tonic::Status::unimplemented("").into_http();
     }
+    let why = format!("no such path: {}", request.uri().path());
     json::respond(
         StatusCode::NOT_FOUND,
-        &serde_json::json!({
-            "error": format!("no such path: {}", request.uri().path()),
-            "code": tonic::Code::NotFound as i32,
-            "message": format!("no such path: {}", request.uri().path()),
-        }),
+        &json::ErrorBody {
+            error: &why,
+            message: &why,
+            code: tonic::Code::NotFound as i32,
+        },
     )
 }
 
