@@ -7,12 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin keel --example placement_center
 data=$(mktemp -d /tmp/keel-placement.XXXXXX)
-target/release/keel cluster --fresh --data-dir "$data" >"$data/cluster.log" 2>&1 &
+target/release/keel cluster --fresh --data-dir "$data" >"$data.log" 2>&1 &
 cluster=$!
 cleanup() {
     kill -TERM "$cluster" 2>/dev/null || true
     wait "$cluster" 2>/dev/null || true
-    rm -rf "$data"
+    rm -rf "$data" "$data.log"
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do
@@ -21,6 +21,6 @@ for _ in $(seq 1 100); do
 done
 if ! target/release/examples/placement_center 127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379; then
     echo "placement center example failed; cluster log:" >&2
-    tail -50 "$data/cluster.log" >&2
+    tail -50 "$data.log" >&2
     exit 1
 fi

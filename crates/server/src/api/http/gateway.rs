@@ -1,5 +1,5 @@
 //! etcd's JSON gateway: the grpc-gateway paths etcd serves on its client
-//! port (`/v3/...`), each a POST of the request's JSON answered with the
+//! port (`/v3/...`, and `/v3beta/...` as etcd 3.4 still does), each a POST of the request's JSON answered with the
 //! response's, through the same services as gRPC (so the same core, the
 //! same checks and the same errors). Streamed calls (watch, lease
 //! keep-alive, snapshot, observe) answer with one `{"result": ...}` line
@@ -108,7 +108,8 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
         .merge(maintenance)
         .merge(coordination)
         .route("/watch", watches());
-    Router::new().nest("/v3", all)
+    // etcd 3.4 also serves the paths under /v3beta (deprecated there).
+    Router::new().nest("/v3", all.clone()).nest("/v3beta", all)
 }
 
 /// `/v3/watch`: a watch stream; its requests are the body's messages.
