@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Patroni (Debian's patroni 3.0.2) managing two PostgreSQL 15 nodes with a
+# fresh three-member keel cluster (`keel cluster`) as its DCS, through
+# etcd's JSON gateway (Patroni's etcd3 driver): the first node bootstraps as
+# primary and the second follows; then the primary (Patroni and Postgres) is
+# killed with SIGKILL and, while it fails over, so is the keel leader. The
+# replica must be promoted and take writes, and `patronictl list` must show
+# it. Installs patroni and postgresql if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+if ! command -v patroni >/dev/null || [[ -z "$pg_bin" ]]; then
+    echo "== installing patroni and postgresql"
+    { apt-get update -qq && apt-get install -y -qq patroni postgresql; } >/dev/null 2>&1 ||
+        { echo "patroni: cannot install patroni and postgresql" >&2; exit 1; }
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fi
+cargo build --release --bin keel
+keel=$PWD/target/release/keel
+work=$(mktemp -d /tmp/keel-patroni.XXXXXX)
+chmod 755 "$work"
+"$keel" cluster --fresh --data-dir "$work/keel" >"$work/keel.log" 2>&1 &
+cluster=$!
+endpoints=127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379
+
+cleanup() {
+    pkill -9 -f "patroni $work/" 2>/dev/null || true
+    pkill -9 -f "postgres -D $work/" 2>/dev/null || true
+    kill -TERM "$cluster" 2>/dev/null || true
+    wait "$cluster" 2>/dev/null || true
+    pkill -9 -f "keel serve --name keel[0-9] --data-dir $work/" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+    echo "patroni: FAIL: $*" >&2
+    for log in "$work"/pg1.log "$work"/pg2.log "$work"/keel.log; do
+        echo "--- $log (last 30 lines)" >&2
+        tail -n 30 "$log" >&2 || true
+    done
+    exit 1
+}
+
+for i in 1 2; do
+    cat >"$work/pg$i.yml" <<CONF
+scope: keel-demo
+name: pg$i
+restapi:
+  listen: 127.0.0.1:$((8008 + i))
+  connect_address: 127.0.0.1:$((8008 + i))
+etcd3:
+  hosts: $endpoints
+bootstrap:
+  dcs:
+    ttl: 10
+    loop_wait: 2
+    retry_timeout: 5
+    maximum_lag_on_failover: 1048576
+  initdb:
+  - encoding: UTF8
+  pg_hba:
+  - local all all trust
+  - host replication replicator 127.0.0.1/32 trust
+  - host all all 127.0.0.1/32 trust
+postgresql:
+  listen: 127.0.0.1:$((5432 + i))
+  connect_address: 127.0.0.1:$((5432 + i))
+  data_dir: $work/pg$i
+  bin_dir: $pg_bin
+  pgpass: $work/pgpass$i
+  authentication:
+    replication: {username: replicator, password: rep}
+    superuser: {username: postgres, password: pw}
+  parameters:
+    unix_socket_directories: $work
+CONF
+done
+chown -R postgres "$work"
+
+start_patroni() { # i
+    su postgres -s /bin/sh -c "patroni $work/pg$1.yml >$work/pg$1.log 2>&1 &"
+}
+list() { patronictl -c "$work/pg1.yml" list 2>/dev/null || true; }
+# wait_for PATTERN SECONDS: until `patronictl list` shows a line matching it.
+wait_for() {
+    for _ in $(seq 1 $(($2 * 2))); do
+        list | grep -Eq "$1" && return 0
+        sleep 0.5
+    done
+    fail "no line matching '$1' in patronictl list after $2 s: $(list)"
+}
+
+for _ in $(seq 1 100); do
+    "$keel" status --endpoints 127.0.0.1:2379 2>/dev/null | grep -q "leader [0-9a-f]" && break
+    sleep 0.2
+done
+start_patroni 1
+wait_for '\| pg1 .*\| Leader .*\| running' 60
+start_patroni 2
+wait_for '\| pg2 .*\| Replica .*\| (running|streaming)' 90
+echo "ok   pg1 bootstrapped as primary through keel; pg2 follows it"
+list
+
+# Kill the primary, Patroni and Postgres alike, and then the keel leader.
+pkill -9 -f "patroni $work/pg1.yml"
+pkill -9 -f "postgres -D $work/pg1"
+leader_id=$("$keel" status --endpoints "$endpoints" 2>/dev/null | grep -oE "leader [0-9a-f]+" | head -1 | awk '{print $2}')
+leader_endpoint=$("$keel" status --endpoints "$endpoints" 2>/dev/null | awk -F', ' -v id="$leader_id" '$2 == id {print $1}')
+[[ -n "$leader_endpoint" ]] || fail "no keel leader found"
+sleep 2
+pkill -9 -f "keel serve .*--listen-client-urls http://$leader_endpoint" || fail "killing the keel leader at $leader_endpoint"
+echo "ok   killed the primary (pg1) and the keel leader ($leader_endpoint)"
+
+wait_for '\| pg2 .*\| Leader .*\| running' 90
+"$pg_bin/psql" -h 127.0.0.1 -p 5434 -U postgres -v ON_ERROR_STOP=1 -qc \
+    "create table after_failover (id int); insert into after_failover values (1);" postgres ||
+    fail "the promoted replica does not take writes"
+echo "ok   pg2 promoted and takes writes; patronictl list:"
+list
+echo "patroni: all checks passed"
