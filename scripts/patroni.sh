@@ -8,6 +8,7 @@
 # it. Installs patroni and postgresql if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/keel_cluster.sh
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if ! command -v patroni >/dev/null || [[ -z "$pg_bin" ]]; then
     echo "== installing patroni and postgresql"
@@ -15,29 +16,25 @@ if ! command -v patroni >/dev/null || [[ -z "$pg_bin" ]]; then
         { echo "patroni: cannot install patroni and postgresql" >&2; exit 1; }
     pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 fi
-cargo build --release --bin keel
-keel=$PWD/target/release/keel
 work=$(mktemp -d /tmp/keel-patroni.XXXXXX)
 chmod 755 "$work"
-"$keel" cluster --fresh --data-dir "$work/keel" >"$work/keel.log" 2>&1 &
-cluster=$!
-endpoints=127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379
-
 cleanup() {
     pkill -9 -f "patroni $work/" 2>/dev/null || true
     pkill -9 -f "postgres -D $work/" 2>/dev/null || true
-    kill -TERM "$cluster" 2>/dev/null || true
-    wait "$cluster" 2>/dev/null || true
-    pkill -9 -f "keel serve --name keel[0-9] --data-dir $work/" 2>/dev/null || true
+    keel_cluster_stop
     rm -rf "$work"
 }
 trap cleanup EXIT
+keel_cluster_start "$work/keel"
+endpoints=$KEEL_ENDPOINTS
+keel=$KEEL
 fail() {
     echo "patroni: FAIL: $*" >&2
-    for log in "$work"/pg1.log "$work"/pg2.log "$work"/keel.log; do
+    for log in "$work"/pg1.log "$work"/pg2.log; do
         echo "--- $log (last 30 lines)" >&2
         tail -n 30 "$log" >&2 || true
     done
+    keel_cluster_log
     exit 1
 }
 
@@ -90,10 +87,6 @@ wait_for() {
     fail "no line matching '$1' in patronictl list after $2 s: $(list)"
 }
 
-for _ in $(seq 1 100); do
-    "$keel" status --endpoints 127.0.0.1:2379 2>/dev/null | grep -q "leader [0-9a-f]" && break
-    sleep 0.2
-done
 start_patroni 1
 wait_for '\| pg1 .*\| Leader .*\| running' 60
 start_patroni 2

@@ -5,22 +5,12 @@
 # registration vanishes and another broker takes over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin keel --example placement_center
-data=$(mktemp -d /tmp/keel-placement.XXXXXX)
-target/release/keel cluster --fresh --data-dir "$data" >"$data.log" 2>&1 &
-cluster=$!
-cleanup() {
-    kill -TERM "$cluster" 2>/dev/null || true
-    wait "$cluster" 2>/dev/null || true
-    rm -rf "$data" "$data.log"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do
-    target/release/keel status --endpoints 127.0.0.1:2379 >/dev/null 2>&1 && break
-    sleep 0.2
-done
-if ! target/release/examples/placement_center 127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379; then
-    echo "placement center example failed; cluster log:" >&2
-    tail -50 "$data.log" >&2
+source scripts/lib/keel_cluster.sh
+cargo build --release --example placement_center
+trap keel_cluster_stop EXIT
+keel_cluster_start "$(mktemp -d /tmp/keel-placement.XXXXXX)"
+if ! target/release/examples/placement_center "$KEEL_ENDPOINTS"; then
+    echo "placement center example failed" >&2
+    keel_cluster_log
     exit 1
 fi
