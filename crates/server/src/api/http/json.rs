@@ -277,3 +277,81 @@ where
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_api::etcdserverpb::{watch_request::RequestUnion, WatchRequest};
+
+    /// The requests of a body arriving in `chunks`.
+    async fn parse(chunks: Vec<&'static str>, limit: usize) -> Vec<Result<WatchRequest, Status>> {
+        let chunks = chunks
+            .into_iter()
+            .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c.as_bytes())));
+        let body = Body::from_stream(tokio_stream::iter(chunks));
+        requests::<WatchRequest>(body, limit).collect().await
+    }
+
+    fn key(request: &Result<WatchRequest, Status>) -> Vec<u8> {
+        match request {
+            Ok(WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(create)),
+            }) => create.key.to_vec(),
+            other => panic!("not a create request: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_requests_are_read_across_chunk_boundaries_and_errors_end_them() {
+        // Two messages, the first cut in three, the second in the same
+        // chunk as the first's end, whitespace between.
+        let got = parse(
+            vec![
+                r#"{"create_request":{"ke"#,
+                r#"y":"YQ=="#,
+                r#""}} {"createRequest":{"key":"Yg=="}}"#,
+                "\n",
+            ],
+            1000,
+        )
+        .await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!((key(&got[0]), key(&got[1])), (b"a".to_vec(), b"b".to_vec()));
+
+        // A bad message after a good one: the good one, then the error.
+        let got = parse(vec![r#"{"create_request":{"key":"YQ=="}}{"nope":1}"#], 1000).await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(key(&got[0]), b"a".to_vec());
+        assert_eq!(got[1].as_ref().unwrap_err().code(), Code::InvalidArgument);
+
+        // A body cut off inside a message is an error, not a hang.
+        let got = parse(vec![r#"{"create_request":{"key":"#], 1000).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].is_err());
+
+        // A message over the limit.
+        let got = parse(
+            vec![r#"{"create_request":{"key":"YWFhYWFhYWFhYWFhYWFhYWFhYWFh"}}"#],
+            10,
+        )
+        .await;
+        assert_eq!(
+            got[0].as_ref().unwrap_err().message(),
+            "etcdserver: request is too large"
+        );
+    }
+
+    #[test]
+    fn codes_get_grpc_gateways_http_statuses() {
+        assert_eq!(
+            http_status(Code::FailedPrecondition),
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(http_status(Code::OutOfRange), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status(Code::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(
+            http_status(Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
