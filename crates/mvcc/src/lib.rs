@@ -30,4 +30,8 @@ pub use error::MvccError;
 pub use events::History;
 pub use range::{prefix_end, Span};
 pub use schema::Lease;
+
+/// The `metrics` histogram of each applied batch's commit to the storage
+/// engine, in seconds (etcd's name for its backend commits).
+pub const COMMIT_SECONDS: &str = "etcd_disk_backend_commit_duration_seconds";
 pub use store::{HashKv, Store, StoreOptions, StoreView};

@@ -12,6 +12,7 @@ mod core;
 mod identity;
 mod leases;
 mod logging;
+mod metrics;
 mod server;
 mod tasks;
 mod watch;

@@ -22,6 +22,7 @@ use tonic_health::ServingStatus;
 
 use crate::api::grpc::admission::AdmissionLayer;
 use crate::api::grpc::authority::LenientAuthority;
+use crate::api::grpc::handled::HandledLayer;
 use crate::api::grpc::{
     ClusterService, ElectionService, ForwardService, KvService, LeaseService, LockService,
     MaintenanceService, WatchService,
@@ -43,6 +44,7 @@ const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 /// accepting clients, let in-flight requests finish, stop the node (its
 /// WAL is synced), close the peer port.
 pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    crate::metrics::recorder();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("kv"), StoreOptions::default())
@@ -160,6 +162,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             lock: LockService(coordinator.clone()),
             election: ElectionService(coordinator.clone()),
             watch: watch_service(),
+            hub: hub.clone(),
         };
         let routes = grpc
             .into_axum_router()
@@ -167,6 +170,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             .fallback(http::not_found);
         let server = GrpcServer::builder()
             .accept_http1(true)
+            .layer(HandledLayer)
             .layer(AdmissionLayer::new(core.clone()))
             .add_routes(Routes::from(routes))
             .serve_with_incoming_shutdown(
@@ -180,6 +184,10 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
 
     let mut background = Tasks::new();
     let status = node.watch();
+    let s = status.clone();
+    background.spawn("node metrics", |stop| {
+        tasks::node_metrics::track_node(s, stop)
+    });
     background.spawn("health", |stop| {
         tasks::health::report_health(status.clone(), health.clone(), stop)
     });

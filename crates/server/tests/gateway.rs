@@ -348,3 +348,92 @@ async fn bad_gateway_requests_get_the_gateways_errors_and_lose_nothing() {
     let kept = post(&addr, "/v3/kv/range", json!({"key": b64("k")})).await;
     assert_eq!(kept["kvs"][0]["value"], b64("v"));
 }
+
+/// `GET /metrics` of a member: each sample line's name (with its labels)
+/// and value.
+async fn metrics_of(addr: &str) -> Vec<(String, f64)> {
+    let (status, mut reader) = send(addr, "GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    let mut text = String::new();
+    reader.read_to_string(&mut text).await.unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l:?}"));
+            let value = value.parse().unwrap_or_else(|e| panic!("{l:?}: {e}"));
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
+fn sample(metrics: &[(String, f64)], name: &str) -> Option<f64> {
+    metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_use_etcds_names_and_follow_the_cluster() {
+    let cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let addrs: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| m.spec.client.clone())
+        .collect();
+    let mut kv = cluster.kv(leader).await;
+    kv.put(keel_api::etcdserverpb::PutRequest {
+        key: Bytes::from_static(b"m"),
+        value: Bytes::from_static(b"v"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    kv.put(keel_api::etcdserverpb::PutRequest::default())
+        .await
+        .expect_err("an empty key is refused");
+    // A watch through the gateway stays open while the metrics are read.
+    let create = json!({"create_request": {"key": b64("m")}});
+    let (_, mut watch) = send(
+        &addrs[leader],
+        "POST",
+        "/v3/watch",
+        create.to_string().as_bytes(),
+    )
+    .await;
+    next_line(&mut watch).await;
+
+    let mut leaders = 0.0;
+    for (i, addr) in addrs.iter().enumerate() {
+        let metrics = metrics_of(addr).await;
+        assert_eq!(
+            sample(&metrics, "etcd_server_has_leader"),
+            Some(1.0),
+            "member {i}"
+        );
+        leaders += sample(&metrics, "etcd_server_is_leader").unwrap();
+        assert!(sample(&metrics, "etcd_server_leader_changes_seen_total").unwrap() >= 1.0);
+        assert!(sample(&metrics, "etcd_server_proposals_applied_total").unwrap() >= 2.0);
+        assert!(sample(&metrics, "etcd_mvcc_db_total_size_in_bytes").unwrap() > 0.0);
+        assert!(sample(&metrics, "etcd_disk_wal_fsync_duration_seconds_count").unwrap() > 0.0);
+        assert!(sample(&metrics, "etcd_disk_backend_commit_duration_seconds_count").unwrap() > 0.0);
+    }
+    assert_eq!(leaders, 1.0, "one leader among the members");
+    let metrics = metrics_of(&addrs[leader]).await;
+    let handled = |method: &str, code: &str| {
+        sample(
+            &metrics,
+            &format!(
+                "grpc_server_handled_total{{grpc_type=\"unary\",grpc_service=\"etcdserverpb.KV\",grpc_method=\"{method}\",grpc_code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert_eq!(handled("Put", "OK"), Some(1.0), "{metrics:?}");
+    assert_eq!(handled("Put", "InvalidArgument"), Some(1.0));
+    assert_eq!(
+        sample(&metrics, "etcd_debugging_mvcc_watcher_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, "etcd_debugging_mvcc_watch_stream_total"),
+        Some(1.0)
+    );
+}

@@ -64,7 +64,10 @@ impl Store {
             writer.state.applied = index;
             responses.push(response);
         }
-        if let Err(e) = writer.commit() {
+        let started = std::time::Instant::now();
+        let committed = writer.commit();
+        metrics::histogram!(crate::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        if let Err(e) = committed {
             error!(error = %e, "committing applied commands failed");
             return Applied {
                 responses: responses.iter().map(|_| Err(e.clone())).collect(),

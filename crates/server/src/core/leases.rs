@@ -2,6 +2,7 @@
 //! keep-alives are batched into renewals ([`Renewer`]), and a lease's time
 //! left is read from this member's [`LeaseClock`].
 
+use crate::metrics::{LEASES_GRANTED, LEASES_RENEWED, LEASES_REVOKED};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,7 @@ impl Core {
             match self.write(command).await {
                 Ok(WriteResponse::LeaseGrant(mut response)) => {
                     self.complete(&mut response.header);
+                    metrics::counter!(LEASES_GRANTED).increment(1);
                     return Ok(response);
                 }
                 Ok(_) => return Err(unexpected("lease grant")),
@@ -66,6 +68,7 @@ impl Core {
         match self.write(command).await? {
             WriteResponse::LeaseRevoke(mut response) => {
                 self.complete(&mut response.header);
+                metrics::counter!(LEASES_REVOKED).increment(1);
                 Ok(response)
             }
             _ => Err(unexpected("lease revoke")),
@@ -74,7 +77,11 @@ impl Core {
 
     /// Renews a lease: its TTL, or 0 if it does not exist.
     pub(crate) async fn lease_keep_alive(&self, id: i64) -> Result<i64, ServerError> {
-        self.renewer.renew(id).await
+        let ttl = self.renewer.renew(id).await?;
+        if ttl > 0 {
+            metrics::counter!(LEASES_RENEWED).increment(1);
+        }
+        Ok(ttl)
     }
 
     /// A lease's time left (-1 if it does not exist, as etcd answers), its

@@ -10,6 +10,7 @@ use keel_mvcc::{quota, validate, Command, MvccError, WriteResponse};
 use tokio::time::Instant;
 
 use super::{Core, ServerError};
+use crate::metrics::{PROPOSALS_FAILED, PROPOSALS_PENDING};
 
 /// How long to wait before trying a write again after a leader change.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
@@ -67,11 +68,22 @@ impl Core {
         command: CommandPb,
         deadline: Instant,
     ) -> Result<WriteResponse, ServerError> {
-        match tokio::time::timeout_at(deadline, self.node.propose(Command(command))).await {
+        let pending = metrics::gauge!(PROPOSALS_PENDING);
+        pending.increment(1);
+        let outcome = tokio::time::timeout_at(deadline, self.node.propose(Command(command))).await;
+        pending.decrement(1);
+        match outcome {
             Ok(Ok(Ok(response))) => Ok(response),
+            // Applied, and refused by the store: the proposal itself worked.
             Ok(Ok(Err(e))) => Err(e.into()),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(ServerError::Timeout),
+            Ok(Err(e)) => {
+                metrics::counter!(PROPOSALS_FAILED).increment(1);
+                Err(e.into())
+            }
+            Err(_) => {
+                metrics::counter!(PROPOSALS_FAILED).increment(1);
+                Err(ServerError::Timeout)
+            }
         }
     }
 

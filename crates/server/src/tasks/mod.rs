@@ -8,6 +8,7 @@ pub(crate) mod auto_compaction;
 pub(crate) mod health;
 pub(crate) mod history;
 pub(crate) mod lease_expiry;
+pub(crate) mod node_metrics;
 pub(crate) mod promotion;
 pub(crate) mod publish;
 

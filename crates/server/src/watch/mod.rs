@@ -206,6 +206,13 @@ impl WatchHub {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The streams and the watches open.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        let watches = state.streams.values().map(|s| s.watchers.len()).sum();
+        (state.streams.len(), watches)
+    }
+
     /// The last revision apply published.
     pub(crate) fn published(&self) -> i64 {
         self.lock().published

@@ -8,6 +8,7 @@ pub(crate) mod authority;
 mod cluster;
 mod election;
 mod forward;
+pub(crate) mod handled;
 mod kv;
 mod lease;
 mod lock;

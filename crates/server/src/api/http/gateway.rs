@@ -28,6 +28,7 @@ use crate::api::grpc::{
     MaintenanceService, WatchService,
 };
 use crate::core::Core;
+use crate::watch::WatchHub;
 
 /// The services the gateway calls.
 pub(crate) struct Gateway {
@@ -39,6 +40,8 @@ pub(crate) struct Gateway {
     pub(crate) lock: LockService,
     pub(crate) election: ElectionService,
     pub(crate) watch: WatchService,
+    /// The watch hub, for its counts in the metrics.
+    pub(crate) hub: Arc<WatchHub>,
 }
 
 impl Gateway {

@@ -1,6 +1,7 @@
 //! keel's HTTP plane, on the client port beside gRPC (HTTP/1.1 and
-//! HTTP/2 share the listener): etcd's JSON gateway ([`gateway`]), and
-//! `GET /version` and `GET /health` as etcd answers them. A path nobody
+//! HTTP/2 share the listener): etcd's JSON gateway ([`gateway`]),
+//! `GET /version` and `GET /health` as etcd answers them, and `GET /metrics`
+//! ([`crate::metrics`]). A path nobody
 //! serves gets a JSON 404 (a gRPC call to an unknown service still gets
 //! gRPC's `UNIMPLEMENTED`).
 
@@ -31,6 +32,7 @@ pub(crate) fn router(gateway: Gateway) -> Router {
         .merge(gateway::routes())
         .route("/version", get(version))
         .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
         .layer(axum::middleware::map_response(allow_cross_origin))
         .with_state(gateway)
 }
@@ -72,6 +74,20 @@ async fn allow_cross_origin(mut response: Response) -> Response {
         HeaderValue::from_static("accept, content-type, authorization"),
     );
     response
+}
+
+/// `GET /metrics`: every metric in Prometheus' text format, with the
+/// gauges read from the store and the watch hub now.
+async fn metrics_text(State(g): State<Arc<Gateway>>) -> Response {
+    metrics::gauge!(crate::metrics::DB_SIZE).set(g.core.store.db_size() as f64);
+    let (streams, watches) = g.hub.counts();
+    metrics::gauge!(crate::metrics::WATCH_STREAMS).set(streams as f64);
+    metrics::gauge!(crate::metrics::WATCHERS).set(watches as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::recorder().render(),
+    )
+        .into_response()
 }
 
 /// `GET /version`'s body.
