@@ -53,7 +53,9 @@ pub(crate) enum Fate {
 /// Which `kv` entries, visited in storage order (each key's versions
 /// newest first), compaction at `compacted` removes: every version at or
 /// below it except the newest one of each key, and that one too if it is
-/// a deletion.
+/// a deletion older than the point. A deletion at the point itself stays
+/// (until a later compaction), as etcd keeps it: a watch may start at the
+/// compaction point and must see what happened there.
 #[derive(Debug)]
 pub(crate) struct Garbage {
     compacted: i64,
@@ -87,6 +89,7 @@ impl Garbage {
         self.settled = true;
         match (newest, tombstone) {
             (true, false) => Fate::Keep,
+            (true, true) if revision == self.compacted => Fate::Keep,
             (true, true) => Fate::RemoveLast,
             (false, _) => Fate::Remove,
         }

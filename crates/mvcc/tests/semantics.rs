@@ -2250,3 +2250,51 @@ fn compaction_removes_a_key_deleted_by_a_later_write_of_a_txn() {
         "a deleted key's versions outlived compaction"
     );
 }
+
+#[test]
+fn a_deletion_at_the_compaction_point_stays_for_watches_from_it_until_a_later_compaction() {
+    let mut h = Harness::new();
+    h.put("doomed-key", "1");
+    h.put("other", "1");
+    h.delete("doomed-key", "");
+    let deleted_at = h.store.revision();
+    h.put("other", "2");
+    h.compact(deleted_at).unwrap();
+    while h.store.compact_step(100).unwrap() {}
+    // Watching from the compaction point sees the deletion there, as with
+    // etcd, whether one key or a range is watched.
+    let events = |key: &'static [u8], end: &'static [u8]| {
+        h.store
+            .events(
+                &Bytes::from_static(key),
+                &Bytes::from_static(end),
+                deleted_at,
+                i64::MAX,
+                usize::MAX,
+            )
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| (e.r#type, e.kv.as_ref().unwrap().mod_revision))
+            .collect::<Vec<_>>()
+    };
+    let delete = keel_api::mvccpb::event::EventType::Delete as i32;
+    let put = keel_api::mvccpb::event::EventType::Put as i32;
+    assert_eq!(events(b"doomed-key", b""), vec![(delete, deleted_at)]);
+    assert_eq!(
+        events(b"\0", b"\0"),
+        vec![(delete, deleted_at), (put, deleted_at + 1)]
+    );
+    assert!(h.get("doomed-key").is_none(), "reads do not see it");
+    // A later compaction removes it.
+    h.compact(deleted_at + 1).unwrap();
+    while h.store.compact_step(100).unwrap() {}
+    let mut left = Vec::new();
+    Store::write_snapshot(h.store.view(), &mut left).unwrap();
+    assert!(
+        !left
+            .windows(b"doomed-key".len())
+            .any(|w| w == b"doomed-key"),
+        "the deletion outlived the next compaction"
+    );
+}
