@@ -366,6 +366,17 @@ etcdctl --endpoints="$C1" snapshot save "$WORK/backup.db" >/dev/null 2>&1 || fai
 [[ -s "$WORK/backup.db" ]] || fail "snapshot save wrote nothing"
 echo "ok   snapshot save ($(stat -c %s "$WORK/backup.db") bytes)"
 
+# keel snapshot status checks the backup end to end; its hash is the
+# members' hashkv at the backup's revision (nothing was written since).
+status=$("$KEEL_BIN" snapshot status -w json "$WORK/backup.db") || fail "keel snapshot status: $status"
+[[ $(grep -oE '"hash":[0-9]+' <<<"$status" | cut -d: -f2) == "$hashes" ]] ||
+    fail "snapshot status hash differs from hashkv $hashes: $status"
+cp "$WORK/backup.db" "$WORK/corrupt.db"
+printf 'X' | dd of="$WORK/corrupt.db" bs=1 seek=100 conv=notrunc 2>/dev/null
+corrupt=$("$KEEL_BIN" snapshot status "$WORK/corrupt.db" 2>&1) && fail "a corrupt backup passed: $corrupt"
+grep -q "integrity check failed" <<<"$corrupt" || fail "corrupt backup: unclear error: $corrupt"
+echo "ok   keel snapshot status: the backup's hash is the members' hashkv; a corrupt one is refused"
+
 echo "== membership: add a fourth member, let it join, remove it"
 C4=127.0.0.1:$((BASE + 300)) P4=127.0.0.1:$((BASE + 301))
 added=$(etcdctl --endpoints="$C1" member add k4 --peer-urls="http://$P4") || fail "member add: $added"

@@ -17,7 +17,7 @@ mod server;
 mod tasks;
 mod watch;
 
-use cli::{client, local_cluster};
+use cli::{client, local_cluster, snapshot};
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +36,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a three-member cluster on this machine, for trying fail-over by hand.
     Cluster(local_cluster::ClusterArgs),
+    /// Backups: `keel snapshot status BACKUP`.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Client commands against a running cluster.
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Cluster(args) => local_cluster::run(args),
+        Command::Snapshot(command) => snapshot::run(command),
         Command::Client(command) => client::run(command),
     };
     match result {

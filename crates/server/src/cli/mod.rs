@@ -5,3 +5,4 @@
 pub(crate) mod client;
 pub(crate) mod lease;
 pub(crate) mod local_cluster;
+pub(crate) mod snapshot;
