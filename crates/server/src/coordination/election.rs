@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use keel_api::etcdserverpb::range_request::SortOrder;
-use keel_api::etcdserverpb::{request_op, PutRequest, RequestOp, TxnRequest};
+use keel_api::etcdserverpb::{request_op, PutRequest, RequestOp, TxnRequest, TxnResponse};
 use keel_api::etcdserverpb::{DeleteRangeRequest, WatchCreateRequest};
 use keel_api::mvccpb::KeyValue;
 use keel_api::v3electionpb::{
@@ -68,19 +68,13 @@ impl Coordinator {
         request: ProclaimRequest,
     ) -> Result<ProclaimResponse, ServerError> {
         let leader = request.leader.ok_or(ServerError::MissingLeaderKey)?;
-        let txn = TxnRequest {
-            compare: vec![created_at(&leader.key, leader.rev)],
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestPut(PutRequest {
-                    key: leader.key.clone(),
-                    value: request.value,
-                    lease: leader.lease,
-                    ..PutRequest::default()
-                })),
-            }],
-            failure: Vec::new(),
-        };
-        let response = self.core.txn(txn).await?;
+        let put = request_op::Request::RequestPut(PutRequest {
+            key: leader.key.clone(),
+            value: request.value,
+            lease: leader.lease,
+            ..PutRequest::default()
+        });
+        let response = self.while_leading(&leader, put).await?;
         if !response.succeeded {
             return Err(ServerError::ElectionNotLeader);
         }
@@ -107,22 +101,30 @@ impl Coordinator {
         request: ResignRequest,
     ) -> Result<ResignResponse, ServerError> {
         let leader = request.leader.ok_or(ServerError::MissingLeaderKey)?;
-        let txn = TxnRequest {
-            compare: vec![created_at(&leader.key, leader.rev)],
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestDeleteRange(
-                    DeleteRangeRequest {
-                        key: leader.key.clone(),
-                        ..DeleteRangeRequest::default()
-                    },
-                )),
-            }],
-            failure: Vec::new(),
-        };
-        let response = self.core.txn(txn).await?;
+        let delete = request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            key: leader.key.clone(),
+            ..DeleteRangeRequest::default()
+        });
+        let response = self.while_leading(&leader, delete).await?;
         Ok(ResignResponse {
             header: response.header,
         })
+    }
+
+    /// Applies `op` to the key of `leader` if that key is still the one it
+    /// names (created at its revision); the txn's answer says whether.
+    async fn while_leading(
+        &self,
+        leader: &LeaderKey,
+        op: request_op::Request,
+    ) -> Result<TxnResponse, ServerError> {
+        self.core
+            .txn(TxnRequest {
+                compare: vec![created_at(&leader.key, leader.rev)],
+                success: vec![RequestOp { request: Some(op) }],
+                failure: Vec::new(),
+            })
+            .await
     }
 
     /// The leaders of election `name` as they change, from the current one

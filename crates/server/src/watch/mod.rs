@@ -679,16 +679,13 @@ impl EventSink for WatchHub {
                     continue;
                 }
                 self.push_responses(&mut batch, *id, watcher, header, selected);
-                included.push(*id);
+                included.push(watcher);
             }
             if batch.is_empty() {
                 continue;
             }
             let sent = stream.queue.try_send_all(batch);
-            for id in included {
-                let Some(watcher) = stream.watchers.get_mut(&id) else {
-                    continue;
-                };
+            for watcher in included {
                 match sent {
                     Ok(()) => watcher.next = next(watcher),
                     Err(Refused::Full) => {

@@ -223,11 +223,10 @@ pub(crate) struct Handled<S> {
 impl<S> Service<http::Request<Body>> for Handled<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = HandledFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -238,26 +237,47 @@ where
             .iter()
             .find(|(path, ..)| *path == request.uri().path())
             .copied();
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let response = answer.await?;
-            if let Some((_, service, method, kind)) = method {
-                let code = response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map_or(Code::Ok, Code::from_i32);
-                metrics::counter!(
-                    GRPC_HANDLED,
-                    "grpc_type" => kind,
-                    "grpc_service" => service,
-                    "grpc_method" => method,
-                    "grpc_code" => code_name(code),
-                )
-                .increment(1);
-            }
-            Ok(response)
-        })
+        HandledFuture {
+            inner: self.inner.call(request),
+            method,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The service's answer, counted as it comes.
+    pub(crate) struct HandledFuture<F> {
+        #[pin]
+        inner: F,
+        method: Option<(&'static str, &'static str, &'static str, &'static str)>,
+    }
+}
+
+impl<F, E> Future for HandledFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some((_, service, method, kind))) = (&answer, *this.method) {
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(Code::Ok, Code::from_i32);
+            metrics::counter!(
+                GRPC_HANDLED,
+                "grpc_type" => kind,
+                "grpc_service" => service,
+                "grpc_method" => method,
+                "grpc_code" => code_name(code),
+            )
+            .increment(1);
+        }
+        Poll::Ready(answer)
     }
 }
