@@ -27,7 +27,7 @@ use crate::api::grpc::{
     ClusterService, ElectionService, ForwardService, KvService, LeaseService, LockService,
     MaintenanceService, WatchService,
 };
-use crate::api::http::{self, Gateway};
+use crate::api::http::{self, Gateway, StatusClients};
 use crate::cluster::Peers;
 use crate::config::{host_port, ClusterState, Config};
 use crate::coordination::Coordinator;
@@ -163,6 +163,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             election: ElectionService(coordinator.clone()),
             watch: watch_service(),
             hub: hub.clone(),
+            status_clients: StatusClients::default(),
         };
         let routes = grpc
             .into_axum_router()

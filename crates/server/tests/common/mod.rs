@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod http;
+
 use std::time::Duration;
 
 use keel_api::etcdserverpb::*;

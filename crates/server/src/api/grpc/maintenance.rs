@@ -28,6 +28,11 @@ impl MaintenanceService {
         MaintenanceService { core, scratch_dir }
     }
 
+    /// A backup of this member's store, staged in the scratch directory.
+    pub(crate) async fn backup(&self) -> Result<Backup, crate::core::ServerError> {
+        self.core.backup(self.scratch_dir.clone()).await
+    }
+
     /// The tonic service.
     pub(crate) fn into_server(self) -> MaintenanceServer<Self> {
         MaintenanceServer::new(self)
@@ -77,7 +82,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        let backup = self.core.backup(self.scratch_dir.clone()).await?;
+        let backup = self.backup().await?;
         Ok(Response::new(Box::pin(stream_backup(backup))))
     }
 

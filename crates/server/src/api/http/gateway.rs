@@ -22,6 +22,7 @@ use keel_api::v3electionpb::LeaderRequest;
 use keel_api::v3lockpb::lock_server::Lock;
 use tonic::Request;
 
+use super::admin::StatusClients;
 use super::json;
 use crate::api::grpc::{
     keep_alive, ClusterService, ElectionService, KvService, LeaseService, LockService,
@@ -42,6 +43,8 @@ pub(crate) struct Gateway {
     pub(crate) watch: WatchService,
     /// The watch hub, for its counts in the metrics.
     pub(crate) hub: Arc<WatchHub>,
+    /// Channels to the other members, for the admin API's cluster view.
+    pub(crate) status_clients: StatusClients,
 }
 
 impl Gateway {

@@ -14,9 +14,11 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
+mod admin;
 mod gateway;
 mod json;
 
+pub(crate) use admin::StatusClients;
 pub(crate) use gateway::Gateway;
 
 use crate::core::maintenance::API_VERSION;
@@ -30,6 +32,7 @@ pub(crate) fn router(gateway: Gateway) -> Router {
     let gateway = Arc::new(gateway);
     Router::new()
         .merge(gateway::routes())
+        .merge(admin::routes())
         .route("/version", get(version))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
