@@ -12,7 +12,10 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use fjall::Readable;
 
 use crate::encoding::DerivedIndexer;
-use crate::schema::{revision_bytes, INDEXED, KV_TAG, META_TAG, RESTORING, REVISION};
+use keel_api::etcdserverpb::Member;
+use prost::Message;
+
+use crate::schema::{revision_bytes, APPLIED, INDEXED, KV_TAG, META_TAG, RESTORING, REVISION};
 use crate::store::StoreView;
 use crate::{MvccError, Store};
 
@@ -102,6 +105,33 @@ impl Store {
         let result = self.replace_contents(&mut reader);
         self.reload()?;
         result
+    }
+
+    /// Makes a restored store the seed of a new cluster, as `etcdutl
+    /// snapshot restore` does: the keys, their history, the leases and the
+    /// revision stay; the old cluster's raft position (the applied index
+    /// becomes 0, so the new cluster's log applies from its first entry),
+    /// its member records (replaced by `members`) and its alarms go.
+    pub fn reseed(&self, members: &[Member]) -> Result<(), MvccError> {
+        let _writer = self.lock_writer();
+        if self.restoring() {
+            return Err(MvccError::Restoring);
+        }
+        let keyspaces = &self.inner.keyspaces;
+        self.clear(&keyspaces.members)?;
+        self.clear(&keyspaces.alarms)?;
+        let mut batch = self.inner.db.batch();
+        batch.remove(&keyspaces.meta, APPLIED);
+        for member in members {
+            batch.insert(
+                &keyspaces.members,
+                member.id.to_be_bytes(),
+                member.encode_to_vec(),
+            );
+        }
+        batch.commit()?;
+        self.inner.db.persist(fjall::PersistMode::SyncAll)?;
+        self.reload()
     }
 
     fn replace_contents<R: Read>(&self, reader: &mut CrcReader<R>) -> Result<(), MvccError> {

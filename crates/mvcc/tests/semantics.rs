@@ -1659,6 +1659,34 @@ fn a_snapshot_restores_the_state_at_its_view() {
 }
 
 #[test]
+fn a_reseeded_store_keeps_its_keys_and_starts_a_new_log_with_new_members() {
+    let mut source = Harness::new();
+    some_history(&mut source);
+    source.alarm(AlarmAction::Activate, 1, AlarmType::Nospace);
+    let hash = source.store.hash_kv(0).unwrap();
+    let revision = source.store.revision();
+    let mut snapshot = Vec::new();
+    Store::write_snapshot(source.store.view(), &mut snapshot).unwrap();
+
+    let target = Harness::new();
+    target.store.restore(&mut snapshot.as_slice()).unwrap();
+    target.store.reseed(&[member(7, "new")]).unwrap();
+    // Reopened: what reseeding did is durable.
+    let mut target = target.reopen();
+    assert_eq!(target.store.applied_index(), 0);
+    assert_eq!(target.store.hash_kv(0).unwrap(), hash);
+    assert_eq!(target.store.revision(), revision);
+    assert_eq!(target.store.members(), vec![member(7, "new")]);
+    assert_eq!(target.store.alarms(), vec![]);
+    // The new cluster's log applies from its first index on.
+    target.index = 0;
+    target.put("fresh", "1");
+    assert_eq!(target.store.applied_index(), 1);
+    assert_eq!(target.store.revision(), revision + 1);
+    assert_eq!(target.get("fresh").map(|kv| kv.value), Some("1".into()));
+}
+
+#[test]
 fn a_damaged_snapshot_is_refused() {
     let mut source = Harness::new();
     some_history(&mut source);

@@ -1,9 +1,16 @@
-//! `keel snapshot status BACKUP`: what a backup (from `etcdctl snapshot
-//! save` or the Maintenance API) holds, checked end to end: the SHA-256
-//! trailer over the whole file, then the stream's own CRC as the store is
-//! restored from it into a scratch directory, which gives the revision,
-//! the keys and the hash `etcdctl endpoint hashkv` reports for a member at
-//! that revision.
+//! Backups (from `etcdctl snapshot save`, the Maintenance API or the admin
+//! API's download), checked end to end: the SHA-256 trailer over the whole
+//! file, then the stream's own CRC as a store is restored from it.
+//!
+//! - `keel snapshot status BACKUP` restores into a scratch directory and
+//!   prints the revision, the keys and the hash `etcdctl endpoint hashkv`
+//!   reports for a member at that revision.
+//! - `keel snapshot restore BACKUP --data-dir DIR --name ... --initial-cluster
+//!   ...` makes a new member's data directory from it, as `etcdutl snapshot
+//!   restore` does: the keys, their history and the leases of the backup,
+//!   the members of the new cluster, no alarms and an empty raft log.
+//!   `keel serve` with the same name, initial cluster and token then starts
+//!   the new cluster from it.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -11,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use keel_api::etcdserverpb::RangeRequest;
+use keel_api::etcdserverpb::{Member, RangeRequest};
 use keel_mvcc::{Store, StoreOptions};
 use sha2::{Digest, Sha256};
 
@@ -29,6 +36,30 @@ pub(crate) enum SnapshotCommand {
         #[arg(long, short = 'w', default_value = "table")]
         write_out: String,
     },
+    /// Make a new member's data directory from a backup.
+    Restore(RestoreArgs),
+}
+
+/// Where a restored member goes, and the new cluster it starts.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RestoreArgs {
+    /// The backup file.
+    backup: PathBuf,
+    /// The new member's data directory (must not exist yet).
+    #[arg(long, default_value = "keel-data")]
+    data_dir: PathBuf,
+    /// The new member's name.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// The new cluster's members: `name=peer-url,...` (default: this one).
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// The new cluster's token.
+    #[arg(long, default_value = "keel-cluster")]
+    initial_cluster_token: String,
+    /// This member's peer URL in the new cluster.
+    #[arg(long, alias = "initial-advertise-peer-urls", default_value = crate::config::DEFAULT_PEER_URL)]
+    advertise_peer_url: String,
 }
 
 /// What a backup holds.
@@ -54,11 +85,13 @@ pub(crate) fn run(command: SnapshotCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        SnapshotCommand::Restore(args) => restore(&args),
     }
 }
 
-/// Checks `path` and reads what it holds.
-fn status(path: &Path) -> anyhow::Result<Status> {
+/// Opens a backup and checks its SHA-256 trailer: the file, positioned
+/// at its start, with the length of its body (without the trailer).
+fn verified(path: &Path) -> anyhow::Result<(File, u64)> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let size = file.metadata()?.len();
     if size < TRAILER {
@@ -75,15 +108,30 @@ fn status(path: &Path) -> anyhow::Result<Status> {
             path.display()
         );
     }
+    file.seek(SeekFrom::Start(0))?;
+    Ok((file, body))
+}
+
+/// Restores the store in `dir` from a verified backup.
+fn restore_store(path: &Path, dir: &Path) -> anyhow::Result<Store> {
+    let (mut file, body) = verified(path)?;
+    let store = Store::open(dir, StoreOptions::default())
+        .with_context(|| format!("opening a store in {}", dir.display()))?;
+    store
+        .restore(&mut (&mut file).take(body))
+        .with_context(|| format!("{} does not restore", path.display()))?;
+    Ok(store)
+}
+
+/// Checks `path` and reads what it holds.
+fn status(path: &Path) -> anyhow::Result<Status> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .len();
     let scratch = std::env::temp_dir().join(format!("keel-snapshot-status-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let result = (|| -> anyhow::Result<Status> {
-        let store =
-            Store::open(&scratch, StoreOptions::default()).context("opening a scratch store")?;
-        file.seek(SeekFrom::Start(0))?;
-        store
-            .restore(&mut (&mut file).take(body))
-            .with_context(|| format!("{} does not restore", path.display()))?;
+        let store = restore_store(path, &scratch)?;
         let hash = store.hash_kv(0)?;
         let keys = store
             .range(&RangeRequest {
@@ -102,6 +150,75 @@ fn status(path: &Path) -> anyhow::Result<Status> {
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// Makes a new member's data directory from a backup.
+fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    let initial = match &args.initial_cluster {
+        Some(list) => crate::config::parse_initial_cluster(list).context("--initial-cluster")?,
+        None => vec![(args.name.clone(), args.advertise_peer_url.clone())],
+    };
+    if !initial
+        .iter()
+        .any(|(name, url)| *name == args.name && *url == args.advertise_peer_url)
+    {
+        bail!(
+            "--initial-cluster has no entry `{}={}` for this member (--name and --advertise-peer-url)",
+            args.name,
+            args.advertise_peer_url
+        );
+    }
+    if args.data_dir.exists() {
+        bail!(
+            "{} exists: restore makes a new data directory, remove it or choose another",
+            args.data_dir.display()
+        );
+    }
+    let members: Vec<Member> = initial
+        .iter()
+        .map(|(name, url)| Member {
+            id: crate::identity::initial_member_id(url, &args.initial_cluster_token),
+            name: name.clone(),
+            peer_ur_ls: vec![url.clone()],
+            ..Member::default()
+        })
+        .collect();
+    let staging = args.data_dir.with_extension("restoring");
+    let _ = std::fs::remove_dir_all(&staging);
+    let result = (|| -> anyhow::Result<Status> {
+        let store = restore_store(&args.backup, &staging.join("kv"))?;
+        store.reseed(&members).context("seeding the new cluster")?;
+        let hash = store.hash_kv(0)?;
+        Ok(Status {
+            hash: hash.hash,
+            revision: hash.revision,
+            keys: 0,
+            size: 0,
+        })
+    })();
+    let status = match result {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    // Whole or not at all: the directory appears once its store is complete.
+    std::fs::rename(&staging, &args.data_dir)
+        .with_context(|| format!("moving the restored store to {}", args.data_dir.display()))?;
+    println!(
+        "restored {} (revision {}, hash {:x}) into {} for member {} of {} members; start it with `keel serve --name {} --data-dir {} --initial-cluster ... --initial-cluster-token {}`",
+        args.backup.display(),
+        status.revision,
+        status.hash,
+        args.data_dir.display(),
+        args.name,
+        members.len(),
+        args.name,
+        args.data_dir.display(),
+        args.initial_cluster_token,
+    );
+    Ok(())
 }
 
 /// Prints `status` as etcdctl's table.

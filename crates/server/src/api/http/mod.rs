@@ -1,5 +1,6 @@
 //! keel's HTTP plane, on the client port beside gRPC (HTTP/1.1 and
-//! HTTP/2 share the listener): etcd's JSON gateway ([`gateway`]),
+//! HTTP/2 share the listener): etcd's JSON gateway ([`gateway`]), the
+//! admin API ([`admin`]), the dashboard at `/` ([`dashboard`]),
 //! `GET /version` and `GET /health` as etcd answers them, and `GET /metrics`
 //! ([`crate::metrics`]). A path nobody
 //! serves gets a JSON 404 (a gRPC call to an unknown service still gets
@@ -15,6 +16,7 @@ use axum::Router;
 use serde::Serialize;
 
 mod admin;
+mod dashboard;
 mod gateway;
 mod json;
 
@@ -33,6 +35,7 @@ pub(crate) fn router(gateway: Gateway) -> Router {
     Router::new()
         .merge(gateway::routes())
         .merge(admin::routes())
+        .merge(dashboard::routes())
         .route("/version", get(version))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))

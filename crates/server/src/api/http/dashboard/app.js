@@ -190,10 +190,17 @@
     return out;
   }
 
-  function startsWith(bytes, prefix) {
-    if (bytes.length < prefix.length) return false;
-    for (var i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false;
-    return true;
+  // What a person typed as a key or prefix: UTF-8, with \xNN for any byte
+  // (as keyText shows bytes that are not text).
+  function inputBytes(text) {
+    var out = [];
+    var parts = text.split(/(\\x[0-9a-fA-F]{2})/);
+    parts.forEach(function (part, i) {
+      if (i % 2 === 1) { out.push(parseInt(part.slice(2), 16)); return; }
+      var enc = utf8.encode(part);
+      for (var j = 0; j < enc.length; j++) out.push(enc[j]);
+    });
+    return new Uint8Array(out);
   }
 
   // etcd's range_end for "every key starting with prefix"; null when the
@@ -273,7 +280,7 @@
     if (dash(sec)) return '—';
     if (sec < 0) return 'expired';
     if (sec < 120) return sec + ' s';
-    if (sec < 7200) return Math.floor(sec / 60) + ' min ' + (sec % 60) + ' s';
+    if (sec < 7200) return Math.floor(sec / 60) + ' min' + (sec % 60 ? ' ' + (sec % 60) + ' s' : '');
     return Math.floor(sec / 3600) + ' h ' + Math.floor((sec % 3600) / 60) + ' min';
   }
 
@@ -688,7 +695,11 @@
 
     function render(data) {
       last = data;
-      var members = data.members || [];
+      var members = (data.members || []).slice().sort(function (a, b) {
+        var x = (a.name || '') + '\u0000' + a.id;
+        var y = (b.name || '') + '\u0000' + b.id;
+        return x < y ? -1 : x > y ? 1 : 0;
+      });
       var leader = data.leader ? members.filter(function (m) { return m.id === data.leader; })[0] : null;
       if (!leader) leader = members.filter(function (m) { return m.role === 'leader'; })[0] || null;
       fill(sub,
@@ -791,7 +802,7 @@
     var banner = errorBanner();
     var crumbs = h('nav.crumbs', { 'aria-label': 'prefix' });
     var prefixInput = h('input.input.mono', {
-      type: 'text', placeholder: 'prefix, e.g. app/', spellcheck: 'false', autocomplete: 'off',
+      type: 'text', placeholder: 'prefix, e.g. app/', spellcheck: 'false', autocomplete: 'off', title: 'UTF-8 text; \\xNN for any byte',
       'aria-label': 'prefix', value: keyText(prefix)
     });
     var flatBox = h('input', { type: 'checkbox', checked: flat });
@@ -806,7 +817,7 @@
       h('form.toolbar', {
         onsubmit: function (ev) {
           ev.preventDefault();
-          go({ prefix: utf8.encode(prefixInput.value) });
+          go({ prefix: inputBytes(prefixInput.value) });
         }
       }, crumbs,
       h('div.toolbar-right', null,
@@ -1165,7 +1176,7 @@
 
   PAGES.watch = function (view, params, ctx) {
     var prefixInput = h('input.input.mono', {
-      type: 'text', placeholder: 'key or prefix (empty: every key)', spellcheck: 'false', autocomplete: 'off',
+      type: 'text', placeholder: 'key or prefix (empty: every key)', spellcheck: 'false', autocomplete: 'off', title: 'UTF-8 text; \\xNN for any byte',
       'aria-label': 'key or prefix', value: paramText(params, 'prefix') || ''
     });
     var isPrefix = h('input', { type: 'checkbox', checked: params.exact === undefined || params.exact === '0' });
@@ -1271,21 +1282,16 @@
     function start() {
       if (controller) return;
       banner.hide();
-      var p = utf8.encode(prefixInput.value);
+      var p = inputBytes(prefixInput.value);
       var create = {};
       var what;
       if (isPrefix.checked) {
+        // range_end "\0" means every key from key on (a prefix of only
+        // 0xff bytes has no end); key "\0" too means every key.
         var end = prefixEnd(p);
-        if (!p.length || !end) {
-          create.key = 'AA==';
-          create.range_end = 'AA==';
-          what = p.length ? 'keys from ' + keyText(p) : 'every key';
-        } else {
-          create.key = bytesToB64(p);
-          create.range_end = bytesToB64(end);
-          what = 'keys starting with "' + keyText(p) + '"';
-        }
-        if (p.length && !end) create.key = bytesToB64(p);
+        create.key = p.length ? bytesToB64(p) : 'AA==';
+        create.range_end = end ? bytesToB64(end) : 'AA==';
+        what = !p.length ? 'every key' : end ? 'keys starting with "' + keyText(p) + '"' : 'keys from "' + keyText(p) + '" on';
       } else {
         if (!p.length) { banner.show(new Error('give the key to watch, or tick "prefix"'), 'Watch:'); return; }
         create.key = bytesToB64(p);
