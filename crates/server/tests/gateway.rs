@@ -375,3 +375,92 @@ async fn metrics_use_etcds_names_and_follow_the_cluster() {
         Some(1.0)
     );
 }
+
+/// Member `i`'s resident memory, in bytes.
+fn resident(cluster: &Cluster, i: usize) -> u64 {
+    let pid = cluster.members[i].process.as_ref().expect("running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_watch_client_that_never_reads_holds_bounded_memory_and_misses_nothing() {
+    let cluster = Cluster::start(1, &[]).await;
+    let addr = cluster.members[0].spec.client.clone();
+    let value = "x".repeat(1 << 20);
+    let put = |i: usize| {
+        let cluster = &cluster;
+        let value = &value;
+        async move {
+            common::put(cluster, 0, &format!("big/{i:03}"), value)
+                .await
+                .unwrap()
+        }
+    };
+    const WRITES: usize = 300;
+    // What the member itself keeps of 300 MiB of writes (its raft log
+    // holds them until the next snapshot), with nobody watching.
+    for i in 0..20 {
+        put(i).await;
+    }
+    let start = resident(&cluster, 0);
+    for i in 0..WRITES {
+        put(i).await;
+    }
+    let unwatched = resident(&cluster, 0).saturating_sub(start);
+
+    // Then a client opens a watch on the prefix and reads nothing while
+    // as much again goes by (400 MiB as the gateway's JSON).
+    let first = put(0).await + 1;
+    let create = json!({"create_request": {"key": b64("big/"), "range_end": b64("big0")}});
+    let (status, mut lines) = send(&addr, "POST", "/v3/watch", create.to_string().as_bytes()).await;
+    assert_eq!(status, 200);
+    let start = resident(&cluster, 0);
+    for i in 0..WRITES {
+        put(i).await;
+    }
+    let watched = resident(&cluster, 0).saturating_sub(start);
+    let held = watched.saturating_sub(unwatched);
+    assert!(
+        held < 64 << 20,
+        "a watcher that reads nothing cost {} MiB ({} MiB grown with it, {} MiB without)",
+        held >> 20,
+        watched >> 20,
+        unwatched >> 20
+    );
+
+    // When it reads at last, it gets every change, in order.
+    let created = next_line(&mut lines).await;
+    assert_eq!(created["result"]["created"], true, "{created}");
+    let mut revisions = Vec::new();
+    while revisions.len() < WRITES {
+        let line = next_line(&mut lines).await;
+        for event in line["result"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            revisions.push(
+                event["kv"]["mod_revision"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap(),
+            );
+        }
+    }
+    let expected: Vec<i64> = (first..first + WRITES as i64).collect();
+    assert_eq!(revisions, expected);
+    eprintln!(
+        "held {} MiB ({} MiB grown with it, {} MiB without)",
+        held >> 20,
+        watched >> 20,
+        unwatched >> 20
+    );
+}
