@@ -37,6 +37,14 @@ pub(crate) const LEASES_REVOKED: &str = "etcd_debugging_lease_revoked_total";
 pub(crate) const LEASES_RENEWED: &str = "etcd_debugging_lease_renewed_total";
 /// etcd gRPC calls answered, by service, method and code.
 pub(crate) const GRPC_HANDLED: &str = "grpc_server_handled_total";
+/// Histogram: seconds a small request to a peer takes, by peer (`To`).
+pub(crate) const PEER_ROUND_TRIP: &str = "etcd_network_peer_round_trip_time_seconds";
+
+/// etcd's buckets for peer round trips: 0.1 ms doubling to about 3 s.
+const NETWORK_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
+    0.4096, 0.8192, 1.6384, 3.2768,
+];
 
 /// etcd's buckets for disk timings: 1 ms doubling to about 8 s.
 const DISK_BUCKETS: [f64; 14] = [
@@ -55,6 +63,9 @@ pub(crate) fn recorder() -> &'static PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Full(name.into()), &DISK_BUCKETS)
                 .expect("the buckets are not empty");
         }
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(PEER_ROUND_TRIP.into()), &NETWORK_BUCKETS)
+            .expect("the buckets are not empty");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {

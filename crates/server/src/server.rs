@@ -208,6 +208,10 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         tasks::publish::publish_member(c, settings, stop)
     });
     let c = core.clone();
+    background.spawn("peer round trips", |stop| {
+        tasks::peer_rtt::probe_peers(c, stop)
+    });
+    let c = core.clone();
     background.spawn("lease renewals", |stop| renewals.run(c, stop));
     let c = core.clone();
     background.spawn_while_leader("lease expiry", status.clone(), move |stop| {

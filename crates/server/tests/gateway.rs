@@ -374,6 +374,27 @@ async fn metrics_use_etcds_names_and_follow_the_cluster() {
         sample(&metrics, "etcd_debugging_mvcc_watch_stream_total"),
         Some(1.0)
     );
+
+    // Each member times a round trip to every other one, labelled as etcd
+    // labels it: the peer's id in hex.
+    let follower = (leader + 1) % 3;
+    let id = cluster
+        .status(follower)
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .member_id;
+    let round_trips = format!("etcd_network_peer_round_trip_time_seconds_count{{To=\"{id:x}\"}}");
+    let mut probed = None;
+    for _ in 0..100 {
+        probed = sample(&metrics_of(&addrs[leader]).await, &round_trips);
+        if probed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(probed >= Some(1.0), "no {round_trips}");
 }
 
 /// Member `i`'s resident memory, in bytes.

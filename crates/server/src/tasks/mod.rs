@@ -9,6 +9,7 @@ pub(crate) mod health;
 pub(crate) mod history;
 pub(crate) mod lease_expiry;
 pub(crate) mod node_metrics;
+pub(crate) mod peer_rtt;
 pub(crate) mod promotion;
 pub(crate) mod publish;
 
