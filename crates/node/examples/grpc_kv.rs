@@ -6,7 +6,7 @@ mod kv;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use keel_node::{serve, GrpcTransport, NodeConfig, RaftNode, RaftService, Role};
+use keel_node::{NodeConfig, RaftNode};
 use kv::{put, Kv};
 
 const CLUSTER: u64 = 7;
@@ -14,36 +14,23 @@ const CLUSTER: u64 = 7;
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // Bind first, so every node knows every address before starting.
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        listeners.insert(id, listener);
-    }
-    let members: BTreeMap<u64, String> = listeners
-        .iter()
-        .map(|(id, l)| (*id, l.local_addr().expect("bound").to_string()))
+    let members: BTreeMap<u64, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", 27000 + id)))
         .collect();
     let mut nodes = Vec::new();
-    for (id, listener) in listeners {
+    for (&id, address) in &members {
         let mut config = NodeConfig::new(id, dir.path().join(id.to_string()));
         config.initial_members = members.clone();
         config.tick_interval = Duration::from_millis(20);
-        let transport = GrpcTransport::new(CLUSTER, members.clone());
-        let node = RaftNode::start(config, Kv::default(), transport).expect("starts");
-        let service = RaftService::new(CLUSTER, node.inbox());
-        tokio::spawn(serve(listener, service, std::future::pending()));
-        nodes.push(node);
+        let node = RaftNode::start_grpc(config, Kv::default(), CLUSTER, address).await;
+        nodes.push(node.expect("starts"));
     }
 
-    let leader = loop {
-        if let Some(n) = nodes.iter().find(|n| n.status().role == Role::Leader) {
-            break n.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let leader_id = nodes[0]
+        .wait_for_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    let leader = &nodes[leader_id as usize - 1];
     leader
         .propose(put("planet", "earth"))
         .await
@@ -53,11 +40,8 @@ async fn main() {
             .read(|kv| kv.0.get("planet").cloned())
             .await
             .expect("read");
-        println!(
-            "node {} at {} reads planet = {v:?}",
-            node.status().id,
-            members[&node.status().id]
-        );
+        let id = node.status().id;
+        println!("node {id} at {} reads planet = {v:?}", members[&id]);
         assert_eq!(v.as_deref(), Some("earth"));
     }
     for node in &nodes {

@@ -6,7 +6,7 @@ mod kv;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use keel_node::{LocalNetwork, NodeConfig, RaftNode, Role};
+use keel_node::{LocalNetwork, NodeConfig, RaftNode};
 use kv::{put, Kv};
 
 #[tokio::main]
@@ -19,18 +19,15 @@ async fn main() {
         let mut config = NodeConfig::new(id, dir.path().join(id.to_string()));
         config.initial_members = members.clone();
         config.tick_interval = Duration::from_millis(10);
-        let node = RaftNode::start(config, Kv::default(), network.transport(id)).expect("starts");
-        network.register(id, node.inbox());
-        nodes.push(node);
+        nodes.push(RaftNode::start_local(config, Kv::default(), &network).expect("starts"));
     }
 
-    // Wait for a leader, write through it, read from a follower.
-    let leader = loop {
-        if let Some(n) = nodes.iter().find(|n| n.status().role == Role::Leader) {
-            break n.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    // Write through the leader, read from a follower.
+    let leader_id = nodes[0]
+        .wait_for_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    let leader = &nodes[leader_id as usize - 1];
     leader
         .propose(put("color", "blue"))
         .await
@@ -39,15 +36,9 @@ async fn main() {
         .propose(put("color", "green"))
         .await
         .expect("committed");
-    println!(
-        "leader is node {}; previous color was {previous:?}",
-        leader.status().id
-    );
+    println!("leader is node {leader_id}; previous color was {previous:?}");
 
-    let follower = nodes
-        .iter()
-        .find(|n| n.status().id != leader.status().id)
-        .expect("a follower");
+    let follower = &nodes[leader_id as usize % 3];
     let color = follower
         .read(|kv| kv.0.get("color").cloned())
         .await

@@ -12,8 +12,10 @@ pub struct NodeConfig {
     /// This node's id (non-zero).
     pub id: NodeId,
     /// The voters of a new cluster, with their addresses (used in
-    /// `NotLeader` errors and by network transports). Ignored once the node
-    /// has state on disk, and empty for a node joining an existing cluster.
+    /// `NotLeader` errors and by network transports). Empty for a node
+    /// joining an existing cluster. Read only when the node starts with no
+    /// state on disk (then it must include this node); once it has state,
+    /// the log and snapshots say who the members are.
     pub initial_members: BTreeMap<NodeId, String>,
     /// Where the WAL and snapshots live.
     pub data_dir: PathBuf,
@@ -30,7 +32,48 @@ pub struct NodeConfig {
     /// Sync the WAL on every batch. Only tests turn this off.
     pub sync_wal: bool,
     /// Further core settings (pre-vote, check-quorum, read mode, size caps).
-    pub raft: keel_raft::Config,
+    pub raft: RaftTuning,
+}
+
+/// The consensus core's settings that [`NodeConfig`] does not set itself
+/// (the id, timing and in-flight window are `NodeConfig`'s own fields).
+/// Defaults are keel-raft's.
+#[derive(Clone, Debug)]
+pub struct RaftTuning {
+    /// The most bytes of entries in one append message.
+    pub max_size_per_msg: u64,
+    /// The most bytes of entries in flight to one follower (0: no limit).
+    pub max_inflight_bytes: u64,
+    /// The most bytes of uncommitted entries the leader takes (0: no limit).
+    pub max_uncommitted_size: u64,
+    /// The most bytes of committed entries handed out in one Ready.
+    pub max_committed_size_per_ready: u64,
+    /// Poll voters before campaigning, so a partitioned node cannot disrupt.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum in an election timeout
+    /// steps down.
+    pub check_quorum: bool,
+    /// How linearizable reads are confirmed.
+    pub read_mode: keel_raft::ReadMode,
+    /// How far behind the leader's log a learner may be and still be
+    /// promoted.
+    pub max_promotion_lag: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        let c = keel_raft::Config::new(1);
+        RaftTuning {
+            max_size_per_msg: c.max_size_per_msg,
+            max_inflight_bytes: c.max_inflight_bytes,
+            max_uncommitted_size: c.max_uncommitted_size,
+            max_committed_size_per_ready: c.max_committed_size_per_ready,
+            pre_vote: c.pre_vote,
+            check_quorum: c.check_quorum,
+            read_mode: c.read_mode,
+            max_promotion_lag: c.max_promotion_lag,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -46,7 +89,7 @@ impl NodeConfig {
             max_inflight: 256,
             snapshot_threshold: 10_000,
             sync_wal: true,
-            raft: keel_raft::Config::new(id),
+            raft: RaftTuning::default(),
         }
     }
 
@@ -58,24 +101,27 @@ impl NodeConfig {
         if self.snapshot_threshold == 0 {
             return Err("snapshot_threshold must be at least 1".into());
         }
-        if !self.initial_members.is_empty() && !self.initial_members.contains_key(&self.id) {
-            return Err(format!(
-                "initial_members does not include this node ({})",
-                self.id
-            ));
-        }
         self.core_config(0).validate().map_err(|e| e.to_string())
     }
 
     /// The core configuration these settings make.
     pub(crate) fn core_config(&self, applied: u64) -> keel_raft::Config {
-        let mut c = self.raft.clone();
-        c.id = self.id;
-        c.applied = applied;
-        c.election_tick = self.election_ticks;
-        c.heartbeat_tick = self.heartbeat_ticks;
-        c.max_inflight_msgs = self.max_inflight;
-        c
+        let t = &self.raft;
+        keel_raft::Config {
+            id: self.id,
+            applied,
+            election_tick: self.election_ticks,
+            heartbeat_tick: self.heartbeat_ticks,
+            max_inflight_msgs: self.max_inflight,
+            max_size_per_msg: t.max_size_per_msg,
+            max_inflight_bytes: t.max_inflight_bytes,
+            max_uncommitted_size: t.max_uncommitted_size,
+            max_committed_size_per_ready: t.max_committed_size_per_ready,
+            pre_vote: t.pre_vote,
+            check_quorum: t.check_quorum,
+            read_mode: t.read_mode,
+            max_promotion_lag: t.max_promotion_lag,
+        }
     }
 }
 
@@ -87,12 +133,6 @@ mod tests {
     fn defaults_are_valid_and_mistakes_are_named() {
         let mut c = NodeConfig::new(1, "/tmp/x");
         assert_eq!(c.validate(), Ok(()));
-        c.initial_members.insert(2, "a:1".into());
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .contains("does not include this node (1)"));
-        c.initial_members.insert(1, "a:0".into());
         c.tick_interval = Duration::ZERO;
         assert!(c.validate().unwrap_err().contains("tick_interval"));
         c.tick_interval = Duration::from_millis(1);

@@ -2,7 +2,18 @@
 
 use keel_raft::NodeId;
 
-/// Why a proposal did not produce a response.
+/// Whether a command whose proposal failed may have been applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was not applied and never will be: retrying cannot apply it twice.
+    NotApplied,
+    /// It may have been applied, or may still be: check the state (or make
+    /// the command idempotent) before retrying.
+    Unknown,
+}
+
+/// Why a proposal did not produce a response. [`outcome`](Self::outcome)
+/// says whether the command may have been applied all the same.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     /// Only the leader takes proposals: send it to `leader` (at `address`).
@@ -17,20 +28,35 @@ pub enum ProposeError {
     /// not applied. Retrying is safe.
     #[error("the proposal was lost in a leadership change; retry")]
     Lost,
-    /// This node caught up by installing a snapshot past the entry, so it
-    /// cannot tell whether the command was applied.
-    #[error("outcome unknown: the node caught up by snapshot; check the state before retrying")]
+    /// The entry was in the log, but this node cannot tell whether it was
+    /// applied: the node stopped before applying it (it may still commit on
+    /// the others), or caught up by a snapshot past it.
+    #[error("outcome unknown: the command may have been applied; check the state before retrying")]
     Indeterminate,
     /// The core refused it (pipeline full, transfer or membership change in
     /// progress, invalid membership change).
     #[error(transparent)]
-    Refused(#[from] keel_raft::ProposeError),
+    Refused(#[from] crate::RefusedProposal),
     /// The command could not be encoded.
     #[error("encoding the command: {0}")]
     Encode(String),
-    /// The node has shut down.
+    /// The node had stopped before the proposal reached its log.
     #[error("the node has stopped")]
     Stopped,
+}
+
+impl ProposeError {
+    /// Whether the command may have been applied despite this error.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            ProposeError::Indeterminate => Outcome::Unknown,
+            ProposeError::NotLeader { .. }
+            | ProposeError::Lost
+            | ProposeError::Refused(_)
+            | ProposeError::Encode(_)
+            | ProposeError::Stopped => Outcome::NotApplied,
+        }
+    }
 }
 
 /// Why a linearizable read failed.
@@ -52,7 +78,7 @@ pub enum ReadError {
 pub enum TransferError {
     /// The core refused it.
     #[error(transparent)]
-    Refused(#[from] keel_raft::TransferError),
+    Refused(#[from] crate::RefusedTransfer),
     /// The node has shut down.
     #[error("the node has stopped")]
     Stopped,
@@ -61,6 +87,12 @@ pub enum TransferError {
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// Another node (in this process or another) runs on the data directory.
+    #[error("{0} is in use by another running node; two nodes must never share a data directory")]
+    Locked(std::path::PathBuf),
+    /// The transport's port could not be bound.
+    #[error("listening on {0}: {1}")]
+    Bind(String, String),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

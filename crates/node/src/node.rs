@@ -21,16 +21,19 @@ use crate::replica::{Fatal, ReadFn, ReadView, Replica, ReplicaOptions};
 use crate::snapshot_file::{FileSnapshot, SnapshotWriter};
 use crate::state_machine::StateMachine;
 use crate::store::{snapshot_path, DiskStore, StoreError};
-use crate::transport::{MessageSink, Transport};
+use crate::transport::{LocalNetwork, MessageSink, Transport};
+use crate::RefusedProposal;
 
-/// What an observer sees of a node; published on every change.
+/// What an observer sees of a node; published on every change. A stopped
+/// node reports `running: false`, no leader, and the follower role (it
+/// leads nothing).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     /// This node.
     pub id: NodeId,
-    /// Its role.
+    /// Its role (never `Leader` once stopped).
     pub role: Role,
-    /// The leader it knows of.
+    /// The leader it knows of (none once stopped).
     pub leader: Option<NodeId>,
     /// Its term.
     pub term: u64,
@@ -40,6 +43,25 @@ pub struct Status {
     pub applied: Index,
     /// The membership in effect.
     pub conf_state: ConfState,
+    /// False once the node has stopped.
+    pub running: bool,
+}
+
+impl Status {
+    /// Whether this node is running and leads.
+    pub fn is_leader(&self) -> bool {
+        self.running && self.role == Role::Leader
+    }
+}
+
+/// Who leads, as this node sees it; changes only when the leader or this
+/// node's role does (not on every commit, as [`Status`] does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// This node's role.
+    pub role: Role,
     /// False once the node has stopped.
     pub running: bool,
 }
@@ -57,9 +79,23 @@ pub struct RaftNode<S: StateMachine> {
     requests: mpsc::UnboundedSender<Request<S>>,
     inbox: MessageSink,
     status: watch::Receiver<Status>,
+    leadership: watch::Receiver<Leadership>,
     addresses: Arc<BTreeMap<NodeId, String>>,
     task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    /// What runs beside the node and stops with it (a transport's server).
+    companions: Arc<std::sync::Mutex<Vec<Companion>>>,
     wal_syncs: Arc<AtomicU64>,
+    /// One raft tick: how often membership changes are retried.
+    tick: std::time::Duration,
+    /// Tells the transport a peer's address (set by `start_grpc`).
+    address_book: Option<Arc<dyn Fn(NodeId, String) + Send + Sync>>,
+}
+
+/// A task that runs beside a node: told to stop, then awaited, when the
+/// node stops.
+struct Companion {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
 }
 
 impl<S: StateMachine> Clone for RaftNode<S> {
@@ -68,8 +104,12 @@ impl<S: StateMachine> Clone for RaftNode<S> {
             requests: self.requests.clone(),
             inbox: self.inbox.clone(),
             status: self.status.clone(),
+            leadership: self.leadership.clone(),
             addresses: self.addresses.clone(),
             task: self.task.clone(),
+            companions: self.companions.clone(),
+            tick: self.tick,
+            address_book: self.address_book.clone(),
             wal_syncs: self.wal_syncs.clone(),
         }
     }
@@ -91,6 +131,7 @@ impl<S: StateMachine> RaftNode<S> {
                 config.data_dir.display()
             ))
         })?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let opened = DiskStore::open(&config)?;
         let applied = opened.snapshot.as_ref().map_or(0, |s| s.meta.last.index);
         if let Some(snapshot) = opened
@@ -118,6 +159,7 @@ impl<S: StateMachine> RaftNode<S> {
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
         let (snapshots_tx, snapshots_rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(status_of(&raw, true));
+        let (leadership_tx, leadership) = watch::channel(leadership_of(&status.borrow()));
         let addresses = Arc::new(config.initial_members.clone());
         let wal_syncs = Arc::new(AtomicU64::new(0));
         let options = ReplicaOptions {
@@ -135,16 +177,81 @@ impl<S: StateMachine> RaftNode<S> {
             snapshots_done: snapshots_tx,
             last_snapshot: applied,
             status: status_tx,
+            leadership: leadership_tx,
+            _lock: lock,
         };
+        let tick = driver.config.tick_interval;
         let task = tokio::spawn(driver.run(requests_rx, inbox_rx, snapshots_rx));
         Ok(RaftNode {
             requests,
             inbox,
             status,
+            leadership,
             addresses,
             task: Arc::new(std::sync::Mutex::new(Some(task))),
+            companions: Arc::default(),
+            tick,
+            address_book: None,
             wal_syncs,
         })
+    }
+
+    /// Starts a node on an in-process network and registers it there, so
+    /// it receives its peers' messages at once (see [`start`](Self::start)).
+    pub fn start_local(
+        config: NodeConfig,
+        state_machine: S,
+        network: &LocalNetwork,
+    ) -> Result<Self, StartError> {
+        let id = config.id;
+        let node = Self::start(config, state_machine, network.transport(id))?;
+        network.register(id, node.inbox());
+        Ok(node)
+    }
+
+    /// Starts a node talking gRPC: binds `listen`, starts the node with a
+    /// [`GrpcTransport`] to the peers in `config.initial_members`, and
+    /// serves peers on the port. [`stop`](Self::stop) stops all of it and
+    /// frees the port. A port in use is an error here, not later.
+    #[cfg(feature = "grpc")]
+    pub async fn start_grpc(
+        config: NodeConfig,
+        state_machine: S,
+        cluster_id: u64,
+        listen: &str,
+    ) -> Result<Self, StartError> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| StartError::Bind(listen.to_string(), e.to_string()))?;
+        let transport = crate::GrpcTransport::new(cluster_id, config.initial_members.clone());
+        let book = transport.clone();
+        let mut node = Self::start(config, state_machine, transport)?;
+        node.address_book = Some(Arc::new(move |id, address| book.set_address(id, address)));
+        let service = crate::RaftService::new(cluster_id, node.inbox());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let id = node.status().id;
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = crate::serve(listener, service, shutdown).await {
+                tracing::error!(id, error = %e, "the raft transport's server failed");
+            }
+        });
+        node.companions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Companion { stop, task });
+        Ok(node)
+    }
+
+    /// Tells a node started with [`start_grpc`](Self::start_grpc) where
+    /// peer `id` listens (a member added after it started). Does nothing
+    /// for other transports, which keep their own address books.
+    pub fn set_peer_address(&self, id: NodeId, address: impl Into<String>) {
+        if let Some(book) = &self.address_book {
+            book(id, address.into());
+        }
     }
 
     /// Where the transport delivers messages addressed to this node.
@@ -159,7 +266,9 @@ impl<S: StateMachine> RaftNode<S> {
             postcard::to_allocvec(&command).map_err(|e| ProposeError::Encode(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         self.send(Request::Propose(Bytes::from(data), tx))?;
-        rx.await.map_err(|_| ProposeError::Stopped)?
+        // Every request is answered; a reply dropped unanswered means the
+        // node's task died, maybe after the entry reached the log.
+        rx.await.map_err(|_| ProposeError::Indeterminate)?
     }
 
     /// A linearizable read: `f` runs on the state machine once this node has
@@ -203,6 +312,60 @@ impl<S: StateMachine> RaftNode<S> {
         self.change_membership(ConfChange::add_voter(id)).await
     }
 
+    /// Adds `id` as a voter the safe way, waiting up to `timeout`: as a
+    /// learner first, then promoted once it has caught up. Retries while a
+    /// new leader settles or another change is being applied; fails on
+    /// anything else (not the leader, an invalid change) or at the timeout.
+    pub async fn add_voter(
+        &self,
+        id: NodeId,
+        timeout: std::time::Duration,
+    ) -> Result<ConfState, ProposeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let state = self.status().conf_state;
+        if !state.learners.contains(&id) && !state.voters.contains(&id) {
+            self.retrying(deadline, || self.add_learner(id)).await?;
+        }
+        self.promote_when_caught_up(
+            id,
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        )
+        .await
+    }
+
+    /// Promotes learner `id` once it has caught up, retrying up to
+    /// `timeout` while it catches up, a new leader settles or another
+    /// change is being applied.
+    pub async fn promote_when_caught_up(
+        &self,
+        id: NodeId,
+        timeout: std::time::Duration,
+    ) -> Result<ConfState, ProposeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.retrying(deadline, || self.promote(id)).await
+    }
+
+    /// Runs a membership change until it is taken, retrying (once per tick)
+    /// the refusals that pass by themselves, until `deadline`.
+    async fn retrying<F: std::future::Future<Output = Result<ConfState, ProposeError>>>(
+        &self,
+        deadline: tokio::time::Instant,
+        change: impl Fn() -> F,
+    ) -> Result<ConfState, ProposeError> {
+        loop {
+            match change().await {
+                Err(ProposeError::Refused(
+                    RefusedProposal::NotCaughtUp { .. }
+                    | RefusedProposal::NewLeader { .. }
+                    | RefusedProposal::ConfChangeInProgress { .. },
+                )) if tokio::time::Instant::now() + self.tick < deadline => {
+                    tokio::time::sleep(self.tick).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Removes `id` (voter or learner) from the cluster.
     pub async fn remove(&self, id: NodeId) -> Result<ConfState, ProposeError> {
         self.change_membership(ConfChange::remove(id)).await
@@ -212,7 +375,7 @@ impl<S: StateMachine> RaftNode<S> {
     pub async fn change_membership(&self, change: ConfChange) -> Result<ConfState, ProposeError> {
         let (tx, rx) = oneshot::channel();
         self.send(Request::ConfChange(change, tx))?;
-        rx.await.map_err(|_| ProposeError::Stopped)?
+        rx.await.map_err(|_| ProposeError::Indeterminate)?
     }
 
     /// Hands leadership to voter `to`.
@@ -229,9 +392,31 @@ impl<S: StateMachine> RaftNode<S> {
         self.status.borrow().clone()
     }
 
-    /// A channel that tells of every status change, leadership included.
+    /// A channel that tells of every status change, leadership included
+    /// (it changes with every commit).
     pub fn watch(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// A channel that tells only of leadership changes: a new leader, no
+    /// leader, this node's role, the node stopping.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// The leader, once one is known, waiting up to `timeout`; `None` if
+    /// none was known in time or the node stopped.
+    pub async fn wait_for_leader(&self, timeout: std::time::Duration) -> Option<NodeId> {
+        let mut leadership = self.leadership.clone();
+        let known = tokio::time::timeout(
+            timeout,
+            leadership.wait_for(|l| l.leader.is_some() || !l.running),
+        )
+        .await;
+        match known {
+            Ok(Ok(l)) => l.leader,
+            _ => None,
+        }
     }
 
     /// How many times the WAL has been synced (fdatasync): with group
@@ -253,6 +438,12 @@ impl<S: StateMachine> RaftNode<S> {
         if let Some(task) = task {
             let _ = task.await;
         }
+        let companions =
+            std::mem::take(&mut *self.companions.lock().unwrap_or_else(|e| e.into_inner()));
+        for companion in companions {
+            let _ = companion.stop.send(());
+            let _ = companion.task.await;
+        }
     }
 
     fn send(&self, request: Request<S>) -> Result<(), ProposeError> {
@@ -266,8 +457,12 @@ fn status_of(raw: &RawNode<MemStorage>, running: bool) -> Status {
     let s = raw.status();
     Status {
         id: s.id,
-        role: s.soft_state.role,
-        leader: s.soft_state.leader,
+        role: if running {
+            s.soft_state.role
+        } else {
+            Role::Follower
+        },
+        leader: s.soft_state.leader.filter(|_| running),
         term: s.hard_state.term,
         commit: s.hard_state.commit,
         applied: s.applied,
@@ -288,7 +483,10 @@ struct Driver<S: StateMachine, T> {
     snapshots_done: mpsc::UnboundedSender<io::Result<FileSnapshot>>,
     last_snapshot: Index,
     status: watch::Sender<Status>,
+    leadership: watch::Sender<Leadership>,
     wal_syncs: Arc<AtomicU64>,
+    /// The data directory's lock, held while the node runs.
+    _lock: std::fs::File,
 }
 
 /// How many queued inputs one loop turn takes before handling a Ready.
@@ -324,7 +522,11 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
                 }
             }
             // Take whatever else is queued, so one Ready carries it all.
+            // (Not past a stop: what follows it is refused, never proposed.)
             for _ in 0..MAX_BATCH {
+                if stop {
+                    break;
+                }
                 match requests.try_recv() {
                     Ok(r) => stop |= self.handle(r),
                     Err(_) => break,
@@ -344,6 +546,11 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             self.wal_syncs.store(syncs, Ordering::Relaxed);
             if stop {
                 self.publish_status(false);
+                // Whatever is still queued never reached the log.
+                requests.close();
+                while let Ok(request) = requests.try_recv() {
+                    refuse_stopped(request);
+                }
                 self.replica.stop();
                 break;
             }
@@ -444,11 +651,63 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
 
     fn publish_status(&self, running: bool) {
         let next = status_of(self.replica.raw(), running);
+        let leadership = leadership_of(&next);
         self.status.send_if_modified(|s| {
             let changed = *s != next;
             *s = next;
             changed
         });
+        self.leadership.send_if_modified(|l| {
+            let changed = *l != leadership;
+            *l = leadership;
+            changed
+        });
+    }
+}
+
+fn leadership_of(status: &Status) -> Leadership {
+    Leadership {
+        leader: status.leader,
+        role: status.role,
+        running: status.running,
+    }
+}
+
+/// Answers a request that arrived after the node stopped.
+fn refuse_stopped<S: StateMachine>(request: Request<S>) {
+    match request {
+        Request::Propose(_, reply) => {
+            let _ = reply.send(Err(ProposeError::Stopped));
+        }
+        Request::ConfChange(_, reply) => {
+            let _ = reply.send(Err(ProposeError::Stopped));
+        }
+        Request::Read(read) => read(Err(ReadError::Stopped)),
+        Request::Transfer(_, reply) => {
+            let _ = reply.send(Err(TransferError::Stopped));
+        }
+        Request::Stop => {}
+    }
+}
+
+/// Locks `data_dir` for this node (released when the node's task ends, or
+/// by the OS if the process dies): two nodes on one directory would write
+/// one WAL.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StartError::Config(format!("opening {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked(data_dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(StartError::Config(format!(
+            "locking {}: {e}",
+            path.display()
+        ))),
     }
 }
 

@@ -388,10 +388,11 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         })
     }
 
-    /// Stops: every proposal, change and read still waiting is answered
-    /// with `Stopped`. Returns the state machine.
+    /// Stops: every proposal and change still waiting is answered
+    /// `Indeterminate` (its entry is in the log and may yet commit on the
+    /// other members), every read `Stopped`. Returns the state machine.
     pub fn stop(mut self) -> S {
-        self.settle_before(Index::MAX, ProposeError::Stopped);
+        self.settle_before(Index::MAX, ProposeError::Indeterminate);
         for (_, (_, read)) in std::mem::take(&mut self.reads_waiting_index) {
             read(Err(ReadError::Stopped));
         }
@@ -475,7 +476,7 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
 
     /// Waiters below `index` can no longer be applied here: their entries
     /// were replaced (`Lost`), a snapshot skipped them (`Indeterminate`), or
-    /// the replica stops (`Stopped`).
+    /// the replica stops (`Indeterminate`: they may commit without it).
     fn settle_before(&mut self, index: Index, error: ProposeError) {
         settle(&mut self.proposals, index, &error);
         settle(&mut self.changes, index, &error);
@@ -659,7 +660,11 @@ mod tests {
         assert!(matches!(err, Fatal::Store(_)), "{err}");
         assert!(outcomes.lock().unwrap().is_empty(), "nothing answered yet");
         replica.stop();
-        assert_eq!(*outcomes.lock().unwrap(), vec![Err(ProposeError::Stopped)]);
+        // The entry is in the log: it may yet commit elsewhere.
+        assert_eq!(
+            *outcomes.lock().unwrap(),
+            vec![Err(ProposeError::Indeterminate)]
+        );
         assert_eq!(*read_failed.lock().unwrap(), Some(ReadError::Stopped));
     }
 }

@@ -71,6 +71,12 @@ impl DiskStore {
         let (mut wal, mut recovered) = Wal::open(dir.join("wal"), options)?;
         let voters: Vec<NodeId> = config.initial_members.keys().copied().collect();
         let fresh = recovered.entries.is_empty() && recovered.snapshot.is_none();
+        if fresh && !voters.is_empty() && !voters.contains(&config.id) {
+            return Err(StartError::Config(format!(
+                "initial_members does not include this node ({})",
+                config.id
+            )));
+        }
         if fresh && !voters.is_empty() {
             // A new cluster: every initial member starts from the same first
             // entry, which records the initial membership in the log.
@@ -85,7 +91,13 @@ impl DiskStore {
             recovered.hard_state = hs;
         }
         remove_temporary_files(&dir);
-        let mem = MemStorage::new(ConfState::with_voters(&voters));
+        // A restart rebuilds the membership from its snapshot and log, never
+        // from the configuration.
+        let mem = MemStorage::new(if fresh {
+            ConfState::with_voters(&voters)
+        } else {
+            ConfState::default()
+        });
         let snapshot = match recovered.snapshot {
             Some(id) => {
                 let path = snapshot_path(&dir, id.index);

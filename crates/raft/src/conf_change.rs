@@ -21,8 +21,11 @@ impl<S: Storage> Raft<S> {
             });
         }
         if self.pending_conf_index > self.log.applying() {
-            return Err(ProposeError::ConfChangeInProgress {
-                index: self.pending_conf_index,
+            let index = self.pending_conf_index;
+            return Err(if index == self.term_start_index {
+                ProposeError::NewLeader { index }
+            } else {
+                ProposeError::ConfChangeInProgress { index }
             });
         }
         self.membership.apply(&change)?;

@@ -93,6 +93,14 @@ pub enum ProposeError {
         /// The index of the pending change.
         index: Index,
     },
+    /// This leader was just elected: it takes membership changes once the
+    /// first entry of its term (at `index`) is applied, which takes a
+    /// round trip. Retry shortly.
+    #[error("a new leader; membership changes are taken once its first entry (index {index}) is applied")]
+    NewLeader {
+        /// The index of the leader's first entry.
+        index: Index,
+    },
     /// The change is not valid against the current membership.
     #[error(transparent)]
     InvalidConfChange(#[from] ConfChangeError),

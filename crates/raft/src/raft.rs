@@ -63,6 +63,8 @@ pub(crate) struct Raft<S> {
     /// The index of the last membership change this leader proposed; a new
     /// one waits until it is applied.
     pub(crate) pending_conf_index: Index,
+    /// Leader: the index of the first entry of its term.
+    pub(crate) term_start_index: Index,
     /// The voter leadership is being handed to.
     pub(crate) lead_transferee: Option<NodeId>,
     /// TimeoutNow went to the transfer target.
@@ -152,6 +154,7 @@ impl<S: Storage> Raft<S> {
             membership: Membership::from_conf_state(&state.conf_state),
             membership_changed: false,
             pending_conf_index: 0,
+            term_start_index: 0,
             lead_transferee: None,
             timeout_now_sent: false,
             read_only: ReadOnly::default(),
@@ -290,6 +293,7 @@ impl<S: Storage> Raft<S> {
         // Whether a membership change is still unapplied is unknown: assume
         // everything in the log may be one, and wait until it is applied.
         self.pending_conf_index = self.log.last_index();
+        self.term_start_index = self.log.last_index();
         self.pending_flush = true;
         tracing::debug!(id = self.id, term = self.term, "became leader");
     }

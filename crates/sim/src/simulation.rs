@@ -172,7 +172,7 @@ impl Simulation {
         let deadline = heal_at + self.options.liveness_ticks * STEPS_PER_TICK;
         while self.now < deadline {
             self.step(false)?;
-            if self.now % STEPS_PER_TICK == 0 && self.converged() {
+            if self.now.is_multiple_of(STEPS_PER_TICK) && self.converged() {
                 self.report.recovery_ticks = (self.now - heal_at) / STEPS_PER_TICK;
                 self.report.applied = self.checker.max_applied();
                 return Ok(());
@@ -288,7 +288,7 @@ impl Simulation {
         while let Some(m) = self.net.next_due(self.now) {
             self.deliver(m)?;
         }
-        if self.now % STEPS_PER_TICK == 0 {
+        if self.now.is_multiple_of(STEPS_PER_TICK) {
             self.tick(faults)?;
         }
         if faults && self.rng.random_bool(0.1) {

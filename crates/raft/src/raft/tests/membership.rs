@@ -461,6 +461,33 @@ fn a_second_change_while_one_is_pending_is_refused() {
         .is_ok());
 }
 
+/// A leader just elected does not know whether its log holds an unapplied
+/// membership change, so it takes none until the first entry of its term is
+/// applied; it says so with its own error (not ConfChangeInProgress, as no
+/// change was proposed), and takes the change once that entry is applied.
+#[test]
+fn a_new_leader_takes_membership_changes_once_its_first_entry_is_applied() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    // Node 2 wins, but its appends carrying entries are lost for now.
+    net.filter = Some(Box::new(
+        |m| !matches!(&m.body, MessageBody::Append(a) if m.from == 2 && !a.entries.is_empty()),
+    ));
+    net.elect(2);
+    let first = net.raw(2).status().last.index;
+    assert_eq!(
+        net.raw(2).propose_conf_change(ConfChange::add_learner(4)),
+        Err(ProposeError::NewLeader { index: first })
+    );
+    net.heal();
+    net.tick(&[2], 1);
+    net.stabilize();
+    assert!(net
+        .raw(2)
+        .propose_conf_change(ConfChange::add_learner(4))
+        .is_ok());
+}
+
 /// Membership validation: a change that cannot apply to the current
 /// configuration — removing the last voter, an empty change, leaving a joint
 /// configuration that is not in effect — is refused with InvalidConfChange,

@@ -1,0 +1,79 @@
+//! Fail-over with a client loop: three gRPC nodes, a client that writes
+//! through whichever node leads, and the leader stopped half-way. Each
+//! error says whether the command may have been applied, so the client
+//! knows when a retry is safe. Run: `cargo run -p keel-node --example failover`.
+
+mod kv;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use keel_node::{NodeConfig, Outcome, ProposeError, RaftNode};
+use kv::{put, Kv};
+
+/// Proposes on whichever node leads, retrying what is safe to retry.
+async fn write(nodes: &[RaftNode<Kv>], key: &str, value: &str) -> Result<(), ProposeError> {
+    loop {
+        let running = nodes
+            .iter()
+            .find(|n| n.status().running)
+            .expect("a node runs");
+        let leader = running.wait_for_leader(Duration::from_secs(5)).await;
+        let Some(node) = nodes.iter().find(|n| Some(n.status().id) == leader) else {
+            continue;
+        };
+        match node.propose(put(key, value)).await {
+            Ok(_) => return Ok(()),
+            // Never applied: try again, on the leader of the moment.
+            Err(e) if e.outcome() == Outcome::NotApplied => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Maybe applied: a put is idempotent, so writing again is safe
+            // here; a counter would read back first.
+            Err(ProposeError::Indeterminate) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let members: BTreeMap<u64, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", 27100 + id)))
+        .collect();
+    let mut nodes = Vec::new();
+    for (&id, address) in &members {
+        let mut config = NodeConfig::new(id, dir.path().join(id.to_string()));
+        config.initial_members = members.clone();
+        config.tick_interval = Duration::from_millis(20);
+        nodes.push(
+            RaftNode::start_grpc(config, Kv::default(), 7, address)
+                .await
+                .expect("starts"),
+        );
+    }
+    for i in 0..20 {
+        if i == 10 {
+            let leader = nodes[0]
+                .wait_for_leader(Duration::from_secs(5))
+                .await
+                .expect("a leader");
+            println!("stopping the leader, node {leader}");
+            nodes[leader as usize - 1].stop().await;
+        }
+        write(&nodes, &format!("job-{i}"), "done")
+            .await
+            .expect("written");
+    }
+    let survivor = nodes
+        .iter()
+        .find(|n| n.status().running)
+        .expect("a node runs");
+    let count = survivor.read(|kv| kv.0.len()).await.expect("read");
+    println!("node {} holds {count} jobs", survivor.status().id);
+    assert_eq!(count, 20);
+    for node in &nodes {
+        node.stop().await;
+    }
+}

@@ -1,0 +1,286 @@
+//! The traps a new embedder fell into, each now closed: honest outcomes
+//! for a proposal on a stopping node, a stopped leader that no longer says
+//! it leads, a leadership stream that is quiet while commits go on, the
+//! one-call start on either transport, initial members read only for a new
+//! node, and a data directory two nodes cannot share.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Add, Counters};
+use keel_node::{LocalNetwork, NodeConfig, Outcome, ProposeError, RaftNode, Role, StartError};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn config(dir: &std::path::Path, id: u64, members: &BTreeMap<u64, String>) -> NodeConfig {
+    let mut config = NodeConfig::new(id, dir.join(id.to_string()));
+    config.initial_members = members.clone();
+    config.tick_interval = Duration::from_millis(10);
+    config
+}
+
+/// Three nodes on one in-process network, each started in one call.
+fn local_cluster(dir: &std::path::Path) -> (LocalNetwork, Vec<RaftNode<Counters>>) {
+    let network = LocalNetwork::new();
+    let members: BTreeMap<u64, String> = (1..=3).map(|id| (id, format!("node-{id}"))).collect();
+    let nodes = (1..=3)
+        .map(|id| {
+            RaftNode::start_local(config(dir, id, &members), Counters::default(), &network)
+                .expect("starts")
+        })
+        .collect();
+    (network, nodes)
+}
+
+async fn leader_of(nodes: &[RaftNode<Counters>]) -> RaftNode<Counters> {
+    let id = nodes[0].wait_for_leader(PATIENCE).await.expect("a leader");
+    nodes
+        .iter()
+        .find(|n| n.status().id == id)
+        .expect("the leader is one of them")
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_in_the_log_of_a_stopping_leader_is_indeterminate_never_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_network, nodes) = local_cluster(dir.path());
+    let leader = leader_of(&nodes).await;
+    leader.propose(Add("k".into(), 1)).await.unwrap();
+    // The proposal is queued before the stop: it reaches the log (and the
+    // followers), then the node stops before it is applied there.
+    let proposing = {
+        let leader = leader.clone();
+        tokio::spawn(async move { leader.propose(Add("k".into(), 10)).await })
+    };
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    leader.stop().await;
+    match proposing.await.unwrap() {
+        // It was applied before the stop took effect: fine.
+        Ok(total) => assert_eq!(total, 11),
+        Err(e) => {
+            assert_eq!(e, ProposeError::Indeterminate, "{e}");
+            assert_eq!(e.outcome(), Outcome::Unknown);
+        }
+    }
+    // A proposal made after the stop never reaches any log.
+    let after = leader.propose(Add("k".into(), 100)).await.unwrap_err();
+    assert_eq!(after, ProposeError::Stopped);
+    assert_eq!(after.outcome(), Outcome::NotApplied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_leader_no_longer_reports_leading() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_network, nodes) = local_cluster(dir.path());
+    let leader = leader_of(&nodes).await;
+    assert!(leader.status().is_leader());
+    leader.stop().await;
+    let status = leader.status();
+    assert!(!status.running);
+    assert_ne!(status.role, Role::Leader);
+    assert_eq!(status.leader, None);
+    assert!(!status.is_leader());
+    let leadership = *leader.leadership().borrow();
+    assert!(!leadership.running && leadership.leader.is_none());
+    // The others elect a new leader among themselves.
+    let survivors: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.status().id != leader.status().id)
+        .cloned()
+        .collect();
+    let mut next = survivors[0].wait_for_leader(PATIENCE).await;
+    for _ in 0..500 {
+        if next.is_some_and(|id| id != leader.status().id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        next = survivors[0].status().leader;
+    }
+    assert!(next.is_some_and(|id| id != leader.status().id), "{next:?}");
+    for node in &nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leadership_stream_is_quiet_while_commits_go_on_and_tells_of_a_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_network, nodes) = local_cluster(dir.path());
+    let leader = leader_of(&nodes).await;
+    let follower = nodes
+        .iter()
+        .find(|n| n.status().id != leader.status().id)
+        .unwrap()
+        .clone();
+    // Let the followers learn the leader first.
+    assert_eq!(
+        follower.wait_for_leader(PATIENCE).await,
+        Some(leader.status().id)
+    );
+    let mut leadership = follower.leadership();
+    leadership.borrow_and_update();
+    let mut status = follower.watch();
+    status.borrow_and_update();
+    for _ in 0..20 {
+        leader.propose(Add("k".into(), 1)).await.unwrap();
+    }
+    follower.read(|_| ()).await.unwrap();
+    assert!(status.has_changed().unwrap(), "status changes with commits");
+    assert!(
+        !leadership.has_changed().unwrap(),
+        "leadership did not change: {:?}",
+        *leadership.borrow()
+    );
+    let target = follower.status().id;
+    leader.transfer_leader(target).await.unwrap();
+    tokio::time::timeout(
+        PATIENCE,
+        leadership.wait_for(|l| l.role == Role::Leader && l.leader == Some(target)),
+    )
+    .await
+    .expect("the transfer is told")
+    .unwrap();
+    for node in &nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_grpc_nodes_start_in_one_call_each_and_stop_freeing_their_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        members.insert(id, l.local_addr().unwrap().to_string());
+    }
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let node = RaftNode::start_grpc(
+            config(dir.path(), id, &members),
+            Counters::default(),
+            7,
+            &members[&id],
+        )
+        .await
+        .expect("starts");
+        nodes.push(node);
+    }
+    let leader = leader_of(&nodes).await;
+    assert_eq!(leader.propose(Add("g".into(), 2)).await.unwrap(), 2);
+    // A second node on a taken port is refused at once.
+    let mut busy = config(dir.path(), 9, &BTreeMap::new());
+    busy.data_dir = dir.path().join("busy");
+    let taken = RaftNode::start_grpc(busy, Counters::default(), 7, &members[&1]).await;
+    assert!(
+        matches!(taken, Err(StartError::Bind(..))),
+        "{:?}",
+        taken.err()
+    );
+    for node in &nodes {
+        node.stop().await;
+    }
+    for address in members.values() {
+        std::net::TcpListener::bind(address).expect("the port is free after stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_members_are_read_only_for_a_new_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = LocalNetwork::new();
+    let alone: BTreeMap<u64, String> = [(1, "node-1".to_string())].into();
+    // A new node must be among the initial members.
+    let others: BTreeMap<u64, String> = [(2, "node-2".to_string())].into();
+    let refused = RaftNode::start_local(
+        config(dir.path(), 1, &others),
+        Counters::default(),
+        &network,
+    );
+    assert!(
+        matches!(&refused, Err(StartError::Config(why)) if why.contains("does not include this node")),
+        "{:?}",
+        refused.err()
+    );
+    let node = RaftNode::start_local(config(dir.path(), 1, &alone), Counters::default(), &network)
+        .expect("starts");
+    node.wait_for_leader(PATIENCE).await.expect("leads itself");
+    assert_eq!(node.propose(Add("x".into(), 5)).await.unwrap(), 5);
+    node.stop().await;
+    // Restarted with whatever initial members: its state decides.
+    let node = RaftNode::start_local(
+        config(dir.path(), 1, &others),
+        Counters::default(),
+        &network,
+    )
+    .expect("a restart ignores initial_members");
+    node.wait_for_leader(PATIENCE).await.expect("leads itself");
+    assert_eq!(node.propose(Add("x".into(), 1)).await.unwrap(), 6);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_cannot_share_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = LocalNetwork::new();
+    let alone: BTreeMap<u64, String> = [(1, "node-1".to_string())].into();
+    let first = RaftNode::start_local(config(dir.path(), 1, &alone), Counters::default(), &network)
+        .expect("starts");
+    let second = RaftNode::start(
+        config(dir.path(), 1, &alone),
+        Counters::default(),
+        network.transport(1),
+    );
+    match second {
+        Err(StartError::Locked(path)) => assert_eq!(path, dir.path().join("1")),
+        other => panic!("a second node on a live directory: {:?}", other.err()),
+    }
+    first.stop().await;
+    let again = RaftNode::start_local(config(dir.path(), 1, &alone), Counters::default(), &network)
+        .expect("the directory is free once the first node stopped");
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_voter_joins_in_one_call_even_on_a_leader_elected_a_moment_ago() {
+    let dir = tempfile::tempdir().unwrap();
+    let (network, mut nodes) = local_cluster(dir.path());
+    let leader = leader_of(&nodes).await;
+    leader.propose(Add("k".into(), 1)).await.unwrap();
+    // A fresh node: no initial members, it joins.
+    let joining = RaftNode::start_local(
+        config(dir.path(), 4, &BTreeMap::new()),
+        Counters::default(),
+        &network,
+    )
+    .expect("starts");
+    nodes.push(joining.clone());
+    // Leadership moves, and the new leader is asked at once, before the
+    // first entry of its term is applied.
+    let next = nodes
+        .iter()
+        .find(|n| n.status().id != leader.status().id && n.status().id != 4)
+        .unwrap()
+        .clone();
+    leader.transfer_leader(next.status().id).await.unwrap();
+    tokio::time::timeout(
+        PATIENCE,
+        next.leadership().wait_for(|l| l.role == Role::Leader),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let conf = next.add_voter(4, PATIENCE).await.expect("joins as a voter");
+    assert!(conf.voters.contains(&4), "{conf:?}");
+    // It has the log, and votes.
+    assert_eq!(
+        joining.read(|c| c.0.get("k").copied()).await.unwrap(),
+        Some(1)
+    );
+    for node in &nodes {
+        node.stop().await;
+    }
+}
