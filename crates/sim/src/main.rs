@@ -36,7 +36,9 @@ struct Args {
 
 fn options_for(args: &Args, seed: u64) -> SimOptions {
     let mut options = SimOptions::new(seed);
-    options.nodes = args.nodes.unwrap_or(if seed.is_multiple_of(2) { 3 } else { 5 });
+    options.nodes = args
+        .nodes
+        .unwrap_or(if seed.is_multiple_of(2) { 3 } else { 5 });
     options.scenario = args
         .scenario
         .unwrap_or(Scenario::ALL[(seed / 2 % Scenario::ALL.len() as u64) as usize]);

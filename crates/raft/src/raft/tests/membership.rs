@@ -469,11 +469,14 @@ fn a_second_change_while_one_is_pending_is_refused() {
 fn a_new_leader_takes_membership_changes_once_its_first_entry_is_applied() {
     let mut net = Network::new(3);
     net.elect(1);
-    // Node 2 wins, but its appends carrying entries are lost for now.
+    // Leadership moves to node 2, but its appends carrying entries are
+    // lost for now.
     net.filter = Some(Box::new(
         |m| !matches!(&m.body, MessageBody::Append(a) if m.from == 2 && !a.entries.is_empty()),
     ));
-    net.elect(2);
+    net.raw(1).transfer_leader(2).unwrap();
+    net.stabilize();
+    assert_eq!(net.role(2), Role::Leader);
     let first = net.raw(2).status().last.index;
     assert_eq!(
         net.raw(2).propose_conf_change(ConfChange::add_learner(4)),
