@@ -210,7 +210,7 @@ impl<S: StateMachine> RaftNode<S> {
     }
 
     /// Starts a node talking gRPC: binds `listen`, starts the node with a
-    /// [`GrpcTransport`] to the peers in `config.initial_members`, and
+    /// [`GrpcTransport`](crate::GrpcTransport) to the peers in `config.initial_members`, and
     /// serves peers on the port. [`stop`](Self::stop) stops all of it and
     /// frees the port. A port in use is an error here, not later.
     #[cfg(feature = "grpc")]
