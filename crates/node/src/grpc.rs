@@ -26,6 +26,10 @@ pub struct GrpcTransport {
     cluster_id: u64,
     addresses: Arc<Mutex<BTreeMap<NodeId, String>>>,
     streams: Arc<Mutex<BTreeMap<NodeId, mpsc::Sender<pb::MessageBatch>>>>,
+    /// Peers already warned about for having no address.
+    unknown: Arc<Mutex<std::collections::BTreeSet<NodeId>>>,
+    /// This node's own address, sent with every batch.
+    advertised: Arc<Mutex<String>>,
 }
 
 impl GrpcTransport {
@@ -36,11 +40,23 @@ impl GrpcTransport {
             cluster_id,
             addresses: Arc::new(Mutex::new(addresses)),
             streams: Arc::default(),
+            unknown: Arc::default(),
+            advertised: Arc::default(),
         }
+    }
+
+    /// Sends `address` with every batch as where this node listens, so a
+    /// peer that does not know it yet (having just joined) can answer.
+    pub fn advertise(&self, address: impl Into<String>) {
+        *self.advertised.lock().unwrap_or_else(|e| e.into_inner()) = address.into();
     }
 
     /// Adds or changes a peer's address (after a membership change).
     pub fn set_address(&self, id: NodeId, address: String) {
+        self.unknown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         self.addresses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -70,14 +86,39 @@ impl GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
+    fn learn_address(&self, id: NodeId, address: &str) {
+        let known = self
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .is_some_and(|a| a == address);
+        if !known {
+            self.set_address(id, address.to_string());
+        }
+    }
+
     fn send(&self, to: NodeId, messages: Vec<Message>) {
         let Some(stream) = self.stream_to(to) else {
-            tracing::debug!(to, "no address for peer; dropping messages");
+            // Once per peer: heartbeats would repeat it every tick.
+            if self
+                .unknown
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(to)
+            {
+                tracing::warn!(to, "no address known for this peer; its messages are dropped until one is (add members with their address)");
+            }
             return;
         };
         let batch = pb::MessageBatch {
             cluster_id: self.cluster_id,
             messages: messages.iter().map(codec::to_pb).collect(),
+            from_address: self
+                .advertised
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         };
         if stream.try_send(batch).is_err() {
             tracing::debug!(to, "peer stream is backed up; dropping a batch");
@@ -134,12 +175,27 @@ async fn stream_to_peer(
 pub struct RaftService {
     cluster_id: u64,
     inbox: MessageSink,
+    /// Told the addresses senders advertise, if set.
+    replies: Option<GrpcTransport>,
 }
 
 impl RaftService {
     /// A service for cluster `cluster_id` delivering into `inbox`.
     pub fn new(cluster_id: u64, inbox: MessageSink) -> Self {
-        RaftService { cluster_id, inbox }
+        RaftService {
+            cluster_id,
+            inbox,
+            replies: None,
+        }
+    }
+
+    /// Tells `transport` (the node's own) the address each sender
+    /// advertises, so that the node can answer peers it has no address
+    /// for yet: a node that just joined learns the leader's this way
+    /// before the membership tells it.
+    pub fn answering_through(mut self, transport: GrpcTransport) -> Self {
+        self.replies = Some(transport);
+        self
     }
 
     /// The tonic service, ready to add to a server.
@@ -177,6 +233,11 @@ impl pb::raft_transport_server::RaftTransport for RaftService {
                     "this node belongs to cluster {}, not {}",
                     self.cluster_id, batch.cluster_id
                 )));
+            }
+            if let (Some(transport), Some(first)) = (&self.replies, batch.messages.first()) {
+                if !batch.from_address.is_empty() {
+                    transport.learn_address(first.from, &batch.from_address);
+                }
             }
             let mut messages = Vec::with_capacity(batch.messages.len());
             for m in batch.messages {

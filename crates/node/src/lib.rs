@@ -79,6 +79,7 @@
 //! The gRPC transport is the `grpc` feature (on by default); without it
 //! the crate builds no protobuf or tonic code.
 
+mod addresses;
 #[doc = include_str!("../GUIDE.md")]
 pub mod guide {}
 
@@ -106,7 +107,7 @@ pub use grpc::{serve, GrpcTransport, RaftService};
 pub type RefusedProposal = keel_raft::ProposeError;
 /// Why the core refused a transfer (the reason inside [`TransferError::Refused`]).
 pub type RefusedTransfer = keel_raft::TransferError;
-pub use keel_raft::{ConfChange, ConfChangeOp, ConfState, Index, NodeId, Role};
+pub use keel_raft::{ConfChange, ConfChangeOp, ConfState, Index, Message, NodeId, Role};
 pub use node::{Leadership, RaftNode, Status};
 pub use state_machine::{read_serde_snapshot, write_serde_snapshot, StateMachine};
 pub use store::StoreError;

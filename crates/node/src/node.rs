@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
 use crate::error::{ProposeError, ReadError, StartError, TransferError};
-use crate::replica::{Fatal, ReadFn, ReadView, Replica, ReplicaOptions};
+use crate::replica::{
+    write_snapshot_head, AddressBook, Fatal, ReadFn, ReadView, Replica, ReplicaOptions,
+};
 use crate::snapshot_file::{FileSnapshot, SnapshotWriter};
 use crate::state_machine::StateMachine;
 use crate::store::{snapshot_path, DiskStore, StoreError};
@@ -69,7 +71,11 @@ pub struct Leadership {
 enum Request<S: StateMachine> {
     Propose(Bytes, oneshot::Sender<Result<S::Response, ProposeError>>),
     Read(ReadFn<S>),
-    ConfChange(ConfChange, oneshot::Sender<Result<ConfState, ProposeError>>),
+    ConfChange(
+        ConfChange,
+        BTreeMap<NodeId, String>,
+        oneshot::Sender<Result<ConfState, ProposeError>>,
+    ),
     Transfer(NodeId, oneshot::Sender<Result<(), TransferError>>),
     Stop,
 }
@@ -80,15 +86,13 @@ pub struct RaftNode<S: StateMachine> {
     inbox: MessageSink,
     status: watch::Receiver<Status>,
     leadership: watch::Receiver<Leadership>,
-    addresses: Arc<BTreeMap<NodeId, String>>,
+    addresses: AddressBook,
     task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
     /// What runs beside the node and stops with it (a transport's server).
     companions: Arc<std::sync::Mutex<Vec<Companion>>>,
     wal_syncs: Arc<AtomicU64>,
     /// One raft tick: how often membership changes are retried.
     tick: std::time::Duration,
-    /// Tells the transport a peer's address (set by `start_grpc`).
-    address_book: Option<Arc<dyn Fn(NodeId, String) + Send + Sync>>,
 }
 
 /// A task that runs beside a node: told to stop, then awaited, when the
@@ -109,7 +113,6 @@ impl<S: StateMachine> Clone for RaftNode<S> {
             task: self.task.clone(),
             companions: self.companions.clone(),
             tick: self.tick,
-            address_book: self.address_book.clone(),
             wal_syncs: self.wal_syncs.clone(),
         }
     }
@@ -134,17 +137,25 @@ impl<S: StateMachine> RaftNode<S> {
         let lock = lock_data_dir(&config.data_dir)?;
         let opened = DiskStore::open(&config)?;
         let applied = opened.snapshot.as_ref().map_or(0, |s| s.meta.last.index);
-        if let Some(snapshot) = opened
-            .snapshot
-            .as_ref()
-            .filter(|s| s.meta.last.index > state_machine.applied_index())
-        {
+        // The address book: the initial members' for a new node; else the
+        // latest snapshot's, and the log's changes after it when applied.
+        let mut book = if opened.fresh {
+            config.initial_members.clone()
+        } else {
+            BTreeMap::new()
+        };
+        if let Some(snapshot) = opened.snapshot.as_ref() {
             let failed = |reason: String| StartError::Snapshot {
                 path: config.data_dir.clone(),
                 reason,
             };
             let mut reader = snapshot.reader().map_err(|e| failed(e.to_string()))?;
-            state_machine.restore(&mut reader).map_err(failed)?;
+            if snapshot.has_address_book() {
+                book = crate::addresses::read_from_snapshot(&mut reader).map_err(failed)?;
+            }
+            if snapshot.meta.last.index > state_machine.applied_index() {
+                state_machine.restore(&mut reader).map_err(failed)?;
+            }
         }
         let storage = opened.store.storage();
         // Election timeouts must differ between nodes and between runs.
@@ -160,7 +171,7 @@ impl<S: StateMachine> RaftNode<S> {
         let (snapshots_tx, snapshots_rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(status_of(&raw, true));
         let (leadership_tx, leadership) = watch::channel(leadership_of(&status.borrow()));
-        let addresses = Arc::new(config.initial_members.clone());
+        let addresses = AddressBook::new(book);
         let wal_syncs = Arc::new(AtomicU64::new(0));
         let options = ReplicaOptions {
             addresses: addresses.clone(),
@@ -191,7 +202,6 @@ impl<S: StateMachine> RaftNode<S> {
             task: Arc::new(std::sync::Mutex::new(Some(task))),
             companions: Arc::default(),
             tick,
-            address_book: None,
             wal_syncs,
         })
     }
@@ -224,10 +234,15 @@ impl<S: StateMachine> RaftNode<S> {
             .await
             .map_err(|e| StartError::Bind(listen.to_string(), e.to_string()))?;
         let transport = crate::GrpcTransport::new(cluster_id, config.initial_members.clone());
-        let book = transport.clone();
-        let mut node = Self::start(config, state_machine, transport)?;
-        node.address_book = Some(Arc::new(move |id, address| book.set_address(id, address)));
-        let service = crate::RaftService::new(cluster_id, node.inbox());
+        let advertised = config
+            .initial_members
+            .get(&config.id)
+            .cloned()
+            .unwrap_or_else(|| listen.to_string());
+        transport.advertise(advertised);
+        let replies = transport.clone();
+        let node = Self::start(config, state_machine, transport)?;
+        let service = crate::RaftService::new(cluster_id, node.inbox()).answering_through(replies);
         let (stop, stopped) = oneshot::channel::<()>();
         let id = node.status().id;
         let task = tokio::spawn(async move {
@@ -243,15 +258,6 @@ impl<S: StateMachine> RaftNode<S> {
             .unwrap_or_else(|e| e.into_inner())
             .push(Companion { stop, task });
         Ok(node)
-    }
-
-    /// Tells a node started with [`start_grpc`](Self::start_grpc) where
-    /// peer `id` listens (a member added after it started). Does nothing
-    /// for other transports, which keep their own address books.
-    pub fn set_peer_address(&self, id: NodeId, address: impl Into<String>) {
-        if let Some(book) = &self.address_book {
-            book(id, address.into());
-        }
     }
 
     /// Where the transport delivers messages addressed to this node.
@@ -302,9 +308,17 @@ impl<S: StateMachine> RaftNode<S> {
         rx.await.map_err(|_| ReadError::Stopped)?
     }
 
-    /// Adds `id` as a learner: it receives the log but does not vote.
-    pub async fn add_learner(&self, id: NodeId) -> Result<ConfState, ProposeError> {
-        self.change_membership(ConfChange::add_learner(id)).await
+    /// Adds `id`, listening at `address`, as a learner: it receives the
+    /// log but does not vote. The address is recorded in the membership
+    /// change itself, so every member learns it (and tells its transport).
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+    ) -> Result<ConfState, ProposeError> {
+        let addresses = BTreeMap::from([(id, address.into())]);
+        self.conf_change(ConfChange::add_learner(id), addresses)
+            .await
     }
 
     /// Promotes learner `id` to voter (refused until it has caught up).
@@ -319,12 +333,15 @@ impl<S: StateMachine> RaftNode<S> {
     pub async fn add_voter(
         &self,
         id: NodeId,
+        address: impl Into<String>,
         timeout: std::time::Duration,
     ) -> Result<ConfState, ProposeError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let address = address.into();
         let state = self.status().conf_state;
         if !state.learners.contains(&id) && !state.voters.contains(&id) {
-            self.retrying(deadline, || self.add_learner(id)).await?;
+            self.retrying(deadline, || self.add_learner(id, address.clone()))
+                .await?;
         }
         self.promote_when_caught_up(
             id,
@@ -371,10 +388,21 @@ impl<S: StateMachine> RaftNode<S> {
         self.change_membership(ConfChange::remove(id)).await
     }
 
-    /// Any membership change; resolves with the membership once applied here.
+    /// Any membership change; resolves with the membership once applied
+    /// here. Members it adds must already be in the address book (added
+    /// before with [`add_learner`](Self::add_learner)), or be reachable by
+    /// the transport without one.
     pub async fn change_membership(&self, change: ConfChange) -> Result<ConfState, ProposeError> {
+        self.conf_change(change, BTreeMap::new()).await
+    }
+
+    async fn conf_change(
+        &self,
+        change: ConfChange,
+        addresses: BTreeMap<NodeId, String>,
+    ) -> Result<ConfState, ProposeError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Request::ConfChange(change, tx))?;
+        self.send(Request::ConfChange(change, addresses, tx))?;
         rx.await.map_err(|_| ProposeError::Indeterminate)?
     }
 
@@ -427,7 +455,7 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// The configured address of `id`, if known.
     pub fn address_of(&self, id: NodeId) -> Option<String> {
-        self.addresses.get(&id).cloned()
+        self.addresses.get(id)
     }
 
     /// Stops the node and waits for its task to end. Pending requests fail
@@ -572,8 +600,10 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             Request::Propose(data, reply) => {
                 let _ = self.replica.propose(data, reply_to(reply));
             }
-            Request::ConfChange(change, reply) => {
-                let _ = self.replica.propose_conf_change(change, reply_to(reply));
+            Request::ConfChange(change, addresses, reply) => {
+                let _ = self
+                    .replica
+                    .propose_conf_change(change, &addresses, reply_to(reply));
             }
             Request::Read(read) => self.replica.read(read),
             Request::Transfer(to, reply) => {
@@ -615,8 +645,10 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
         let done = self.snapshots_done.clone();
         self.snapshot_running = true;
         self.last_snapshot = applied;
+        let addresses = self.replica.addresses();
         tokio::task::spawn_blocking(move || {
             let written = SnapshotWriter::create(path, last, conf_state).and_then(|mut out| {
+                write_snapshot_head(&addresses, &mut out)?;
                 S::write_snapshot(view, &mut out)?;
                 out.finish()
             });
@@ -679,7 +711,7 @@ fn refuse_stopped<S: StateMachine>(request: Request<S>) {
         Request::Propose(_, reply) => {
             let _ = reply.send(Err(ProposeError::Stopped));
         }
-        Request::ConfChange(_, reply) => {
+        Request::ConfChange(_, _, reply) => {
             let _ = reply.send(Err(ProposeError::Stopped));
         }
         Request::Read(read) => read(Err(ReadError::Stopped)),

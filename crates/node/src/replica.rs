@@ -25,14 +25,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use keel_raft::{
-    ConfChange, ConfState, Entry, EntryId, EntryKind, HardState, Index, MemStorage, Message,
-    NodeId, RawNode, ReadIndexError, Ready, SnapshotChunk, SnapshotMeta, StepError,
+    ConfChange, ConfChangeOp, ConfState, Entry, EntryId, EntryKind, HardState, Index, MemStorage,
+    Message, NodeId, RawNode, ReadIndexError, Ready, SnapshotChunk, SnapshotMeta, StepError,
 };
 
+use crate::addresses;
+pub use crate::addresses::AddressBook;
 use crate::error::{ProposeError, ReadError, TransferError};
 use crate::state_machine::StateMachine;
 use crate::transport::Transport;
@@ -132,8 +133,11 @@ pub struct Handled {
 /// How a replica serves its clients.
 #[derive(Clone, Debug, Default)]
 pub struct ReplicaOptions {
-    /// Peer addresses, for telling clients where the leader is.
-    pub addresses: Arc<BTreeMap<NodeId, String>>,
+    /// Every member's address as known at start (the initial members, or
+    /// what the latest snapshot recorded). The replica keeps it up to date
+    /// from the membership changes it applies and the snapshots it
+    /// installs, and tells its transport.
+    pub addresses: AddressBook,
     /// Ticks a read may wait for its confirmation before it fails with
     /// [`ReadError::Timeout`].
     pub read_timeout_ticks: u64,
@@ -180,6 +184,9 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         options: ReplicaOptions,
     ) -> Self {
         let applied = raw.status().applied;
+        for (id, address) in options.addresses.all() {
+            transport.learn_address(id, &address);
+        }
         Replica {
             raw,
             store,
@@ -278,14 +285,22 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         self.wait_for(proposed, reply, |r| &mut r.proposals)
     }
 
-    /// Proposes a membership change; `reply` gets the membership once it is
-    /// applied here. Returns as [`propose`](Self::propose) does.
+    /// Proposes a membership change, with the addresses of members it
+    /// adds (recorded in the entry, so every member learns them); `reply`
+    /// gets the membership once it is applied here. Returns as
+    /// [`propose`](Self::propose) does.
     pub fn propose_conf_change(
         &mut self,
         change: ConfChange,
+        addresses: &BTreeMap<NodeId, String>,
         reply: Reply<ConfState>,
     ) -> Result<EntryId, ProposeError> {
-        let proposed = self.raw.propose_conf_change(change);
+        let context = if addresses.is_empty() {
+            Vec::new()
+        } else {
+            addresses::encode(addresses)
+        };
+        let proposed = self.raw.propose_conf_change_with_context(change, &context);
         self.wait_for(proposed, reply, |r| &mut r.changes)
     }
 
@@ -337,7 +352,7 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         match e {
             keel_raft::ProposeError::NotLeader { leader } => ProposeError::NotLeader {
                 leader,
-                address: leader.and_then(|l| self.options.addresses.get(&l).cloned()),
+                address: leader.and_then(|l| self.options.addresses.get(l)),
             },
             other => ProposeError::Refused(other),
         }
@@ -361,9 +376,16 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         if let Some(meta) = ready.snapshot {
             let index = meta.last.index;
             let sm = &mut self.sm;
+            let mut book = None;
             self.store
-                .install_snapshot(meta, &mut |data| sm.restore(data))
+                .install_snapshot(meta, &mut |data| {
+                    book = Some(addresses::read_from_snapshot(data)?);
+                    sm.restore(data)
+                })
                 .map_err(Fatal::Store)?;
+            for (id, address) in book.unwrap_or_default() {
+                self.learn_address(id, address);
+            }
             self.applied = index;
             self.settle_before(index + 1, ProposeError::Indeterminate);
         }
@@ -453,6 +475,7 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
             // Proposals at lower indexes were overwritten and never got here.
             self.settle_before(e.index, ProposeError::Lost);
             if e.kind == EntryKind::ConfChange {
+                self.record_addresses(&e.data);
                 if let Some(w) = self.changes.remove(&e.index) {
                     let result = if w.term == e.term {
                         Ok(self.raw.conf_state())
@@ -472,6 +495,37 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         }
         self.applied = last;
         Ok(())
+    }
+
+    /// Updates the address book from a membership change's entry: the
+    /// addresses it carries are learned, removed members forgotten.
+    fn record_addresses(&mut self, data: &[u8]) {
+        let Ok((change, context)) = ConfChange::decode_with_context(data) else {
+            return; // The core refused it already, and said why.
+        };
+        for (id, address) in addresses::decode(&context) {
+            self.learn_address(id, address);
+        }
+        if let ConfChange::Change { ops, .. } = change {
+            for op in ops {
+                if let ConfChangeOp::Remove(id) = op {
+                    self.options.addresses.remove(id);
+                }
+            }
+        }
+    }
+
+    fn learn_address(&mut self, id: NodeId, address: String) {
+        if self.options.addresses.set(id, address.clone()) {
+            self.transport.learn_address(id, &address);
+        }
+    }
+
+    /// Every member's address as of what this replica applied: what a
+    /// snapshot taken now must start with (see
+    /// [`write_snapshot_head`]).
+    pub fn addresses(&self) -> BTreeMap<NodeId, String> {
+        self.options.addresses.all()
     }
 
     /// Waiters below `index` can no longer be applied here: their entries
@@ -498,6 +552,16 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
     }
 }
 
+/// Writes the head of a snapshot's data, before the state machine's part:
+/// the address book as of the snapshot's index ([`Replica::addresses`]).
+/// A replica reads it back when it installs the snapshot.
+pub fn write_snapshot_head(
+    addresses: &BTreeMap<NodeId, String>,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    addresses::write_to_snapshot(addresses, out)
+}
+
 /// Answers every waiter below `index` with `error`.
 /// Called for every applied entry, so it costs nothing when no waiter is below.
 fn settle<R>(waiters: &mut BTreeMap<Index, Waiter<R>>, index: Index, error: &ProposeError) {
@@ -512,7 +576,7 @@ fn settle<R>(waiters: &mut BTreeMap<Index, Waiter<R>>, index: Index, error: &Pro
 #[cfg(test)]
 mod tests {
     use std::io;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use keel_raft::Config;
     use rand::SeedableRng;

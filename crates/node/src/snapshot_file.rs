@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use keel_raft::{ConfState, EntryId, NodeId, SnapshotData, SnapshotMeta, StorageError};
 
-const MAGIC: &[u8; 4] = b"KSN2";
+/// Files whose data starts with the address book (see
+/// [`crate::addresses`]), then the state machine's part.
+const MAGIC: &[u8; 4] = b"KSN3";
+/// Files written before the address book: the data is the state machine's.
+const MAGIC_WITHOUT_BOOK: &[u8; 4] = b"KSN2";
 const TRAILER: u64 = 12;
 
 /// Writes a snapshot file under a temporary name; [`finish`](Self::finish)
@@ -105,6 +109,7 @@ pub(crate) struct FileSnapshot {
     pub(crate) meta: SnapshotMeta,
     file: File,
     data_offset: u64,
+    with_book: bool,
 }
 
 impl FileSnapshot {
@@ -121,9 +126,11 @@ impl FileSnapshot {
         let mut head = [0u8; 8];
         file.read_exact(&mut head)
             .map_err(|_| bad("truncated header"))?;
-        if &head[..4] != MAGIC {
-            return Err(bad("not a keel snapshot file"));
-        }
+        let with_book = match &head[..4] {
+            m if m == MAGIC => true,
+            m if m == MAGIC_WITHOUT_BOOK => false,
+            _ => return Err(bad("not a keel snapshot file")),
+        };
         let header_len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as u64;
         if header_len > file_len {
             return Err(bad("header length beyond the file"));
@@ -155,6 +162,7 @@ impl FileSnapshot {
             },
             file,
             data_offset,
+            with_book,
         };
         let mut actual = 0u32;
         let mut reader = snapshot.reader()?;
@@ -170,6 +178,12 @@ impl FileSnapshot {
             return Err(bad("data checksum mismatch"));
         }
         Ok(snapshot)
+    }
+
+    /// Whether the data starts with the address book (files written since
+    /// keel-node kept one).
+    pub(crate) fn has_address_book(&self) -> bool {
+        self.with_book
     }
 
     /// The snapshot's data, from the start.

@@ -48,6 +48,8 @@ pub enum StoreError {
 /// What a restarting node recovers.
 pub(crate) struct Opened {
     pub(crate) store: DiskStore,
+    /// The node had no state: it starts a new cluster or joins one.
+    pub(crate) fresh: bool,
     /// The snapshot to restore the state machine from, if any.
     pub(crate) snapshot: Option<Arc<FileSnapshot>>,
 }
@@ -80,7 +82,11 @@ impl DiskStore {
         if fresh && !voters.is_empty() {
             // A new cluster: every initial member starts from the same first
             // entry, which records the initial membership in the log.
-            let entry = keel_raft::bootstrap_entry(&voters);
+            // It records their addresses too, for the address book.
+            let entry = keel_raft::bootstrap_entry_with_context(
+                &voters,
+                &crate::addresses::encode(&config.initial_members),
+            );
             let hs = HardState {
                 term: 1,
                 vote: None,
@@ -129,6 +135,7 @@ impl DiskStore {
         hs.commit = hs.commit.max(floor);
         mem.set_hard_state(hs);
         Ok(Opened {
+            fresh,
             store: DiskStore {
                 dir,
                 wal,

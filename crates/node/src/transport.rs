@@ -19,6 +19,11 @@ pub type MessageSink = mpsc::UnboundedSender<Vec<Message>>;
 pub trait Transport: Send + Sync + 'static {
     /// Sends `messages` (all addressed to `to`) as one batch.
     fn send(&self, to: NodeId, messages: Vec<Message>);
+
+    /// Member `id` listens at `address`: the replicated membership says so
+    /// (a member was added, or this node learned the book from the log or a
+    /// snapshot). Transports that route by id ignore it.
+    fn learn_address(&self, _id: NodeId, _address: &str) {}
 }
 
 struct NetworkState {

@@ -1,8 +1,9 @@
 //! The traps a new embedder fell into, each now closed: honest outcomes
 //! for a proposal on a stopping node, a stopped leader that no longer says
 //! it leads, a leadership stream that is quiet while commits go on, the
-//! one-call start on either transport, initial members read only for a new
-//! node, and a data directory two nodes cannot share.
+//! one-call start on either transport, members' addresses carried in the
+//! replicated membership, initial members read only for a new node, and a
+//! data directory two nodes cannot share.
 
 mod common;
 
@@ -273,7 +274,10 @@ async fn a_new_voter_joins_in_one_call_even_on_a_leader_elected_a_moment_ago() {
     .await
     .unwrap()
     .unwrap();
-    let conf = next.add_voter(4, PATIENCE).await.expect("joins as a voter");
+    let conf = next
+        .add_voter(4, "node-4", PATIENCE)
+        .await
+        .expect("joins as a voter");
     assert!(conf.voters.contains(&4), "{conf:?}");
     // It has the log, and votes.
     assert_eq!(
@@ -281,6 +285,116 @@ async fn a_new_voter_joins_in_one_call_even_on_a_leader_elected_a_moment_ago() {
         Some(1)
     );
     for node in &nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_later_is_reachable_by_all_through_the_address_in_the_membership() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = BTreeMap::new();
+    for id in 1..=4u64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        members.insert(id, l.local_addr().unwrap().to_string());
+    }
+    let initial: BTreeMap<u64, String> =
+        members.range(1..=3).map(|(i, a)| (*i, a.clone())).collect();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let mut c = config(dir.path(), id, &initial);
+        c.snapshot_threshold = 5;
+        nodes.push(
+            RaftNode::start_grpc(c, Counters::default(), 7, &members[&id])
+                .await
+                .expect("starts"),
+        );
+    }
+    let leader = leader_of(&nodes).await;
+    for _ in 0..12 {
+        leader.propose(Add("k".into(), 1)).await.unwrap();
+    }
+    // Node 4 knows nobody; nobody's transport knows node 4. Adding it with
+    // its address is all it takes: the members learn the address from the
+    // change, node 4 learns theirs from the log (or snapshot) it receives.
+    let mut c = config(dir.path(), 4, &BTreeMap::new());
+    c.snapshot_threshold = 5;
+    let joining = RaftNode::start_grpc(c, Counters::default(), 7, &members[&4])
+        .await
+        .expect("starts");
+    leader
+        .add_voter(4, members[&4].clone(), PATIENCE)
+        .await
+        .expect("joins as a voter");
+    nodes.push(joining.clone());
+    for node in &nodes {
+        for (id, address) in &members {
+            let mut known = node.address_of(*id);
+            for _ in 0..500 {
+                if known.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                known = node.address_of(*id);
+            }
+            assert_eq!(
+                known.as_ref(),
+                Some(address),
+                "node {} on {id}",
+                node.status().id
+            );
+        }
+    }
+    // The newcomer leads: it reaches every member, they reach it. (Once it
+    // knows it votes: a learner ignores the leader's TimeoutNow.)
+    let mut status = joining.watch();
+    tokio::time::timeout(
+        PATIENCE,
+        status.wait_for(|s| s.conf_state.voters.contains(&4)),
+    )
+    .await
+    .expect("node 4 applies its promotion")
+    .unwrap();
+    leader.transfer_leader(4).await.unwrap();
+    let mut leadership = joining.leadership();
+    tokio::time::timeout(PATIENCE, leadership.wait_for(|l| l.role == Role::Leader))
+        .await
+        .expect("node 4 leads")
+        .unwrap();
+    assert_eq!(joining.propose(Add("k".into(), 1)).await.unwrap(), 13);
+    // A follower names the new leader's address.
+    match leader.propose(Add("k".into(), 1)).await {
+        Err(ProposeError::NotLeader {
+            leader: Some(4),
+            address,
+        }) => {
+            assert_eq!(address.as_ref(), Some(&members[&4]))
+        }
+        other => panic!("{other:?}"),
+    }
+    // A restart keeps the book (from the snapshot and the log).
+    let first = nodes[0].clone();
+    first.stop().await;
+    let restarted = RaftNode::start_grpc(
+        config(dir.path(), 1, &BTreeMap::new()),
+        Counters::default(),
+        7,
+        &members[&1],
+    )
+    .await
+    .expect("restarts");
+    for (id, address) in &members {
+        let mut known = restarted.address_of(*id);
+        for _ in 0..500 {
+            if known.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            known = restarted.address_of(*id);
+        }
+        assert_eq!(known.as_ref(), Some(address), "restarted, on {id}");
+    }
+    restarted.stop().await;
+    for node in &nodes[1..] {
         node.stop().await;
     }
 }

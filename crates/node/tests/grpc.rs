@@ -31,6 +31,7 @@ async fn bad_peers_are_refused_and_the_cluster_keeps_working() {
     let foreign = pb::MessageBatch {
         cluster_id: 999,
         messages: vec![],
+        from_address: String::new(),
     };
     let err = client
         .stream(tokio_stream::iter(vec![foreign]))
@@ -41,6 +42,7 @@ async fn bad_peers_are_refused_and_the_cluster_keeps_working() {
     // for another node) are dropped one by one.
     let junk = pb::MessageBatch {
         cluster_id: 42,
+        from_address: String::new(),
         messages: vec![
             pb::Message {
                 from: 2,

@@ -15,6 +15,16 @@ impl<S: Storage> Raft<S> {
         &mut self,
         change: ConfChange,
     ) -> Result<EntryId, ProposeError> {
+        self.propose_conf_change_with_context(change, &[])
+    }
+
+    /// Leader: proposes a membership change carrying the application's
+    /// `context` in its entry.
+    pub(crate) fn propose_conf_change_with_context(
+        &mut self,
+        change: ConfChange,
+        context: &[u8],
+    ) -> Result<EntryId, ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
@@ -53,7 +63,7 @@ impl<S: Storage> Raft<S> {
                 }
             }
         }
-        let id = self.propose_entry(EntryKind::ConfChange, change.encode())?;
+        let id = self.propose_entry(EntryKind::ConfChange, change.encode_with_context(context))?;
         self.pending_conf_index = id.index;
         Ok(id)
     }

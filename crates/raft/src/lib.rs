@@ -69,7 +69,10 @@ pub use config::{Config, ReadMode};
 pub use error::{
     ConfigError, ProposeError, ReadIndexError, StepError, StorageError, TransferError,
 };
-pub use membership::{bootstrap_entry, ConfChange, ConfChangeError, ConfChangeOp, Membership};
+pub use membership::{
+    bootstrap_entry, bootstrap_entry_with_context, ConfChange, ConfChangeError, ConfChangeOp,
+    Membership,
+};
 pub use message::{
     Append, AppendResponse, ConfState, Entry, EntryId, EntryKind, HardState, Heartbeat,
     HeartbeatResponse, Index, Message, MessageBody, NodeId, SnapshotChunk, SnapshotMeta, Term,

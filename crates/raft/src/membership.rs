@@ -75,6 +75,8 @@ pub enum ConfChangeError {
 
 const MAGIC: u8 = b'K';
 const VERSION: u8 = 1;
+/// The version of payloads that carry a context after the change.
+const VERSION_WITH_CONTEXT: u8 = 2;
 
 impl ConfChange {
     /// Adds `id` as a learner.
@@ -107,9 +109,20 @@ impl ConfChange {
 
     /// The entry payload.
     pub fn encode(&self) -> Bytes {
+        self.encode_with_context(&[])
+    }
+
+    /// The entry payload carrying `context`: opaque bytes of the
+    /// application's, replicated with the change (keel-node records the
+    /// addresses of the members it adds there).
+    pub fn encode_with_context(&self, context: &[u8]) -> Bytes {
         let mut b = BytesMut::new();
         b.put_u8(MAGIC);
-        b.put_u8(VERSION);
+        b.put_u8(if context.is_empty() {
+            VERSION
+        } else {
+            VERSION_WITH_CONTEXT
+        });
         match self {
             ConfChange::LeaveJoint => b.put_u8(1),
             ConfChange::Change { ops, force_joint } => {
@@ -127,15 +140,30 @@ impl ConfChange {
                 }
             }
         }
+        if !context.is_empty() {
+            b.put_u32(context.len() as u32);
+            b.put_slice(context);
+        }
         b.freeze()
     }
 
-    /// Parses an entry payload made by [`encode`](Self::encode).
+    /// Parses an entry payload made by [`encode`](Self::encode) or
+    /// [`encode_with_context`](Self::encode_with_context).
     pub fn decode(data: &[u8]) -> Result<Self, ConfChangeError> {
+        Self::decode_with_context(data).map(|(change, _)| change)
+    }
+
+    /// Parses an entry payload and the context it carries (empty if none).
+    pub fn decode_with_context(data: &[u8]) -> Result<(Self, Bytes), ConfChangeError> {
         let mut r = Reader(data);
-        if r.u8()? != MAGIC || r.u8()? != VERSION {
+        if r.u8()? != MAGIC {
             return Err(ConfChangeError::Malformed("unknown header"));
         }
+        let with_context = match r.u8()? {
+            VERSION => false,
+            VERSION_WITH_CONTEXT => true,
+            _ => return Err(ConfChangeError::Malformed("unknown header")),
+        };
         let change = match r.u8()? {
             1 => ConfChange::LeaveJoint,
             0 => {
@@ -159,10 +187,21 @@ impl ConfChange {
             }
             _ => return Err(ConfChangeError::Malformed("unknown kind")),
         };
+        let context = if with_context {
+            let len = r.u32()? as usize;
+            if len == 0 || len != r.0.len() {
+                return Err(ConfChangeError::Malformed("context length"));
+            }
+            let context = Bytes::copy_from_slice(r.0);
+            r.0 = &[];
+            context
+        } else {
+            Bytes::new()
+        };
         if !r.0.is_empty() {
             return Err(ConfChangeError::Malformed("trailing bytes"));
         }
-        Ok(change)
+        Ok((change, context))
     }
 }
 
@@ -195,12 +234,18 @@ impl Reader<'_> {
 /// initial membership from the log like any later change (or from a
 /// snapshot, which carries it).
 pub fn bootstrap_entry(voters: &[NodeId]) -> crate::message::Entry {
+    bootstrap_entry_with_context(voters, &[])
+}
+
+/// [`bootstrap_entry`], carrying the application's `context` (see
+/// [`ConfChange::encode_with_context`]).
+pub fn bootstrap_entry_with_context(voters: &[NodeId], context: &[u8]) -> crate::message::Entry {
     let ops = voters.iter().map(|&v| ConfChangeOp::AddVoter(v)).collect();
     crate::message::Entry {
         term: 1,
         index: 1,
         kind: crate::message::EntryKind::ConfChange,
-        data: ConfChange::many(ops).encode(),
+        data: ConfChange::many(ops).encode_with_context(context),
     }
 }
 
@@ -475,5 +520,32 @@ mod tests {
         let mut trailing = good.to_vec();
         trailing.push(0);
         assert!(ConfChange::decode(&trailing).is_err());
+    }
+
+    #[test]
+    fn a_context_travels_with_the_change_and_a_cut_one_is_refused() {
+        let change = ConfChange::add_learner(4);
+        let data = change.encode_with_context(b"10.0.0.4:2380");
+        assert_eq!(
+            ConfChange::decode_with_context(&data),
+            Ok((change.clone(), Bytes::from_static(b"10.0.0.4:2380")))
+        );
+        // Readers that want only the change still read it.
+        assert_eq!(ConfChange::decode(&data), Ok(change.clone()));
+        // No context: the version-1 payload, as before.
+        assert_eq!(change.encode_with_context(&[]), change.encode());
+        assert_eq!(
+            ConfChange::decode_with_context(&change.encode()),
+            Ok((change, Bytes::new()))
+        );
+        for cut in 0..data.len() {
+            assert!(
+                ConfChange::decode_with_context(&data[..cut]).is_err(),
+                "truncated at {cut}"
+            );
+        }
+        let mut longer = data.to_vec();
+        longer.push(0);
+        assert!(ConfChange::decode_with_context(&longer).is_err());
     }
 }

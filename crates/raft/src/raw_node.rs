@@ -143,6 +143,17 @@ impl<S: Storage> RawNode<S> {
         self.raft.propose_conf_change(change)
     }
 
+    /// Proposes a membership change whose entry also carries `context`,
+    /// opaque to the core (read it back with
+    /// [`ConfChange::decode_with_context`] when the entry is applied).
+    pub fn propose_conf_change_with_context(
+        &mut self,
+        change: ConfChange,
+        context: &[u8],
+    ) -> Result<EntryId, ProposeError> {
+        self.raft.propose_conf_change_with_context(change, context)
+    }
+
     /// Hands leadership to voter `target`: proposals are refused until the
     /// transfer completes or, after an election timeout, is aborted.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {

@@ -28,7 +28,7 @@ use crate::api::grpc::{
     MaintenanceService, WatchService,
 };
 use crate::api::http::{self, Gateway, StatusClients};
-use crate::cluster::Peers;
+use crate::cluster::{Peers, RecordedAddresses};
 use crate::config::{host_port, ClusterState, Config};
 use crate::coordination::Coordinator;
 use crate::core::{Core, Limits, MvccStateMachine};
@@ -97,7 +97,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             vec![hub.clone()],
             lease_clock.clone(),
         ),
-        transport,
+        RecordedAddresses(transport),
     )
     .context("starting the raft node")?;
     hub.set_node_status(node.watch());

@@ -285,9 +285,14 @@ impl Simulation {
             self.rng.random_range(0..8)
         };
         let keep = self.rng.random_range(0..10);
-        let data = replica.state_machine().snapshot_data(padding);
+        // As keel-node's driver writes one: the address book, then the
+        // state machine's part.
+        let mut data = Vec::new();
+        keel_node::replica::write_snapshot_head(&replica.addresses(), &mut data)
+            .expect("writing to memory cannot fail");
+        data.extend_from_slice(&replica.state_machine().snapshot_data(padding));
         node.disk
-            .create_snapshot(applied, node.durable_conf(), data)
+            .create_snapshot(applied, node.durable_conf(), bytes::Bytes::from(data))
             .map_err(|e| node_error(format!("node {id} cannot snapshot at {applied}: {e}")))?;
         let compact_to = applied.saturating_sub(keep).max(first - 1);
         node.disk

@@ -158,9 +158,14 @@ impl Simulation {
         let replica = self.nodes.get_mut(&leader).and_then(|n| n.replica.as_mut());
         // The outcome shows in the membership; nobody waits for the reply.
         let reply = Box::new(|_| {});
+        // Nodes it adds come with an address, as keel-node's callers give.
+        let addresses = added(&change)
+            .into_iter()
+            .map(|id| (id, format!("sim-node-{id}")))
+            .collect();
         match replica
             .expect("leader is up")
-            .propose_conf_change(change.clone(), reply)
+            .propose_conf_change(change.clone(), &addresses, reply)
         {
             Ok(at) => {
                 self.report.conf_changes += 1;

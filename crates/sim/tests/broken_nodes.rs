@@ -1,6 +1,8 @@
 //! The checkers can fail: clusters with a deliberately broken node must be
 //! caught, while the same seeds with honest nodes pass.
 
+use std::collections::HashMap;
+
 use bytes::BytesMut;
 use keel_raft::{AppendResponse, Message, MessageBody, NodeId};
 use keel_sim::{run, Property, Scenario, SimOptions, Simulation, Tamper};
@@ -52,17 +54,33 @@ impl Tamper for StaleReads {
 }
 
 /// Flips a bit of the state every snapshot it streams carries.
-struct CorruptSnapshots;
+/// Flips a bit of the state machine's digest in the snapshots it sends.
+/// A snapshot's data starts with keel-node's address book (its length as
+/// a u32, then the book), then the state machine's header: the last
+/// command's index (8 bytes), then the digest. The book's length is read
+/// from the first four bytes as they pass, per snapshot and receiver.
+#[derive(Default)]
+struct CorruptSnapshots {
+    heads: HashMap<(NodeId, u64, u64), Vec<u8>>,
+}
 
 impl Tamper for CorruptSnapshots {
     fn outgoing(&mut self, m: &mut Message) {
         if let MessageBody::Snapshot(chunk) = &mut m.body {
-            // Bytes 8..16 of a snapshot hold the state machine's digest.
+            let key = (m.to, chunk.meta.last.term, chunk.meta.last.index);
+            let head = self.heads.entry(key).or_default();
             let start = chunk.offset as usize;
             let end = start + chunk.data.len();
-            if start <= 8 && 8 < end {
+            while head.len() < 4 && (start..end).contains(&head.len()) {
+                head.push(chunk.data[head.len() - start]);
+            }
+            let Ok(book) = <[u8; 4]>::try_from(&head[..]) else {
+                return;
+            };
+            let digest = 4 + u32::from_le_bytes(book) as usize + 8;
+            if (start..end).contains(&digest) {
                 let mut data = BytesMut::from(&chunk.data[..]);
-                data[8 - start] ^= 1;
+                data[digest - start] ^= 1;
                 chunk.data = data.freeze();
             }
         }
@@ -131,7 +149,7 @@ fn stale_read_indexes_break_linearizability() {
 
 #[test]
 fn corrupt_snapshots_break_state_machine_safety() {
-    let props = caught(|| Box::new(CorruptSnapshots));
+    let props = caught(|| Box::<CorruptSnapshots>::default());
     assert!(
         props.contains(&Property::StateMachineSafety),
         "a snapshot of another state should have been caught; saw {props:?}"

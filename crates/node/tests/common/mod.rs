@@ -395,7 +395,10 @@ pub(crate) async fn a_learner_joins_under_load_and_is_promoted_then_the_leader_i
         stop.clone(),
     ));
     let leader = c.leader().await;
-    leader.add_learner(4).await.expect("learner added");
+    leader
+        .add_learner(4, c.addresses[&4].clone())
+        .await
+        .expect("learner added");
     // Promotion waits for the learner to catch up.
     let mut promoted = false;
     for _ in 0..100 {

@@ -6,4 +6,4 @@ mod forward;
 mod peers;
 
 pub(crate) use forward::{ForwardError, Forwarder, FORWARDED_KEY};
-pub(crate) use peers::Peers;
+pub(crate) use peers::{Peers, RecordedAddresses};

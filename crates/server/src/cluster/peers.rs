@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use keel_api::etcdserverpb::Member;
-use keel_node::{GrpcTransport, NodeId};
+use keel_node::{GrpcTransport, NodeId, Transport};
 
 use crate::config::host_port;
 
@@ -51,5 +51,17 @@ impl Peers {
                 addresses.insert(member.id, address);
             }
         }
+    }
+}
+
+/// The raft transport as the server hands it to its node: addresses come
+/// from the member records ([`Peers`]), which `member update` changes, so
+/// the addresses keel-node recorded when members were added are not
+/// applied over them.
+pub(crate) struct RecordedAddresses(pub(crate) GrpcTransport);
+
+impl Transport for RecordedAddresses {
+    fn send(&self, to: NodeId, messages: Vec<keel_node::Message>) {
+        self.0.send(to, messages);
     }
 }

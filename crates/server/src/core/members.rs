@@ -120,7 +120,10 @@ impl Core {
             is_learner: request.is_learner,
         };
         self.set_member(member.clone()).await?;
-        self.conf_change(self.node.add_learner(id)).await?;
+        // check_urls accepted them: the first has a host and port.
+        let address = host_port(&member.peer_ur_ls[0])
+            .map_err(|e| ServerError::InvalidArgument(e.to_string()))?;
+        self.conf_change(self.node.add_learner(id, address)).await?;
         tracing::info!(member = %format!("{id:x}"), urls = ?member.peer_ur_ls, learner = request.is_learner, "member added");
         Ok(MemberAddResponse {
             header: Some(self.header()),
