@@ -391,7 +391,9 @@ etcdctl --endpoints="$C1" member list | grep -q "^$new_id, started, k4, http://$
     fail "k4 did not join as a voter: $(etcdctl --endpoints="$C1" member list)"
 expect "the new member serves reads" "via-follower
 1" etcdctl --endpoints="$C4" get via-follower
-expect "member remove" "Member $new_id removed from cluster $(etcdctl --endpoints="$C1" member list -w json | grep -oE '"cluster_id":[0-9]+' | head -1 | cut -d: -f2 | xargs printf '%x')" etcdctl --endpoints="$C1" member remove "$new_id"
+# etcdctl prints both ids as %16x: a shorter id is padded with spaces.
+cluster_hex=$(etcdctl --endpoints="$C1" member list -w json | grep -oE '"cluster_id":[0-9]+' | head -1 | cut -d: -f2 | xargs printf '%x')
+expect "member remove" "$(printf 'Member %16s removed from cluster %16s' "$new_id" "$cluster_hex")" etcdctl --endpoints="$C1" member remove "$new_id"
 [[ $(etcdctl --endpoints="$C1" member list | wc -l) == 3 ]] || fail "member list after remove"
 echo "ok   member list back to three"
 
