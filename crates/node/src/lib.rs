@@ -108,7 +108,7 @@ pub type RefusedProposal = keel_raft::ProposeError;
 /// Why the core refused a transfer (the reason inside [`TransferError::Refused`]).
 pub type RefusedTransfer = keel_raft::TransferError;
 pub use keel_raft::{ConfChange, ConfChangeOp, ConfState, Index, Message, NodeId, Role};
-pub use node::{Leadership, RaftNode, Status};
+pub use node::{Leadership, RaftNode, Replication, Status};
 pub use state_machine::{read_serde_snapshot, write_serde_snapshot, StateMachine};
 pub use store::StoreError;
 pub use transport::{LocalNetwork, LocalTransport, MessageSink, Transport};

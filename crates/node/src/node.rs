@@ -68,6 +68,16 @@ pub struct Leadership {
     pub running: bool,
 }
 
+/// How far the members' logs are, as the leader sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replication {
+    /// The leader's last log index.
+    pub last: Index,
+    /// The highest index known to be on each member (the leader's own
+    /// included).
+    pub matched: BTreeMap<NodeId, Index>,
+}
+
 enum Request<S: StateMachine> {
     Propose(Bytes, oneshot::Sender<Result<S::Response, ProposeError>>),
     Read(ReadFn<S>),
@@ -77,6 +87,7 @@ enum Request<S: StateMachine> {
         oneshot::Sender<Result<ConfState, ProposeError>>,
     ),
     Transfer(NodeId, oneshot::Sender<Result<(), TransferError>>),
+    Replication(oneshot::Sender<Option<Replication>>),
     Stop,
 }
 
@@ -93,6 +104,8 @@ pub struct RaftNode<S: StateMachine> {
     wal_syncs: Arc<AtomicU64>,
     /// One raft tick: how often membership changes are retried.
     tick: std::time::Duration,
+    /// How far behind a learner may be and count as caught up.
+    max_promotion_lag: u64,
 }
 
 /// A task that runs beside a node: told to stop, then awaited, when the
@@ -113,6 +126,7 @@ impl<S: StateMachine> Clone for RaftNode<S> {
             task: self.task.clone(),
             companions: self.companions.clone(),
             tick: self.tick,
+            max_promotion_lag: self.max_promotion_lag,
             wal_syncs: self.wal_syncs.clone(),
         }
     }
@@ -192,6 +206,7 @@ impl<S: StateMachine> RaftNode<S> {
             _lock: lock,
         };
         let tick = driver.config.tick_interval;
+        let max_promotion_lag = driver.config.raft.max_promotion_lag;
         let task = tokio::spawn(driver.run(requests_rx, inbox_rx, snapshots_rx));
         Ok(RaftNode {
             requests,
@@ -202,6 +217,7 @@ impl<S: StateMachine> RaftNode<S> {
             task: Arc::new(std::sync::Mutex::new(Some(task))),
             companions: Arc::default(),
             tick,
+            max_promotion_lag,
             wal_syncs,
         })
     }
@@ -319,6 +335,52 @@ impl<S: StateMachine> RaftNode<S> {
         let addresses = BTreeMap::from([(id, address.into())]);
         self.conf_change(ConfChange::add_learner(id), addresses)
             .await
+    }
+
+    /// Adds `id`, listening at `address`, as a learner and waits up to
+    /// `timeout` until it has caught up (its log within the promotion lag
+    /// of the leader's), retrying while a new leader settles or another
+    /// change is being applied. It stays a learner.
+    pub async fn add_learner_caught_up(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+        timeout: std::time::Duration,
+    ) -> Result<ConfState, ProposeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let address = address.into();
+        let conf = self
+            .retrying(deadline, || self.add_learner(id, address.clone()))
+            .await?;
+        loop {
+            let Some(r) = self.replication().await else {
+                let leader = self.status().leader;
+                return Err(ProposeError::NotLeader {
+                    leader,
+                    address: leader.and_then(|l| self.address_of(l)),
+                });
+            };
+            let matched = r.matched.get(&id).copied().unwrap_or(0);
+            if matched > 0 && r.last.saturating_sub(matched) <= self.max_promotion_lag {
+                return Ok(conf);
+            }
+            if tokio::time::Instant::now() + self.tick >= deadline {
+                return Err(ProposeError::Refused(RefusedProposal::NotCaughtUp {
+                    id,
+                    matched,
+                    last: r.last,
+                }));
+            }
+            tokio::time::sleep(self.tick).await;
+        }
+    }
+
+    /// Leader: how far each member's log is (`None` unless this node
+    /// leads).
+    pub async fn replication(&self) -> Option<Replication> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(Request::Replication(tx)).ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Promotes learner `id` to voter (refused until it has caught up).
@@ -609,6 +671,14 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
             Request::Transfer(to, reply) => {
                 let _ = reply.send(self.replica.transfer_leader(to));
             }
+            Request::Replication(reply) => {
+                let raw = self.replica.raw();
+                let matched = raw.matched();
+                let _ = reply.send((!matched.is_empty()).then(|| Replication {
+                    last: raw.status().last.index,
+                    matched,
+                }));
+            }
             Request::Stop => return true,
         }
         false
@@ -717,6 +787,9 @@ fn refuse_stopped<S: StateMachine>(request: Request<S>) {
         Request::Read(read) => read(Err(ReadError::Stopped)),
         Request::Transfer(_, reply) => {
             let _ = reply.send(Err(TransferError::Stopped));
+        }
+        Request::Replication(reply) => {
+            let _ = reply.send(None);
         }
         Request::Stop => {}
     }

@@ -398,3 +398,42 @@ async fn a_member_added_later_is_reachable_by_all_through_the_address_in_the_mem
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_is_added_and_waited_for_until_it_has_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (network, mut nodes) = local_cluster(dir.path());
+    let leader = leader_of(&nodes).await;
+    for _ in 0..50 {
+        leader.propose(Add("k".into(), 1)).await.unwrap();
+    }
+    let follower = nodes
+        .iter()
+        .find(|n| n.status().id != leader.status().id)
+        .unwrap();
+    assert_eq!(follower.replication().await, None, "only the leader knows");
+    let learner = RaftNode::start_local(
+        config(dir.path(), 4, &BTreeMap::new()),
+        Counters::default(),
+        &network,
+    )
+    .expect("starts");
+    nodes.push(learner.clone());
+    let conf = leader
+        .add_learner_caught_up(4, "node-4", PATIENCE)
+        .await
+        .expect("caught up");
+    assert!(
+        conf.learners.contains(&4) && !conf.voters.contains(&4),
+        "{conf:?}"
+    );
+    let replication = leader.replication().await.expect("the leader knows");
+    assert!(replication.matched[&4] > 50, "{replication:?}");
+    assert_eq!(
+        learner.read(|c| c.0.get("k").copied()).await.unwrap(),
+        Some(50)
+    );
+    for node in &nodes {
+        node.stop().await;
+    }
+}

@@ -258,6 +258,19 @@ impl<S: Storage> RawNode<S> {
         }
     }
 
+    /// Leader: the highest index known to be replicated on each member
+    /// (this node's own is its last index). Empty unless this node leads.
+    pub fn matched(&self) -> std::collections::BTreeMap<NodeId, Index> {
+        if self.raft.role != Role::Leader {
+            return std::collections::BTreeMap::new();
+        }
+        self.raft
+            .progress
+            .iter()
+            .map(|(id, pr)| (*id, pr.matched))
+            .collect()
+    }
+
     /// The membership in effect (as of the entries handed out for applying).
     pub fn conf_state(&self) -> ConfState {
         self.raft.membership.to_conf_state()
