@@ -8,31 +8,32 @@ mod kv;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use keel_node::{NodeConfig, Outcome, ProposeError, RaftNode};
+use keel_node::{NodeConfig, Outcome, RaftNode};
 use kv::{put, Kv};
 
-/// Proposes on whichever node leads, retrying what is safe to retry.
-async fn write(nodes: &[RaftNode<Kv>], key: &str, value: &str) -> Result<(), ProposeError> {
+/// The first node still running.
+fn running(nodes: &[RaftNode<Kv>]) -> &RaftNode<Kv> {
+    nodes
+        .iter()
+        .find(|n| n.status().running)
+        .expect("a node runs")
+}
+
+/// Proposes on whichever node leads until the write is in.
+async fn write(nodes: &[RaftNode<Kv>], key: &str, value: &str) {
     loop {
-        let running = nodes
-            .iter()
-            .find(|n| n.status().running)
-            .expect("a node runs");
-        let leader = running.wait_for_leader(Duration::from_secs(5)).await;
-        let Some(node) = nodes.iter().find(|n| Some(n.status().id) == leader) else {
-            continue;
-        };
-        match node.propose(put(key, value)).await {
-            Ok(_) => return Ok(()),
-            // Never applied: try again, on the leader of the moment.
-            Err(e) if e.outcome() == Outcome::NotApplied => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        let leader = running(nodes).wait_for_leader(Duration::from_secs(5)).await;
+        if let Some(node) = nodes.iter().find(|n| Some(n.status().id) == leader) {
+            match node.propose(put(key, value)).await {
+                Ok(_) => return,
+                // Never applied: retry on the leader of the moment.
+                Err(e) if e.outcome() == Outcome::NotApplied => {}
+                // Maybe applied: a put is idempotent, so retrying is safe
+                // here too; a counter would read the state back first.
+                Err(_) => {}
             }
-            // Maybe applied: a put is idempotent, so writing again is safe
-            // here; a counter would read back first.
-            Err(ProposeError::Indeterminate) => {}
-            Err(e) => return Err(e),
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -55,23 +56,16 @@ async fn main() {
     }
     for i in 0..20 {
         if i == 10 {
-            let leader = nodes[0]
+            let leader = running(&nodes)
                 .wait_for_leader(Duration::from_secs(5))
-                .await
-                .expect("a leader");
-            println!("stopping the leader, node {leader}");
-            nodes[leader as usize - 1].stop().await;
+                .await;
+            println!("stopping the leader, node {leader:?}");
+            nodes[leader.expect("a leader") as usize - 1].stop().await;
         }
-        write(&nodes, &format!("job-{i}"), "done")
-            .await
-            .expect("written");
+        write(&nodes, &format!("job-{i}"), "done").await;
     }
-    let survivor = nodes
-        .iter()
-        .find(|n| n.status().running)
-        .expect("a node runs");
-    let count = survivor.read(|kv| kv.0.len()).await.expect("read");
-    println!("node {} holds {count} jobs", survivor.status().id);
+    let count = running(&nodes).read(|kv| kv.0.len()).await.expect("read");
+    println!("node {} holds {count} jobs", running(&nodes).status().id);
     assert_eq!(count, 20);
     for node in &nodes {
         node.stop().await;
