@@ -79,7 +79,7 @@ impl GrpcTransport {
             .get(&to)?
             .clone();
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(stream_to_peer(to, address, rx));
+        tokio::spawn(stream_to_peer(to, address, self.advertised.clone(), rx));
         streams.insert(to, tx.clone());
         Some(tx)
     }
@@ -114,11 +114,8 @@ impl Transport for GrpcTransport {
         let batch = pb::MessageBatch {
             cluster_id: self.cluster_id,
             messages: messages.iter().map(codec::to_pb).collect(),
-            from_address: self
-                .advertised
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            // Set on a stream's first batch (see `stream_to_peer`).
+            from_address: String::new(),
         };
         if stream.try_send(batch).is_err() {
             tracing::debug!(to, "peer stream is backed up; dropping a batch");
@@ -127,9 +124,12 @@ impl Transport for GrpcTransport {
 }
 
 /// Keeps one stream open to `peer`, reconnecting with exponential backoff.
+/// The first batch of each stream says where this node listens
+/// (`advertised`), once: the peer learns it for the stream's life.
 async fn stream_to_peer(
     peer: NodeId,
     address: String,
+    advertised: Arc<Mutex<String>>,
     mut batches: mpsc::Receiver<pb::MessageBatch>,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -142,6 +142,8 @@ async fn stream_to_peer(
                 let mut client = client.max_encoding_message_size(MAX_BATCH_BYTES);
                 let (tx, rx) = mpsc::channel(QUEUE);
                 let mut call = Box::pin(client.stream(ReceiverStream::new(rx)));
+                let mut introduction =
+                    Some(advertised.lock().unwrap_or_else(|e| e.into_inner()).clone());
                 loop {
                     tokio::select! {
                         result = &mut call => {
@@ -151,7 +153,10 @@ async fn stream_to_peer(
                             break;
                         }
                         batch = batches.recv() => {
-                            let Some(batch) = batch else { return };
+                            let Some(mut batch) = batch else { return };
+                            if let Some(address) = introduction.take() {
+                                batch.from_address = address;
+                            }
                             if tx.send(batch).await.is_err() {
                                 break;
                             }

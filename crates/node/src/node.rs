@@ -348,10 +348,7 @@ impl<S: StateMachine> RaftNode<S> {
         timeout: std::time::Duration,
     ) -> Result<ConfState, ProposeError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let address = address.into();
-        let conf = self
-            .retrying(deadline, || self.add_learner(id, address.clone()))
-            .await?;
+        let conf = self.join_as_learner(id, address.into(), deadline).await?;
         loop {
             let Some(r) = self.replication().await else {
                 let leader = self.status().leader;
@@ -399,12 +396,7 @@ impl<S: StateMachine> RaftNode<S> {
         timeout: std::time::Duration,
     ) -> Result<ConfState, ProposeError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let address = address.into();
-        let state = self.status().conf_state;
-        if !state.learners.contains(&id) && !state.voters.contains(&id) {
-            self.retrying(deadline, || self.add_learner(id, address.clone()))
-                .await?;
-        }
+        self.join_as_learner(id, address.into(), deadline).await?;
         self.promote_when_caught_up(
             id,
             deadline.saturating_duration_since(tokio::time::Instant::now()),
@@ -422,6 +414,23 @@ impl<S: StateMachine> RaftNode<S> {
     ) -> Result<ConfState, ProposeError> {
         let deadline = tokio::time::Instant::now() + timeout;
         self.retrying(deadline, || self.promote(id)).await
+    }
+
+    /// Adds `id` as a learner unless it is a member already, retrying
+    /// until `deadline` while a new leader settles or another change is
+    /// being applied; the membership then.
+    async fn join_as_learner(
+        &self,
+        id: NodeId,
+        address: String,
+        deadline: tokio::time::Instant,
+    ) -> Result<ConfState, ProposeError> {
+        let state = self.status().conf_state;
+        if state.learners.contains(&id) || state.voters.contains(&id) {
+            return Ok(state);
+        }
+        self.retrying(deadline, || self.add_learner(id, address.clone()))
+            .await
     }
 
     /// Runs a membership change until it is taken, retrying (once per tick)

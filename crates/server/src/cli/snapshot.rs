@@ -185,19 +185,12 @@ fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         .collect();
     let staging = args.data_dir.with_extension("restoring");
     let _ = std::fs::remove_dir_all(&staging);
-    let result = (|| -> anyhow::Result<Status> {
-        let store = restore_store(&args.backup, &staging.join("kv"))?;
+    let reseeded = restore_store(&args.backup, &staging.join("kv")).and_then(|store| {
         store.reseed(&members).context("seeding the new cluster")?;
-        let hash = store.hash_kv(0)?;
-        Ok(Status {
-            hash: hash.hash,
-            revision: hash.revision,
-            keys: 0,
-            size: 0,
-        })
-    })();
-    let status = match result {
-        Ok(status) => status,
+        Ok(store.hash_kv(0)?)
+    });
+    let restored = match reseeded {
+        Ok(hash) => hash,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
@@ -209,8 +202,8 @@ fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     println!(
         "restored {} (revision {}, hash {:x}) into {} for member {} of {} members; start it with `keel serve --name {} --data-dir {} --initial-cluster ... --initial-cluster-token {}`",
         args.backup.display(),
-        status.revision,
-        status.hash,
+        restored.revision,
+        restored.hash,
         args.data_dir.display(),
         args.name,
         members.len(),

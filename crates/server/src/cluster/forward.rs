@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use keel_api::etcdserverpb::cluster_client::ClusterClient;
 use keel_api::etcdserverpb::{
-    MemberAddRequest, MemberAddResponse, MemberPromoteRequest, MemberPromoteResponse,
-    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
+    MemberUpdateResponse,
 };
 use keel_api::keelpb::forward_client::ForwardClient;
 use keel_api::keelpb::Command;
@@ -138,6 +139,19 @@ impl Forwarder {
                 .member_promote(forwarded(request))
                 .await,
         )
+    }
+
+    /// Asks member `id`'s peer port something small (its member list,
+    /// answered locally) within `patience`: whether it answered.
+    pub(crate) async fn probe(&self, id: NodeId, patience: Duration) -> bool {
+        let Ok(mut cluster) = self.cluster(id) else {
+            return false;
+        };
+        let mut request = Request::new(MemberListRequest {
+            linearizable: false,
+        });
+        request.set_timeout(patience);
+        cluster.member_list(request).await.is_ok()
     }
 
     /// A client of `leader`'s Cluster service.

@@ -125,6 +125,12 @@ impl Core {
         }
     }
 
+    /// Whether member `id` answers a small request on its peer port within
+    /// `patience`.
+    pub(crate) async fn probe_peer(&self, id: NodeId, patience: Duration) -> bool {
+        self.forwarder.probe(id, patience).await
+    }
+
     /// The leader, waiting for one up to the request timeout.
     pub(crate) async fn leader(&self) -> Result<NodeId, ServerError> {
         let mut watch = self.node.watch();
@@ -138,7 +144,7 @@ impl Core {
 }
 
 /// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     what: &str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ServerError> {

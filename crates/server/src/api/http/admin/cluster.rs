@@ -18,6 +18,7 @@ use keel_api::etcdserverpb::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
@@ -189,11 +190,6 @@ struct MoveLeader {
     member: String,
 }
 
-#[derive(Serialize)]
-struct Moved {
-    leader: String,
-}
-
 /// Hands leadership to a voter, through the leader wherever this request
 /// arrived.
 pub(super) async fn move_leader(State(g): State<Arc<Gateway>>, request: Bytes) -> Answer {
@@ -225,14 +221,7 @@ pub(super) async fn move_leader(State(g): State<Arc<Gateway>>, request: Bytes) -
             .move_leader(MoveLeaderRequest { target_id: target })
             .await?;
     }
-    ok(&Moved {
-        leader: hex(target),
-    })
-}
-
-#[derive(Serialize)]
-struct Promoted {
-    promoted: String,
+    ok(&json!({ "leader": hex(target) }))
 }
 
 /// Promotes a learner to a voter.
@@ -241,12 +230,7 @@ pub(super) async fn promote(State(g): State<Arc<Gateway>>, Path(id): Path<String
     g.cluster
         .member_promote(Request::new(MemberPromoteRequest { id }))
         .await?;
-    ok(&Promoted { promoted: hex(id) })
-}
-
-#[derive(Serialize)]
-struct Removed {
-    removed: String,
+    ok(&json!({ "promoted": hex(id) }))
 }
 
 /// Removes a member.
@@ -255,7 +239,7 @@ pub(super) async fn remove(State(g): State<Arc<Gateway>>, Path(id): Path<String>
     g.cluster
         .member_remove(Request::new(MemberRemoveRequest { id }))
         .await?;
-    ok(&Removed { removed: hex(id) })
+    ok(&json!({ "removed": hex(id) }))
 }
 
 #[derive(Serialize)]
@@ -293,19 +277,12 @@ struct Compact {
     physical: bool,
 }
 
-#[derive(Serialize)]
-struct Compacted {
-    compact_revision: i64,
-}
-
 /// Compacts the history up to a revision.
 pub(super) async fn compact(State(g): State<Arc<Gateway>>, request: Bytes) -> Answer {
     let Compact { revision, physical } = body(&request)?;
     g.kv.compact(Request::new(CompactionRequest { revision, physical }))
         .await?;
-    ok(&Compacted {
-        compact_revision: revision,
-    })
+    ok(&json!({ "compact_revision": revision }))
 }
 
 /// A backup of this member's store as a download, the file `etcdctl

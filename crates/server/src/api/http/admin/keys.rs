@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use bytes::Bytes;
-use keel_api::etcdserverpb::RangeRequest;
+use keel_api::etcdserverpb::{RangeRequest, RangeResponse};
 use keel_api::mvccpb::{event::EventType, KeyValue};
 use keel_mvcc::prefix_end;
 use prost::Message;
@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{base64, hex, ok, AdminError, Answer, Query};
 use crate::api::http::Gateway;
+use crate::core::blocking;
 
 /// The most a history answer carries, in encoded bytes of values.
 const HISTORY_BYTES: usize = 4 << 20;
@@ -62,11 +63,9 @@ fn key_parameter(query: &Query) -> Result<Bytes, AdminError> {
     }
 }
 
-/// A serializable range read through the core (so with its checks).
-async fn read(
-    g: &Gateway,
-    request: RangeRequest,
-) -> Result<(i64, Vec<KeyValue>, bool, i64), AdminError> {
+/// A serializable range read through the core (so with its checks), and
+/// the revision it read at.
+async fn read(g: &Gateway, request: RangeRequest) -> Result<(i64, RangeResponse), AdminError> {
     let response = g
         .core
         .range(RangeRequest {
@@ -74,8 +73,7 @@ async fn read(
             ..request
         })
         .await?;
-    let revision = response.header.map_or(0, |h| h.revision);
-    Ok((revision, response.kvs, response.more, response.count))
+    Ok((response.header.map_or(0, |h| h.revision), response))
 }
 
 /// `GET /api/v1/keys?prefix=&after=&limit=`.
@@ -97,7 +95,7 @@ pub(super) async fn list(State(g): State<Arc<Gateway>>, RawQuery(query): RawQuer
         }
         _ => first.clone(),
     };
-    let (revision, kvs, more, _) = read(
+    let (revision, page) = read(
         &g,
         RangeRequest {
             key: start,
@@ -108,7 +106,7 @@ pub(super) async fn list(State(g): State<Arc<Gateway>>, RawQuery(query): RawQuer
         },
     )
     .await?;
-    let (_, _, _, count) = read(
+    let (_, counted) = read(
         &g,
         RangeRequest {
             key: first,
@@ -121,21 +119,18 @@ pub(super) async fn list(State(g): State<Arc<Gateway>>, RawQuery(query): RawQuer
     .await?;
     ok(&Page {
         revision,
-        keys: kvs.iter().map(KeyView::from).collect(),
-        more,
-        count,
+        keys: page.kvs.iter().map(KeyView::from).collect(),
+        more: page.more,
+        count: counted.count,
     })
 }
 
 /// A key with its value.
 #[derive(Serialize)]
 struct ValueView {
-    key: String,
+    #[serde(flatten)]
+    key: KeyView,
     value: String,
-    create_revision: i64,
-    mod_revision: i64,
-    version: i64,
-    lease: String,
 }
 
 #[derive(Serialize)]
@@ -147,7 +142,7 @@ struct One {
 /// `GET /api/v1/key?key=`.
 pub(super) async fn one(State(g): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> Answer {
     let key = key_parameter(&Query::parse(query.as_deref()))?;
-    let (revision, kvs, _, _) = read(
+    let (revision, found) = read(
         &g,
         RangeRequest {
             key: key.clone(),
@@ -155,7 +150,7 @@ pub(super) async fn one(State(g): State<Arc<Gateway>>, RawQuery(query): RawQuery
         },
     )
     .await?;
-    let Some(kv) = kvs.first() else {
+    let Some(kv) = found.kvs.first() else {
         return Err(AdminError::not_found(format!(
             "no key {:?} at revision {revision}",
             String::from_utf8_lossy(&key)
@@ -164,12 +159,8 @@ pub(super) async fn one(State(g): State<Arc<Gateway>>, RawQuery(query): RawQuery
     ok(&One {
         revision,
         kv: ValueView {
-            key: base64(&kv.key),
+            key: KeyView::from(kv),
             value: base64(&kv.value),
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-            lease: hex(kv.lease as u64),
         },
     })
 }
@@ -202,9 +193,7 @@ pub(super) async fn history(State(g): State<Arc<Gateway>>, RawQuery(query): RawQ
     let key = key_parameter(&query)?;
     let limit = query.limit(100, 1000)? as usize;
     let store = g.core.store.clone();
-    let history = tokio::task::spawn_blocking(move || newest_changes(&store, &key, limit))
-        .await
-        .map_err(|e| AdminError::from(crate::core::ServerError::Internal(e.to_string())))??;
+    let history = blocking("history", move || newest_changes(&store, &key, limit)).await??;
     ok(&history)
 }
 
@@ -291,7 +280,7 @@ struct Leases {
 /// `GET /api/v1/leases`: leases with their TTLs and keys.
 pub(super) async fn leases(State(g): State<Arc<Gateway>>) -> Answer {
     let core = g.core.clone();
-    let leases = tokio::task::spawn_blocking(move || -> Result<Leases, AdminError> {
+    let leases = blocking("leases", move || -> Result<Leases, AdminError> {
         let now = Instant::now();
         let mut leases = Vec::new();
         for (id, lease) in core.store.leases().into_iter().take(MAX_LEASES) {
@@ -317,7 +306,6 @@ pub(super) async fn leases(State(g): State<Arc<Gateway>>) -> Answer {
         }
         Ok(Leases { leases })
     })
-    .await
-    .map_err(|e| AdminError::from(crate::core::ServerError::Internal(e.to_string())))??;
+    .await??;
     ok(&leases)
 }
