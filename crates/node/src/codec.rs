@@ -75,6 +75,83 @@ fn entry_from_pb(e: pb::Entry) -> Result<raft::Entry, DecodeError> {
     })
 }
 
+fn refusal_to_pb(e: &raft::ProposeError) -> pb::ProposeRefusal {
+    use pb::propose_refusal::Kind;
+    use raft::ProposeError as E;
+    let mut pb = pb::ProposeRefusal::default();
+    let kind = match e {
+        E::NotLeader { leader } => {
+            pb.node = leader.unwrap_or(0);
+            Kind::NotLeader
+        }
+        E::TransferInProgress { to } => {
+            pb.node = *to;
+            Kind::TransferInProgress
+        }
+        E::ConfChangeInProgress { index } => {
+            pb.index = *index;
+            Kind::ConfChangeInProgress
+        }
+        E::NewLeader { index } => {
+            pb.index = *index;
+            Kind::NewLeader
+        }
+        E::InvalidConfChange(c) => {
+            pb.conf_change_error = match c {
+                raft::ConfChangeError::Empty => 0,
+                raft::ConfChangeError::ZeroId => 1,
+                raft::ConfChangeError::AlreadyJoint => 2,
+                raft::ConfChangeError::NotJoint => 3,
+                raft::ConfChangeError::NoVoters => 4,
+                raft::ConfChangeError::Malformed(_) => 5,
+            };
+            Kind::InvalidConfChange
+        }
+        E::NotCaughtUp { id, matched, last } => {
+            (pb.node, pb.matched, pb.last) = (*id, *matched, *last);
+            Kind::NotCaughtUp
+        }
+        E::UncommittedSizeExceeded { pending, limit } => {
+            (pb.pending, pb.limit) = (*pending, *limit);
+            Kind::UncommittedSizeExceeded
+        }
+    };
+    pb.kind = kind as i32;
+    pb
+}
+
+fn refusal_from_pb(r: pb::ProposeRefusal) -> Result<raft::ProposeError, DecodeError> {
+    use pb::propose_refusal::Kind;
+    use raft::ProposeError as E;
+    let kind = Kind::try_from(r.kind).map_err(|_| DecodeError("unknown refusal kind"))?;
+    Ok(match kind {
+        Kind::NotLeader => E::NotLeader {
+            leader: (r.node != 0).then_some(r.node),
+        },
+        Kind::TransferInProgress => E::TransferInProgress { to: r.node },
+        Kind::ConfChangeInProgress => E::ConfChangeInProgress { index: r.index },
+        Kind::NewLeader => E::NewLeader { index: r.index },
+        Kind::InvalidConfChange => E::InvalidConfChange(match r.conf_change_error {
+            0 => raft::ConfChangeError::Empty,
+            1 => raft::ConfChangeError::ZeroId,
+            2 => raft::ConfChangeError::AlreadyJoint,
+            3 => raft::ConfChangeError::NotJoint,
+            4 => raft::ConfChangeError::NoVoters,
+            5 => raft::ConfChangeError::Malformed("refused by the leader"),
+            _ => return Err(DecodeError("unknown membership change error")),
+        }),
+        Kind::NotCaughtUp => E::NotCaughtUp {
+            id: r.node,
+            matched: r.matched,
+            last: r.last,
+        },
+        Kind::UncommittedSizeExceeded => E::UncommittedSizeExceeded {
+            pending: r.pending,
+            limit: r.limit,
+        },
+    })
+}
+
 /// Encodes a message for the wire.
 pub fn to_pb(m: &raft::Message) -> pb::Message {
     use pb::message::Body;
@@ -138,6 +215,21 @@ pub fn to_pb(m: &raft::Message) -> pb::Message {
             request: *request,
             index: *index,
         }),
+        M::Propose { request, data } => Body::Propose(pb::Propose {
+            request: *request,
+            data: data.clone(),
+        }),
+        M::ProposeResponse { request, result } => {
+            use pb::propose_response::Result as R;
+            let result = match result {
+                Ok(id) => R::Appended(id_to_pb(*id)),
+                Err(e) => R::Refused(refusal_to_pb(e)),
+            };
+            Body::ProposeResponse(pb::ProposeResponse {
+                request: *request,
+                result: Some(result),
+            })
+        }
     };
     pb::Message {
         from: m.from,
@@ -211,6 +303,21 @@ pub fn from_pb(m: pb::Message) -> Result<raft::Message, DecodeError> {
             request: r.request,
             index: r.index,
         },
+        Body::Propose(p) => M::Propose {
+            request: p.request,
+            data: p.data,
+        },
+        Body::ProposeResponse(r) => {
+            use pb::propose_response::Result as R;
+            let result = match r.result.ok_or(DecodeError("missing proposal result"))? {
+                R::Appended(id) => Ok(id_from_pb(Some(id))?),
+                R::Refused(refusal) => Err(refusal_from_pb(refusal)?),
+            };
+            M::ProposeResponse {
+                request: r.request,
+                result,
+            }
+        }
     };
     Ok(raft::Message {
         from: m.from,
@@ -289,7 +396,39 @@ mod tests {
                 request: 11,
                 index: 8,
             }),
+            m(M::Propose {
+                request: 12,
+                data: Bytes::from_static(b"cmd"),
+            }),
+            m(M::ProposeResponse {
+                request: 12,
+                result: Ok(raft::EntryId { term: 3, index: 9 }),
+            }),
         ];
+        use raft::ProposeError as E;
+        let refusals = [
+            E::NotLeader { leader: None },
+            E::NotLeader { leader: Some(4) },
+            E::TransferInProgress { to: 2 },
+            E::ConfChangeInProgress { index: 5 },
+            E::NewLeader { index: 6 },
+            E::InvalidConfChange(raft::ConfChangeError::NoVoters),
+            E::NotCaughtUp {
+                id: 4,
+                matched: 1,
+                last: 9,
+            },
+            E::UncommittedSizeExceeded {
+                pending: 10,
+                limit: 8,
+            },
+        ];
+        let all = all.into_iter().chain(refusals.into_iter().map(|e| {
+            m(M::ProposeResponse {
+                request: 13,
+                result: Err(e),
+            })
+        }));
         for msg in all {
             assert_eq!(from_pb(to_pb(&msg)).unwrap(), msg);
         }
@@ -333,5 +472,24 @@ mod tests {
             })),
         };
         assert_eq!(from_pb(append), Err(DecodeError("unknown entry kind")));
+        let answer = |result| pb::Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: Some(pb::message::Body::ProposeResponse(pb::ProposeResponse {
+                request: 1,
+                result,
+            })),
+        };
+        assert!(from_pb(answer(None)).is_err());
+        let nonsense = pb::ProposeRefusal {
+            kind: 99,
+            ..Default::default()
+        };
+        let refused = pb::propose_response::Result::Refused(nonsense);
+        assert_eq!(
+            from_pb(answer(Some(refused))),
+            Err(DecodeError("unknown refusal kind"))
+        );
     }
 }

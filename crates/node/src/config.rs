@@ -31,6 +31,17 @@ pub struct NodeConfig {
     pub snapshot_threshold: u64,
     /// Sync the WAL on every batch. Only tests turn this off.
     pub sync_wal: bool,
+    /// A proposal made on a follower is sent to the leader through the
+    /// transport (and answered with this node's own state machine's
+    /// response once applied here). Off: followers refuse proposals with
+    /// `NotLeader`, naming the leader.
+    pub forward_proposals: bool,
+    /// How many times [`propose`](crate::RaftNode::propose) tries again
+    /// after a refusal that guarantees the command was not applied and
+    /// that passes by itself (no leader yet, a leader change, a transfer,
+    /// a full pipeline, an entry lost to a new leader). Errors whose
+    /// outcome is unknown are never retried.
+    pub propose_retries: u32,
     /// Further core settings (pre-vote, check-quorum, read mode, size caps).
     pub raft: RaftTuning,
 }
@@ -89,6 +100,8 @@ impl NodeConfig {
             max_inflight: 256,
             snapshot_threshold: 10_000,
             sync_wal: true,
+            forward_proposals: true,
+            propose_retries: 3,
             raft: RaftTuning::default(),
         }
     }

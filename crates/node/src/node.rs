@@ -106,6 +106,33 @@ pub struct RaftNode<S: StateMachine> {
     tick: std::time::Duration,
     /// How far behind a learner may be and count as caught up.
     max_promotion_lag: u64,
+    /// How `propose` retries: see [`NodeConfig::propose_retries`].
+    retries: RetryPolicy,
+}
+
+/// Which refusals [`RaftNode::propose`] retries, how often, and how long it
+/// waits for a leader in between.
+#[derive(Clone, Copy)]
+struct RetryPolicy {
+    retries: u32,
+    forwarding: bool,
+    election_timeout: std::time::Duration,
+}
+
+impl RetryPolicy {
+    /// Whether `e` guarantees the command was not applied and may pass by
+    /// itself. Without forwarding, a known other leader does not pass.
+    fn retries(&self, e: &ProposeError) -> bool {
+        match e {
+            ProposeError::NotLeader { leader: None, .. } | ProposeError::Lost => true,
+            ProposeError::NotLeader { .. } => self.forwarding,
+            ProposeError::Refused(
+                RefusedProposal::TransferInProgress { .. }
+                | RefusedProposal::UncommittedSizeExceeded { .. },
+            ) => true,
+            _ => false,
+        }
+    }
 }
 
 /// A task that runs beside a node: told to stop, then awaited, when the
@@ -127,6 +154,7 @@ impl<S: StateMachine> Clone for RaftNode<S> {
             companions: self.companions.clone(),
             tick: self.tick,
             max_promotion_lag: self.max_promotion_lag,
+            retries: self.retries,
             wal_syncs: self.wal_syncs.clone(),
         }
     }
@@ -207,6 +235,11 @@ impl<S: StateMachine> RaftNode<S> {
         };
         let tick = driver.config.tick_interval;
         let max_promotion_lag = driver.config.raft.max_promotion_lag;
+        let retries = RetryPolicy {
+            retries: driver.config.propose_retries,
+            forwarding: driver.config.forward_proposals,
+            election_timeout: tick * driver.config.election_ticks,
+        };
         let task = tokio::spawn(driver.run(requests_rx, inbox_rx, snapshots_rx));
         Ok(RaftNode {
             requests,
@@ -218,6 +251,7 @@ impl<S: StateMachine> RaftNode<S> {
             companions: Arc::default(),
             tick,
             max_promotion_lag,
+            retries,
             wal_syncs,
         })
     }
@@ -281,16 +315,41 @@ impl<S: StateMachine> RaftNode<S> {
         self.inbox.clone()
     }
 
-    /// Proposes `command`; resolves with the state machine's response once it
-    /// is applied on this node (which must be the leader).
+    /// Proposes `command`; resolves with this node's state machine's
+    /// response once the command is applied here.
+    ///
+    /// Any member takes proposals: a follower sends the command to the
+    /// leader through the transport ([`NodeConfig::forward_proposals`]).
+    /// Refusals that guarantee the command was not applied and that pass
+    /// by themselves — no leader yet, a leader change, a leadership
+    /// transfer, a full pipeline, an entry lost to a new leader — are
+    /// retried up to [`NodeConfig::propose_retries`] times, waiting for a
+    /// leader (up to an election timeout) or a tick in between. What
+    /// remains is returned; [`ProposeError::outcome`] says whether the
+    /// command may have been applied: retry only what is
+    /// [`Outcome::NotApplied`](crate::Outcome::NotApplied).
     pub async fn propose(&self, command: S::Command) -> Result<S::Response, ProposeError> {
         let data =
             postcard::to_allocvec(&command).map_err(|e| ProposeError::Encode(e.to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        self.send(Request::Propose(Bytes::from(data), tx))?;
-        // Every request is answered; a reply dropped unanswered means the
-        // node's task died, maybe after the entry reached the log.
-        rx.await.map_err(|_| ProposeError::Indeterminate)?
+        let data = Bytes::from(data);
+        let mut retries = self.retries.retries;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.send(Request::Propose(data.clone(), tx))?;
+            // Every request is answered; a reply dropped unanswered means
+            // the node's task died, maybe after the entry reached the log.
+            match rx.await.map_err(|_| ProposeError::Indeterminate)? {
+                Err(e) if retries > 0 && self.retries.retries(&e) => {
+                    retries -= 1;
+                    if let ProposeError::NotLeader { leader: None, .. } = e {
+                        self.wait_for_leader(self.retries.election_timeout).await;
+                    } else {
+                        tokio::time::sleep(self.tick).await;
+                    }
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// A linearizable read: `f` runs on the state machine once this node has
@@ -668,6 +727,9 @@ impl<S: StateMachine, T: Transport> Driver<S, T> {
     /// Handles one request; returns true to stop.
     fn handle(&mut self, request: Request<S>) -> bool {
         match request {
+            Request::Propose(data, reply) if self.config.forward_proposals => {
+                self.replica.forward(data, reply_to(reply));
+            }
             Request::Propose(data, reply) => {
                 let _ = self.replica.propose(data, reply_to(reply));
             }

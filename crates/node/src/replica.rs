@@ -154,6 +154,19 @@ struct Waiter<T> {
     reply: Reply<T>,
 }
 
+/// A proposal sent to the leader, waiting to hear which entry it became.
+struct Forwarded<T> {
+    /// The tick after which it is given up (`Indeterminate`).
+    deadline: u64,
+    /// The applied index when it was sent: its entry comes after it.
+    applied_then: Index,
+    reply: Reply<T>,
+}
+
+/// The most responses kept for forwarded proposals whose answer from the
+/// leader is late (their entry was applied before the answer came).
+const MAX_RECENT_RESPONSES: usize = 16_384;
+
 /// The core, the log store, the state machine and the waiters of one node.
 pub struct Replica<S: StateMachine, L, T> {
     raw: RawNode<MemStorage>,
@@ -167,7 +180,14 @@ pub struct Replica<S: StateMachine, L, T> {
     reads_waiting_index: BTreeMap<u64, (u64, ReadFn<S>)>,
     /// Confirmed reads waiting for the applied index to reach theirs.
     reads_waiting_apply: Vec<(Index, ReadFn<S>)>,
-    next_read: u64,
+    /// Proposals sent to the leader: request id → waiter.
+    forwarded: BTreeMap<u64, Forwarded<S::Response>>,
+    /// While proposals wait for the leader's answer: responses of entries
+    /// applied meanwhile that no one waited for, oldest first (one may be
+    /// a forwarded proposal's whose answer is still on its way).
+    recent: std::collections::VecDeque<(EntryId, S::Response)>,
+    /// The next id for a read or a forwarded proposal.
+    next_request: u64,
     ticks: u64,
     /// The last index applied to the state machine.
     applied: Index,
@@ -192,12 +212,14 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
             store,
             sm,
             transport,
-            next_read: options.first_read_id,
+            next_request: options.first_read_id,
             options,
             proposals: BTreeMap::new(),
             changes: BTreeMap::new(),
             reads_waiting_index: BTreeMap::new(),
             reads_waiting_apply: Vec::new(),
+            forwarded: BTreeMap::new(),
+            recent: std::collections::VecDeque::new(),
             ticks: 0,
             applied,
         }
@@ -256,6 +278,21 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
                 read(Err(ReadError::Timeout));
             }
         }
+        // No answer from the leader: the proposal or its answer was lost.
+        let expired: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(f) = self.forwarded.remove(&id) {
+                (f.reply)(Err(ProposeError::Indeterminate));
+            }
+        }
+        if self.forwarded.is_empty() {
+            self.recent.clear();
+        }
     }
 
     /// Hands a peer's message to the core (which refuses bad input).
@@ -273,16 +310,77 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         data: Bytes,
         reply: Reply<S::Response>,
     ) -> Result<EntryId, ProposeError> {
-        if data.is_empty() {
-            let refusal = ProposeError::Encode(
-                "the command encodes to no bytes; empty entries are reserved for leaders' no-ops"
-                    .into(),
-            );
-            reply(Err(refusal.clone()));
-            return Err(refusal);
-        }
+        let reply = refuse_empty(&data, reply)?;
         let proposed = self.raw.propose(data);
         self.wait_for(proposed, reply, |r| &mut r.proposals)
+    }
+
+    /// Proposes an encoded command on any member: a follower sends it to
+    /// the leader, learns which entry it became, and answers `reply` with
+    /// its own state machine's response once it applies that entry. A
+    /// proposal the leader does not answer within the read timeout is
+    /// `Indeterminate` (it may have been appended).
+    pub fn forward(&mut self, data: Bytes, reply: Reply<S::Response>) {
+        let Ok(reply) = refuse_empty(&data, reply) else {
+            return;
+        };
+        if self.raw.role() == keel_raft::Role::Leader {
+            let _ = self.propose(data, reply);
+            return;
+        }
+        let request = self.next_request();
+        match self.raw.forward_proposal(request, data) {
+            Ok(()) => {
+                let waiting = Forwarded {
+                    deadline: self.ticks + self.options.read_timeout_ticks,
+                    applied_then: self.applied,
+                    reply,
+                };
+                self.forwarded.insert(request, waiting);
+            }
+            Err(e) => reply(Err(self.refusal(e))),
+        }
+    }
+
+    /// The leader said where a forwarded proposal went: wait for that
+    /// entry, or answer at once if it was refused or is applied already.
+    fn forward_answered(&mut self, request: u64, result: Result<EntryId, keel_raft::ProposeError>) {
+        let Some(waiting) = self.forwarded.remove(&request) else {
+            return; // Given up on already, or an earlier life's request.
+        };
+        let id = match result {
+            Ok(id) => id,
+            Err(e) => return (waiting.reply)(Err(self.refusal(e))),
+        };
+        if id.index > self.applied {
+            let waiter = Waiter {
+                term: id.term,
+                reply: waiting.reply,
+            };
+            // A waiter of an earlier term at this index lost its entry.
+            if let Some(replaced) = self.proposals.insert(id.index, waiter) {
+                (replaced.reply)(Err(ProposeError::Lost));
+            }
+            return;
+        }
+        // Applied before the answer came: the response was kept, unless a
+        // snapshot skipped the entry or too many came after it.
+        let kept = self.recent.iter().position(|(e, _)| e.index == id.index);
+        let result = match kept.and_then(|at| self.recent.remove(at)) {
+            Some((entry, response)) if entry.term == id.term => Ok(response),
+            Some(_) => Err(ProposeError::Lost),
+            None => Err(ProposeError::Indeterminate),
+        };
+        if self.forwarded.is_empty() {
+            self.recent.clear();
+        }
+        (waiting.reply)(result);
+    }
+
+    fn next_request(&mut self) -> u64 {
+        let request = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1);
+        request
     }
 
     /// Proposes a membership change, with the addresses of members it
@@ -307,8 +405,7 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
     /// Starts a linearizable read: `read` runs once the leader confirmed a
     /// read index and this replica applied up to it.
     pub fn read(&mut self, read: ReadFn<S>) {
-        let request = self.next_read;
-        self.next_read = self.next_read.wrapping_add(1);
+        let request = self.next_request();
         match self.raw.read_index(request) {
             Ok(()) => {
                 let deadline = self.ticks + self.options.read_timeout_ticks;
@@ -388,11 +485,16 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
             }
             self.applied = index;
             self.settle_before(index + 1, ProposeError::Indeterminate);
+            self.recent.clear();
         }
         self.store
             .persist(&ready.entries, ready.hard_state)
             .map_err(Fatal::Store)?;
         self.send(ready.persisted_messages);
+        // Before applying: one of these entries may be a forwarded one's.
+        for answer in ready.forwarded {
+            self.forward_answered(answer.request, answer.result);
+        }
         self.apply_entries(&ready.committed_entries)?;
         if let Some(cs) = ready.conf_state {
             self.store.set_conf_state(cs);
@@ -415,6 +517,9 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
     /// other members), every read `Stopped`. Returns the state machine.
     pub fn stop(mut self) -> S {
         self.settle_before(Index::MAX, ProposeError::Indeterminate);
+        for (_, f) in std::mem::take(&mut self.forwarded) {
+            (f.reply)(Err(ProposeError::Indeterminate));
+        }
         for (_, (_, read)) in std::mem::take(&mut self.reads_waiting_index) {
             read(Err(ReadError::Stopped));
         }
@@ -470,6 +575,7 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
             });
         }
         let mut responses = indexes.into_iter().zip(responses).peekable();
+        let oldest_forwarded = self.forwarded.values().map(|f| f.applied_then).min();
         for e in entries {
             let response = responses.next_if(|(i, _)| *i == e.index).map(|(_, r)| r);
             // Proposals at lower indexes were overwritten and never got here.
@@ -491,10 +597,25 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
                     _ => Err(ProposeError::Lost),
                 };
                 (w.reply)(result);
+            } else if let (Some(r), Some(oldest)) = (response, oldest_forwarded) {
+                self.keep_for_late_answer(oldest, e.id(), r);
             }
         }
         self.applied = last;
         Ok(())
+    }
+
+    /// Keeps the response of an entry no one waited for, if it may be a
+    /// forwarded proposal's whose answer from the leader has not come yet.
+    /// `oldest` is the lowest applied index any waiting one was sent at.
+    fn keep_for_late_answer(&mut self, oldest: Index, entry: EntryId, response: S::Response) {
+        if entry.index <= oldest {
+            return; // Before every waiting proposal was even sent.
+        }
+        if self.recent.len() == MAX_RECENT_RESPONSES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((entry, response));
     }
 
     /// Updates the address book from a membership change's entry: the
@@ -560,6 +681,19 @@ pub fn write_snapshot_head(
     out: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
     addresses::write_to_snapshot(addresses, out)
+}
+
+/// Refuses an empty command (through `reply` too): empty entries are the
+/// leaders' no-ops, never applied. Hands `reply` back otherwise.
+fn refuse_empty<R>(data: &[u8], reply: Reply<R>) -> Result<Reply<R>, ProposeError> {
+    if !data.is_empty() {
+        return Ok(reply);
+    }
+    let refusal = ProposeError::Encode(
+        "the command encodes to no bytes; empty entries are reserved for leaders' no-ops".into(),
+    );
+    reply(Err(refusal.clone()));
+    Err(refusal)
 }
 
 /// Answers every waiter below `index` with `error`.

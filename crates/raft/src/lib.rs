@@ -49,6 +49,7 @@
 mod conf_change;
 mod config;
 mod error;
+mod forward;
 mod inflights;
 mod log;
 mod log_unstable;
@@ -69,6 +70,7 @@ pub use config::{Config, ReadMode};
 pub use error::{
     ConfigError, ProposeError, ReadIndexError, StepError, StorageError, TransferError,
 };
+pub use forward::ForwardedProposal;
 pub use membership::{
     bootstrap_entry, bootstrap_entry_with_context, ConfChange, ConfChangeError, ConfChangeOp,
     Membership,

@@ -208,6 +208,22 @@ pub enum MessageBody {
         /// The index to wait for before serving the read.
         index: Index,
     },
+    /// Follower → leader: a command proposed on the follower, for the
+    /// leader to append.
+    Propose {
+        /// The follower's id for the proposal.
+        request: u64,
+        /// The command.
+        data: Bytes,
+    },
+    /// Leader (or whoever received a [`Propose`](Self::Propose)) →
+    /// follower: where the command was appended, or why it was not.
+    ProposeResponse {
+        /// The follower's id for the proposal.
+        request: u64,
+        /// The entry the command became, or the refusal (never appended).
+        result: Result<EntryId, crate::ProposeError>,
+    },
 }
 
 /// The AppendEntries request (Raft §5.3).
@@ -281,8 +297,8 @@ pub struct VoteResponse {
 }
 
 impl Message {
-    /// Whether only a member may send this: answers to our requests and
-    /// forwarded reads. (Requests from a leader or candidate are taken from
+    /// Whether only a member may send this: answers to our requests, and
+    /// forwarded reads and proposals. (Requests from a leader or candidate are taken from
     /// anyone, since a lagging node may not know every member yet.)
     pub fn needs_known_sender(&self) -> bool {
         matches!(
@@ -292,6 +308,7 @@ impl Message {
                 | MessageBody::VoteResponse(_)
                 | MessageBody::SnapshotResponse { .. }
                 | MessageBody::ReadIndex { .. }
+                | MessageBody::Propose { .. }
         )
     }
 
@@ -311,6 +328,8 @@ impl Message {
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
+            MessageBody::Propose { .. } => "Propose",
+            MessageBody::ProposeResponse { .. } => "ProposeResponse",
         }
     }
 }

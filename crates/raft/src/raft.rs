@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use rand::{Rng, RngCore};
 
 use crate::config::{Config, ReadMode};
-use crate::error::{ConfigError, StepError, StorageError};
+use crate::error::{ConfigError, ProposeError, StepError, StorageError};
+use crate::forward::ForwardedProposal;
 use crate::log::{AppendRefusal, RaftLog};
 use crate::membership::Membership;
 use crate::message::{
@@ -75,6 +76,9 @@ pub(crate) struct Raft<S> {
     pub(crate) reads_before_commit: Vec<PendingRead>,
     /// Reads ready to be served once applied, for the next Ready.
     pub(crate) read_states: Vec<ReadState>,
+    /// Answers to proposals this node forwarded (or made through
+    /// [`forward_proposal`](Self::forward_proposal) while leading).
+    pub(crate) forwarded: Vec<ForwardedProposal>,
     /// The read round that opened the current CheckQuorum period: a quorum
     /// echoing it (or later) means the leader lease holds.
     pub(crate) lease_round: u64,
@@ -160,6 +164,7 @@ impl<S: Storage> Raft<S> {
             read_only: ReadOnly::default(),
             reads_before_commit: Vec::new(),
             read_states: Vec::new(),
+            forwarded: Vec::new(),
             lease_round: 0,
             lease_revoked: false,
             receiving: None,
@@ -497,6 +502,10 @@ impl<S: Storage> Raft<S> {
                     prev = e.id();
                 }
             }
+            MessageBody::Propose { data, .. } if data.is_empty() => {
+                // Empty entries are leaders' no-ops, never a command.
+                return Err(self.invalid(m, "an empty command"));
+            }
             MessageBody::Vote(v)
                 if v.last.term > m.term || (v.last.index == 0) != (v.last.term == 0) =>
             {
@@ -574,6 +583,15 @@ impl<S: Storage> Raft<S> {
                     });
                     self.send_after_persist(m.from, self.term, body);
                 }
+                MessageBody::Propose { request, .. } => {
+                    // Refused, so the proposer knows it was never appended
+                    // (and learns our term from the answer).
+                    let result = Err(ProposeError::NotLeader {
+                        leader: self.leader,
+                    });
+                    let request = *request;
+                    self.send(m.from, MessageBody::ProposeResponse { request, result });
+                }
                 _ => {}
             }
             return Ok(());
@@ -602,7 +620,15 @@ impl<S: Storage> Raft<S> {
                 });
                 return Ok(());
             }
+            MessageBody::ProposeResponse { request, result } => {
+                self.forwarded_answered(*request, result.clone());
+                return Ok(());
+            }
             _ => {}
+        }
+        if let MessageBody::Propose { request, data } = m.body {
+            self.handle_forwarded_proposal(m.from, request, data);
+            return Ok(());
         }
         match self.role {
             Role::Leader => self.step_leader(m),
@@ -789,6 +815,7 @@ impl<S: Storage> Raft<S> {
             || !self.msgs.is_empty()
             || !self.msgs_after_persist.is_empty()
             || !self.read_states.is_empty()
+            || !self.forwarded.is_empty()
             || !self.snapshot_chunks.is_empty()
             || self.snapshot_to_install.is_some()
             || self.membership_changed

@@ -14,6 +14,7 @@ use crate::message::{
     SnapshotMeta, Term,
 };
 use crate::raft::{Raft, Role, SoftState};
+use crate::forward::ForwardedProposal;
 use crate::read_only::ReadState;
 use crate::storage::Storage;
 
@@ -28,7 +29,9 @@ use crate::storage::Storage;
 /// 3. persist [`entries`](Ready::entries) (replacing any stored suffix they
 ///    conflict with) and then [`hard_state`](Ready::hard_state), and sync;
 /// 4. send [`persisted_messages`](Ready::persisted_messages);
-/// 5. apply [`committed_entries`](Ready::committed_entries) in order (entries
+/// 5. note where [`forwarded`](Ready::forwarded) proposals went (one of them
+///    may be among this Ready's committed entries), then apply
+///    [`committed_entries`](Ready::committed_entries) in order (entries
 ///    of kind [`EntryKind::ConfChange`] have already taken effect in the core),
 ///    and persist [`conf_state`](Ready::conf_state) with the applied index;
 /// 6. serve [`read_states`](Ready::read_states) once the applied index reaches theirs;
@@ -56,6 +59,9 @@ pub struct Ready {
     pub conf_state: Option<ConfState>,
     /// Linearizable reads that may be served once applied up to their index.
     pub read_states: Vec<ReadState>,
+    /// Where proposals made with [`RawNode::forward_proposal`] were
+    /// appended, or why they were not.
+    pub forwarded: Vec<ForwardedProposal>,
 }
 
 impl Ready {
@@ -71,6 +77,7 @@ impl Ready {
             && self.snapshot.is_none()
             && self.conf_state.is_none()
             && self.read_states.is_empty()
+            && self.forwarded.is_empty()
     }
 }
 
@@ -133,6 +140,16 @@ impl<S: Storage> RawNode<S> {
     /// shows as a different entry applied at that index.
     pub fn propose(&mut self, data: Bytes) -> Result<EntryId, ProposeError> {
         self.raft.propose(data)
+    }
+
+    /// Proposes `data` from any node: the leader appends it, a follower
+    /// sends it to the leader it knows of. Where it was appended (or why
+    /// not) comes as a [`ForwardedProposal`] with the caller's id `request`
+    /// in a later Ready; if none comes (a message was lost), the command
+    /// may or may not have been appended. Refused at once only when no
+    /// leader is known.
+    pub fn forward_proposal(&mut self, request: u64, data: Bytes) -> Result<(), ProposeError> {
+        self.raft.forward_proposal(request, data)
     }
 
     /// Proposes a membership change. Only one may be in progress at a time;
@@ -230,6 +247,7 @@ impl<S: Storage> RawNode<S> {
             snapshot: raft.snapshot_to_install.take(),
             conf_state,
             read_states: std::mem::take(&mut raft.read_states),
+            forwarded: std::mem::take(&mut raft.forwarded),
         }
     }
 

@@ -87,6 +87,11 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     node_config.tick_interval = config.heartbeat_interval;
     node_config.election_ticks = config.election_ticks;
     node_config.snapshot_threshold = config.snapshot_count;
+    // Writes reach the leader through the server's own forwarder (which
+    // checks them again there), and the write path retries by itself
+    // until the request's deadline.
+    node_config.forward_proposals = false;
+    node_config.propose_retries = 0;
     let lease_clock = LeaseClock::default();
     let (renewer, renewals) = Renewer::new();
     let node = RaftNode::start(

@@ -53,6 +53,13 @@ fn stale_term_messages_change_nothing_and_stale_leaders_hear_the_current_term() 
                 MessageBody::Vote(v) if v.pre_vote => {
                     vec![msg(1, 2, term, vote_response(true, false))]
                 }
+                MessageBody::Propose { request, .. } => {
+                    let result = Err(ProposeError::NotLeader {
+                        leader: net.raft(1).leader,
+                    });
+                    let request = *request;
+                    vec![msg(1, 2, term, MessageBody::ProposeResponse { request, result })]
+                }
                 _ => vec![],
             };
             let m = msg(2, 1, term - 2, body);

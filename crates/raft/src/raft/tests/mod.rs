@@ -36,6 +36,7 @@ use crate::message::{
 };
 use crate::progress::ProgressState;
 use crate::raw_node::{RawNode, Ready, Status};
+use crate::forward::ForwardedProposal;
 use crate::read_only::ReadState;
 use crate::storage::MemStorage;
 use crate::storage::Storage;
@@ -156,6 +157,8 @@ struct Node {
     conf_states: Vec<ConfState>,
     /// Every read a Ready released.
     read_states: Vec<ReadState>,
+    /// Every answer to a forwarded proposal a Ready handed out.
+    forwarded: Vec<ForwardedProposal>,
 }
 
 impl Node {
@@ -171,6 +174,7 @@ impl Node {
             installed: Vec::new(),
             conf_states: Vec::new(),
             read_states: Vec::new(),
+            forwarded: Vec::new(),
         }
     }
 }
@@ -323,6 +327,7 @@ impl Network {
             node.conf_states.push(cs.clone());
         }
         node.read_states.extend(rd.read_states.iter().copied());
+        node.forwarded.extend(rd.forwarded.iter().cloned());
     }
 
     /// Adds node `id`, starting from an empty log whose membership is
@@ -556,11 +561,20 @@ fn every_kind() -> Vec<MessageBody> {
         vote((0, 0), true),
         vote_response(false, false),
         vote_response(true, false),
+        MessageBody::Propose {
+            request: 1,
+            data: Bytes::from_static(b"x"),
+        },
+        MessageBody::ProposeResponse {
+            request: 1,
+            result: Err(ProposeError::NotLeader { leader: None }),
+        },
     ]
 }
 
 mod bad_input;
 mod election;
+mod forward;
 mod membership;
 mod reads;
 mod replication;
