@@ -841,6 +841,111 @@ mod tests {
         assert_eq!(*outcomes.lock().unwrap(), vec![Ok(1), Ok(2)]);
     }
 
+    /// Waits for the leader's answer to a forwarded proposal, as if it had
+    /// been sent now; the outcome lands in `outcomes`.
+    fn await_answer(replica: &mut Replica<Count, Store, Nowhere>, outcomes: &Outcomes) -> u64 {
+        let request = replica.next_request();
+        let outcomes = outcomes.clone();
+        let waiting = Forwarded {
+            deadline: replica.ticks + 10,
+            applied_then: replica.applied,
+            reply: Box::new(move |r| outcomes.lock().unwrap().push(r)),
+        };
+        replica.forwarded.insert(request, waiting);
+        request
+    }
+
+    /// Appends and applies a command no one here waits for (another
+    /// member's, or a forwarded one's whose answer is late).
+    fn apply_unwaited(replica: &mut Replica<Count, Store, Nowhere>) -> EntryId {
+        let data = Bytes::from(postcard::to_allocvec(&1u8).unwrap());
+        let id = replica.raw.propose(data).unwrap();
+        drain(replica).unwrap();
+        id
+    }
+
+    /// The leader's answer can come after the entry was applied here (a
+    /// transport that reorders): the response was kept for it.
+    #[test]
+    fn an_answer_that_comes_after_its_entry_was_applied_still_gets_the_response() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        let request = await_answer(&mut replica, &outcomes);
+        let id = apply_unwaited(&mut replica);
+        apply_unwaited(&mut replica);
+        replica.forward_answered(request, Ok(id));
+        assert_eq!(*outcomes.lock().unwrap(), vec![Ok(1)]);
+        assert!(replica.recent.is_empty(), "nothing kept once none waits");
+    }
+
+    /// An answer naming an entry whose term differs from the one applied
+    /// there: the proposal's entry was replaced, so it was not applied.
+    #[test]
+    fn a_late_answer_for_an_entry_replaced_since_is_lost() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        let request = await_answer(&mut replica, &outcomes);
+        let id = apply_unwaited(&mut replica);
+        let replaced = EntryId {
+            term: id.term - 1,
+            index: id.index,
+        };
+        replica.forward_answered(request, Ok(replaced));
+        assert_eq!(*outcomes.lock().unwrap(), vec![Err(ProposeError::Lost)]);
+    }
+
+    /// A late answer whose response was not kept (the entry came before the
+    /// proposal was even sent, as from a confused peer, or too many came
+    /// since) cannot be answered for sure: `Indeterminate`, never `Lost`.
+    #[test]
+    fn a_late_answer_whose_response_was_not_kept_is_indeterminate() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        let before = apply_unwaited(&mut replica);
+        let request = await_answer(&mut replica, &outcomes);
+        replica.forward_answered(request, Ok(before));
+        assert_eq!(
+            *outcomes.lock().unwrap(),
+            vec![Err(ProposeError::Indeterminate)]
+        );
+    }
+
+    /// An answer that comes first makes the proposal wait for its entry
+    /// like one of this node's own; a refusal is passed on as it came.
+    #[test]
+    fn an_answer_in_time_waits_for_the_entry_and_a_refusal_is_passed_on() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        let request = await_answer(&mut replica, &outcomes);
+        let data = Bytes::from(postcard::to_allocvec(&2u8).unwrap());
+        let id = replica.raw.propose(data).unwrap();
+        replica.forward_answered(request, Ok(id));
+        assert!(outcomes.lock().unwrap().is_empty());
+        drain(&mut replica).unwrap();
+        let refused = await_answer(&mut replica, &outcomes);
+        let refusal = keel_raft::ProposeError::TransferInProgress { to: 2 };
+        replica.forward_answered(refused, Err(refusal.clone()));
+        assert_eq!(
+            *outcomes.lock().unwrap(),
+            vec![Ok(2), Err(ProposeError::Refused(refusal))]
+        );
+    }
+
+    /// No answer within the timeout: the proposal may have been appended.
+    #[test]
+    fn a_forwarded_proposal_never_answered_is_indeterminate() {
+        let mut replica = leader();
+        let outcomes = Outcomes::default();
+        await_answer(&mut replica, &outcomes);
+        for _ in 0..10 {
+            replica.tick();
+        }
+        assert_eq!(
+            *outcomes.lock().unwrap(),
+            vec![Err(ProposeError::Indeterminate)]
+        );
+    }
+
     #[test]
     fn a_failed_write_is_fatal_and_stopping_answers_whoever_waits() {
         let mut replica = leader();

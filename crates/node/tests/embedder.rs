@@ -442,3 +442,98 @@ async fn a_learner_is_added_and_waited_for_until_it_has_caught_up() {
         node.stop().await;
     }
 }
+
+/// Proposals made on followers reach the leader through the transport and
+/// are answered with the follower's own response, each applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_pass_proposals_on_to_the_leader_each_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_network, nodes) = local_cluster(dir.path());
+    let leader = leader_of(&nodes).await;
+    let followers: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.status().id != leader.status().id)
+        .cloned()
+        .collect();
+    let mut proposals = Vec::new();
+    for i in 0..50 {
+        let node = followers[i % 2].clone();
+        proposals.push(tokio::spawn(
+            async move { node.propose(Add("k".into(), 1)).await },
+        ));
+    }
+    let mut totals = Vec::new();
+    for p in proposals {
+        totals.push(p.await.unwrap().expect("applied"));
+    }
+    totals.sort();
+    assert_eq!(totals, (1..=50).collect::<Vec<u64>>(), "each applied once");
+    for node in &nodes {
+        let read = node.read(|c| c.0.get("k").copied()).await.unwrap();
+        assert_eq!(read, Some(50));
+    }
+    for node in &nodes {
+        node.stop().await;
+    }
+}
+
+/// A proposal made before any leader is elected waits for one (a bounded
+/// number of retries) and goes through; with no retries it is refused at
+/// once, as never applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_before_the_first_election_waits_for_a_leader_within_its_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = LocalNetwork::new();
+    let members: BTreeMap<u64, String> = (1..=3).map(|id| (id, format!("node-{id}"))).collect();
+    let nodes: Vec<RaftNode<Counters>> = (1..=3)
+        .map(|id| {
+            let mut c = config(dir.path(), id, &members);
+            if id == 1 {
+                c.propose_retries = 0;
+            }
+            RaftNode::start_local(c, Counters::default(), &network).expect("starts")
+        })
+        .collect();
+    // No leader yet: elections take at least an election timeout.
+    let refused = nodes[0].propose(Add("k".into(), 1)).await.unwrap_err();
+    assert_eq!(
+        refused,
+        ProposeError::NotLeader {
+            leader: None,
+            address: None
+        }
+    );
+    assert_eq!(refused.outcome(), Outcome::NotApplied);
+    assert_eq!(nodes[1].propose(Add("k".into(), 1)).await, Ok(1));
+    for node in &nodes {
+        node.stop().await;
+    }
+}
+
+/// The leader's answer to a forwarded proposal is lost: the follower
+/// cannot know whether it was appended, and says so. It was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_proposal_whose_answer_is_lost_is_indeterminate_never_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (network, nodes) = local_cluster(dir.path());
+    let leader = leader_of(&nodes).await;
+    let follower = nodes
+        .iter()
+        .find(|n| n.status().id != leader.status().id)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        follower.wait_for_leader(PATIENCE).await,
+        Some(leader.status().id)
+    );
+    network.cut_one_way(leader.status().id, follower.status().id);
+    let outcome = follower.propose(Add("k".into(), 7)).await.unwrap_err();
+    assert_eq!(outcome, ProposeError::Indeterminate);
+    assert_eq!(outcome.outcome(), Outcome::Unknown);
+    let read = leader.read(|c| c.0.get("k").copied()).await.unwrap();
+    assert_eq!(read, Some(7), "it was applied all the same");
+    network.heal();
+    for node in &nodes {
+        node.stop().await;
+    }
+}

@@ -1,6 +1,7 @@
-//! The simulated clients: they propose numbered commands to the leader and
-//! start linearizable reads on random nodes, through the replica's own API,
-//! and check what the nodes answer.
+//! The simulated clients: they propose numbered commands to the leader (or
+//! to a random node, which passes them on to the leader) and start
+//! linearizable reads on random nodes, through the replica's own API, and
+//! check what the nodes answer.
 //!
 //! A command stays pending until some node applies it. Like a real client,
 //! it waits while the leader that accepted it leads, and re-sends only once
@@ -89,6 +90,23 @@ impl Simulation {
             .expect("a command always encodes");
         let answers = self.answers.clone();
         let reply = Box::new(move |outcome| lock(&answers).proposals.push((command, outcome)));
+        // Now and then through a random node, which passes it on: it is
+        // treated as accepted by the leader of the moment.
+        let via = if self.rng.random_bool(0.3) {
+            self.random_node_up().filter(|&id| id != leader)
+        } else {
+            None
+        };
+        if let Some(via) = via {
+            let term = self.nodes[&leader].raw().map_or(0, |r| r.term());
+            self.trace(format_args!("command {command} proposed on {via}"));
+            let replica = self.nodes.get_mut(&via).and_then(|n| n.replica.as_mut());
+            replica.expect("up").forward(data.into(), reply);
+            if let Some(p) = self.pending.get_mut(&command) {
+                p.accepted_by = Some((leader, term));
+            }
+            return;
+        }
         let replica = self
             .nodes
             .get_mut(&leader)
@@ -142,8 +160,15 @@ impl Simulation {
                     })
                 }
                 Ok(_) => self.trace(format_args!("command {command} answered")),
-                // Lost, indeterminate, stopped: the client waits as before.
-                Err(e) => self.trace(format_args!("command {command} failed: {e}")),
+                // Refused, lost, indeterminate, stopped: the client sends
+                // it again (an indeterminate one may then apply twice, as
+                // with any client that retries).
+                Err(e) => {
+                    self.trace(format_args!("command {command} failed: {e}"));
+                    if let Some(p) = self.pending.get_mut(&command) {
+                        p.accepted_by = None;
+                    }
+                }
             }
         }
         for (request, outcome) in reads {
