@@ -1,7 +1,8 @@
 //! Fail-over with a client loop: three gRPC nodes, a client that writes
-//! through whichever node leads, and the leader stopped half-way. Each
-//! error says whether the command may have been applied, so the client
-//! knows when a retry is safe. Run: `cargo run -p keel-node --example failover`.
+//! through any running node (followers pass proposals on to the leader),
+//! and the leader stopped half-way. Each error says whether the command
+//! may have been applied, so the client knows when a retry is safe. Run:
+//! `cargo run -p keel-node --example failover`.
 
 mod kv;
 
@@ -19,19 +20,17 @@ fn running(nodes: &[RaftNode<Kv>]) -> &RaftNode<Kv> {
         .expect("a node runs")
 }
 
-/// Proposes on whichever node leads until the write is in.
+/// Proposes through any running node until the write is in.
 async fn write(nodes: &[RaftNode<Kv>], key: &str, value: &str) {
     loop {
-        let leader = running(nodes).wait_for_leader(Duration::from_secs(5)).await;
-        if let Some(node) = nodes.iter().find(|n| Some(n.status().id) == leader) {
-            match node.propose(put(key, value)).await {
-                Ok(_) => return,
-                // Never applied: retry on the leader of the moment.
-                Err(e) if e.outcome() == Outcome::NotApplied => {}
-                // Maybe applied: a put is idempotent, so retrying is safe
-                // here too; a counter would read the state back first.
-                Err(_) => {}
-            }
+        match running(nodes).propose(put(key, value)).await {
+            Ok(_) => return,
+            // Never applied: retrying is safe.
+            Err(e) if e.outcome() == Outcome::NotApplied => {}
+            // Maybe applied (the leader stopped with it): a put is
+            // idempotent, so retrying is safe here too; a counter would
+            // read the state back first.
+            Err(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

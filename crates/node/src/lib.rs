@@ -50,8 +50,8 @@
 //!     config.tick_interval = Duration::from_millis(10);
 //!     nodes.push(RaftNode::start_local(config, Counter::default(), &network).unwrap());
 //! }
-//! let leader = nodes[0].wait_for_leader(Duration::from_secs(5)).await.unwrap();
-//! let total = nodes[leader as usize - 1].propose(5).await.unwrap();
+//! // Any node takes proposals: a follower passes them on to the leader.
+//! let total = nodes[0].propose(5).await.unwrap();
 //! assert_eq!(total, 5);
 //! // A linearizable read, on any node.
 //! assert_eq!(nodes[2].read(|c| c.0).await.unwrap(), 5);

@@ -49,6 +49,23 @@ async fn leader_of(nodes: &[RaftNode<Counters>]) -> RaftNode<Counters> {
     }
 }
 
+/// A follower of `leader` that has learned who leads.
+async fn follower_of(
+    nodes: &[RaftNode<Counters>],
+    leader: &RaftNode<Counters>,
+) -> RaftNode<Counters> {
+    let follower = nodes
+        .iter()
+        .find(|n| n.status().id != leader.status().id)
+        .expect("three nodes")
+        .clone();
+    assert_eq!(
+        follower.wait_for_leader(PATIENCE).await,
+        Some(leader.status().id)
+    );
+    follower
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proposal_in_the_log_of_a_stopping_leader_is_indeterminate_never_stopped() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,16 +133,7 @@ async fn the_leadership_stream_is_quiet_while_commits_go_on_and_tells_of_a_trans
     let dir = tempfile::tempdir().unwrap();
     let (_network, nodes) = local_cluster(dir.path());
     let leader = leader_of(&nodes).await;
-    let follower = nodes
-        .iter()
-        .find(|n| n.status().id != leader.status().id)
-        .unwrap()
-        .clone();
-    // Let the followers learn the leader first.
-    assert_eq!(
-        follower.wait_for_leader(PATIENCE).await,
-        Some(leader.status().id)
-    );
+    let follower = follower_of(&nodes, &leader).await;
     let mut leadership = follower.leadership();
     leadership.borrow_and_update();
     let mut status = follower.watch();
@@ -458,9 +466,9 @@ async fn followers_pass_proposals_on_to_the_leader_each_applied_once() {
     let mut proposals = Vec::new();
     for i in 0..50 {
         let node = followers[i % 2].clone();
-        proposals.push(tokio::spawn(
-            async move { node.propose(Add("k".into(), 1)).await },
-        ));
+        proposals.push(tokio::spawn(async move {
+            node.propose(Add("k".into(), 1)).await
+        }));
     }
     let mut totals = Vec::new();
     for p in proposals {
@@ -517,15 +525,7 @@ async fn a_forwarded_proposal_whose_answer_is_lost_is_indeterminate_never_not_ap
     let dir = tempfile::tempdir().unwrap();
     let (network, nodes) = local_cluster(dir.path());
     let leader = leader_of(&nodes).await;
-    let follower = nodes
-        .iter()
-        .find(|n| n.status().id != leader.status().id)
-        .unwrap()
-        .clone();
-    assert_eq!(
-        follower.wait_for_leader(PATIENCE).await,
-        Some(leader.status().id)
-    );
+    let follower = follower_of(&nodes, &leader).await;
     network.cut_one_way(leader.status().id, follower.status().id);
     let outcome = follower.propose(Add("k".into(), 7)).await.unwrap_err();
     assert_eq!(outcome, ProposeError::Indeterminate);

@@ -53,7 +53,11 @@ impl<S: Storage> Raft<S> {
     }
 
     /// A proposer's answer came back.
-    pub(crate) fn forwarded_answered(&mut self, request: u64, result: Result<EntryId, ProposeError>) {
+    pub(crate) fn forwarded_answered(
+        &mut self,
+        request: u64,
+        result: Result<EntryId, ProposeError>,
+    ) {
         self.forwarded.push(ForwardedProposal { request, result });
     }
 }

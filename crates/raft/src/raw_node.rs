@@ -8,13 +8,13 @@ use crate::config::Config;
 use crate::error::{
     ConfigError, ProposeError, ReadIndexError, StepError, StorageError, TransferError,
 };
+use crate::forward::ForwardedProposal;
 use crate::membership::ConfChange;
 use crate::message::{
     ConfState, Entry, EntryId, EntryKind, HardState, Index, Message, NodeId, SnapshotChunk,
     SnapshotMeta, Term,
 };
 use crate::raft::{Raft, Role, SoftState};
-use crate::forward::ForwardedProposal;
 use crate::read_only::ReadState;
 use crate::storage::Storage;
 

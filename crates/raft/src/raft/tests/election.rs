@@ -58,7 +58,12 @@ fn stale_term_messages_change_nothing_and_stale_leaders_hear_the_current_term() 
                         leader: net.raft(1).leader,
                     });
                     let request = *request;
-                    vec![msg(1, 2, term, MessageBody::ProposeResponse { request, result })]
+                    vec![msg(
+                        1,
+                        2,
+                        term,
+                        MessageBody::ProposeResponse { request, result },
+                    )]
                 }
                 _ => vec![],
             };

@@ -46,7 +46,11 @@ fn a_followers_proposal_is_appended_by_the_leader_and_answered_with_its_entry() 
     net.stabilize();
     for id in [1, 2, 3] {
         let last = net.nodes[&id].applied.last().unwrap();
-        assert_eq!((last.id(), &last.data), (expected, &command(9)), "node {id}");
+        assert_eq!(
+            (last.id(), &last.data),
+            (expected, &command(9)),
+            "node {id}"
+        );
     }
 }
 

@@ -28,6 +28,7 @@ use super::{Raft, Role};
 use crate::config::Config;
 use crate::config::ReadMode;
 use crate::error::{ProposeError, ReadIndexError, StepError, TransferError};
+use crate::forward::ForwardedProposal;
 use crate::membership::{ConfChange, ConfChangeError, ConfChangeOp};
 use crate::message::{
     Append, AppendResponse, ConfState, Entry, EntryId, EntryKind, HardState, Heartbeat,
@@ -36,7 +37,6 @@ use crate::message::{
 };
 use crate::progress::ProgressState;
 use crate::raw_node::{RawNode, Ready, Status};
-use crate::forward::ForwardedProposal;
 use crate::read_only::ReadState;
 use crate::storage::MemStorage;
 use crate::storage::Storage;
