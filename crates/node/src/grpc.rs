@@ -9,6 +9,7 @@ use std::time::Duration;
 use keel_raft::{Message, NodeId};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec::{self, pb};
@@ -30,6 +31,33 @@ pub struct GrpcTransport {
     unknown: Arc<Mutex<std::collections::BTreeSet<NodeId>>>,
     /// This node's own address, sent with every batch.
     advertised: Arc<Mutex<String>>,
+    /// How connections to peers are opened.
+    dialer: Dialer,
+}
+
+/// How the transport opens a connection to a peer's `host:port`: plain
+/// HTTP/2, or TLS with the configuration of the moment.
+#[derive(Clone, Default)]
+struct Dialer {
+    /// Asked for the TLS settings at every connection; `None`: plaintext.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<dyn Fn() -> tonic::transport::ClientTlsConfig + Send + Sync>>,
+}
+
+impl Dialer {
+    /// A channel to `address`, connected.
+    async fn connect(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return Endpoint::from_shared(format!("https://{address}"))?
+                .tls_config(tls())?
+                .connect()
+                .await;
+        }
+        Endpoint::from_shared(format!("http://{address}"))?
+            .connect()
+            .await
+    }
 }
 
 impl GrpcTransport {
@@ -42,7 +70,39 @@ impl GrpcTransport {
             streams: Arc::default(),
             unknown: Arc::default(),
             advertised: Arc::default(),
+            dialer: Dialer::default(),
         }
+    }
+
+    /// Connects to peers over TLS (`https`), with the settings `tls`
+    /// returns. It is asked again at every connection and reconnection,
+    /// so settings rebuilt from renewed certificate files apply from the
+    /// next connection on; for fixed settings pass
+    /// `move || config.clone()`.
+    ///
+    /// The peers' servers must speak TLS too: serve
+    /// [`RaftService::into_server`] with tonic's
+    /// `Server::builder().tls_config(ServerTlsConfig::new()...)`
+    /// (add `.client_ca_root(ca)` to refuse peers whose certificate your CA
+    /// did not sign) or behind your own TLS acceptor.
+    ///
+    /// ```no_run
+    /// # fn tls(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) {
+    /// use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    /// let config = ClientTlsConfig::new()
+    ///     .ca_certificate(Certificate::from_pem(ca_pem))
+    ///     .identity(Identity::from_pem(cert_pem, key_pem));
+    /// let transport = keel_node::GrpcTransport::new(1, Default::default())
+    ///     .with_tls(move || config.clone());
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        mut self,
+        tls: impl Fn() -> tonic::transport::ClientTlsConfig + Send + Sync + 'static,
+    ) -> Self {
+        self.dialer.tls = Some(Arc::new(tls));
+        self
     }
 
     /// Sends `address` with every batch as where this node listens, so a
@@ -79,7 +139,13 @@ impl GrpcTransport {
             .get(&to)?
             .clone();
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(stream_to_peer(to, address, self.advertised.clone(), rx));
+        tokio::spawn(stream_to_peer(
+            to,
+            address,
+            self.dialer.clone(),
+            self.advertised.clone(),
+            rx,
+        ));
         streams.insert(to, tx.clone());
         Some(tx)
     }
@@ -129,17 +195,17 @@ impl Transport for GrpcTransport {
 async fn stream_to_peer(
     peer: NodeId,
     address: String,
+    dialer: Dialer,
     advertised: Arc<Mutex<String>>,
     mut batches: mpsc::Receiver<pb::MessageBatch>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match pb::raft_transport_client::RaftTransportClient::connect(format!("http://{address}"))
-            .await
-        {
-            Ok(client) => {
+        match dialer.connect(&address).await {
+            Ok(channel) => {
                 backoff = Duration::from_millis(50);
-                let mut client = client.max_encoding_message_size(MAX_BATCH_BYTES);
+                let mut client = pb::raft_transport_client::RaftTransportClient::new(channel)
+                    .max_encoding_message_size(MAX_BATCH_BYTES);
                 let (tx, rx) = mpsc::channel(QUEUE);
                 let mut call = Box::pin(client.stream(ReceiverStream::new(rx)));
                 let mut introduction =
@@ -164,7 +230,12 @@ async fn stream_to_peer(
                     }
                 }
             }
-            Err(e) => tracing::debug!(peer, %address, error = %e, "cannot connect to peer"),
+            Err(e) => {
+                // The source says why (refused, a certificate the peer did
+                // not accept, ...): tonic's own message is only "transport error".
+                let why = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+                tracing::debug!(peer, %address, error = %why, "cannot connect to peer")
+            }
         }
         // What queued up while disconnected is stale: Raft will resend.
         while batches.try_recv().is_ok() {}

@@ -77,7 +77,9 @@
 //! deterministic simulator.
 //!
 //! The gRPC transport is the `grpc` feature (on by default); without it
-//! the crate builds no protobuf or tonic code.
+//! the crate builds no protobuf or tonic code. The `tls` feature adds TLS
+//! between peers: `GrpcTransport::with_tls` for the sending side, and
+//! tonic's `ServerTlsConfig` around [`RaftService`] for the receiving one.
 
 mod addresses;
 #[doc = include_str!("../GUIDE.md")]
