@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::tls::TlsFiles;
+
 /// Every setting, each optional: what one source (file or flags) says.
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
@@ -96,6 +98,34 @@ pub(crate) struct Settings {
     /// Keep at most this many log files (older ones are deleted).
     #[arg(long)]
     pub log_max_files: Option<usize>,
+    /// The client port's certificate (PEM); with `key_file` set, the
+    /// client port speaks only TLS (`https://` client URLs).
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PEM).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// The CA certificates (PEM) that sign client certificates.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by `trusted_ca_file`
+    /// (the certificate's Common Name is the user under auth).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub client_cert_auth: Option<bool>,
+    /// The peer port's certificate (PEM), also presented when dialing
+    /// other members; with `peer_key_file` set, peers speak only TLS
+    /// (`https://` peer URLs).
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of `peer_cert_file` (PEM).
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA certificates (PEM) that sign the members' peer certificates.
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Refuse peers without a certificate signed by `peer_trusted_ca_file`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub peer_client_cert_auth: Option<bool>,
 }
 
 macro_rules! overlay {
@@ -143,6 +173,14 @@ impl Settings {
             log_dir,
             log_max_size_mb,
             log_max_files,
+            cert_file,
+            key_file,
+            trusted_ca_file,
+            client_cert_auth,
+            peer_cert_file,
+            peer_key_file,
+            peer_trusted_ca_file,
+            peer_client_cert_auth,
         )
     }
 }
@@ -221,11 +259,17 @@ pub(crate) struct Config {
     pub log_max_bytes: u64,
     /// How many log files are kept.
     pub log_max_files: usize,
+    /// TLS on the client port; `None`: plaintext.
+    pub client_tls: Option<TlsFiles>,
+    /// TLS between members; `None`: plaintext.
+    pub peer_tls: Option<TlsFiles>,
 }
 
-/// The default client URL: etcd's port, so `etcdctl` needs no flags.
-pub(crate) const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
-/// The default peer URL.
+/// The default client address: etcd's port, so `etcdctl` needs no flags.
+pub(crate) const DEFAULT_CLIENT_ADDRESS: &str = "127.0.0.1:2379";
+/// The default peer address.
+pub(crate) const DEFAULT_PEER_ADDRESS: &str = "127.0.0.1:2380";
+/// The default peer URL without TLS (`keel snapshot restore`'s default).
 pub(crate) const DEFAULT_PEER_URL: &str = "http://127.0.0.1:2380";
 
 impl Config {
@@ -246,25 +290,48 @@ impl Config {
     /// Fills in defaults and checks `settings`; errors name the bad key.
     pub(crate) fn resolve(s: Settings) -> anyhow::Result<Config> {
         let name = s.name.unwrap_or_else(|| "default".into());
+        let client_tls = Port::Client.tls(
+            s.cert_file,
+            s.key_file,
+            s.trusted_ca_file,
+            s.client_cert_auth,
+        )?;
+        let peer_tls = Port::Peer.tls(
+            s.peer_cert_file,
+            s.peer_key_file,
+            s.peer_trusted_ca_file,
+            s.peer_client_cert_auth,
+        )?;
+        let client_scheme = Port::Client.scheme(client_tls.is_some());
+        let peer_scheme = Port::Peer.scheme(peer_tls.is_some());
         let listen_client_urls = s
             .listen_client_urls
-            .unwrap_or_else(|| vec![DEFAULT_CLIENT_URL.into()]);
+            .unwrap_or_else(|| vec![client_scheme.default_url(DEFAULT_CLIENT_ADDRESS)]);
         let listen_client = listen_client_urls
             .iter()
-            .map(|u| host_port(u).context("listen_client_urls"))
+            .map(|u| client_scheme.check(u).context("listen_client_urls"))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let advertise_client_urls = s.advertise_client_urls.unwrap_or(listen_client_urls);
         for url in &advertise_client_urls {
-            host_port(url).context("advertise_client_urls")?;
+            client_scheme.check(url).context("advertise_client_urls")?;
         }
-        let listen_peer_url = s.listen_peer_url.unwrap_or_else(|| DEFAULT_PEER_URL.into());
-        let listen_peer = host_port(&listen_peer_url).context("listen_peer_url")?;
+        let listen_peer_url = s
+            .listen_peer_url
+            .unwrap_or_else(|| peer_scheme.default_url(DEFAULT_PEER_ADDRESS));
+        let listen_peer = peer_scheme
+            .check(&listen_peer_url)
+            .context("listen_peer_url")?;
         let advertise_peer_url = s.advertise_peer_url.unwrap_or(listen_peer_url);
-        host_port(&advertise_peer_url).context("advertise_peer_url")?;
+        peer_scheme
+            .check(&advertise_peer_url)
+            .context("advertise_peer_url")?;
         let initial_cluster = match s.initial_cluster {
             Some(list) => parse_initial_cluster(&list).context("initial_cluster")?,
             None => vec![(name.clone(), advertise_peer_url.clone())],
         };
+        for (_, url) in &initial_cluster {
+            peer_scheme.check(url).context("initial_cluster")?;
+        }
         let cluster_state = match s.initial_cluster_state.as_deref().unwrap_or("new") {
             "new" => ClusterState::New,
             "existing" => ClusterState::Existing,
@@ -357,7 +424,113 @@ impl Config {
                 * 1024
                 * 1024,
             log_max_files: positive(s.log_max_files.unwrap_or(8) as u64, "log_max_files")? as usize,
+            client_tls,
+            peer_tls,
         })
+    }
+}
+
+/// Which port a TLS setting is for: it names the keys in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Port {
+    Client,
+    Peer,
+}
+
+impl Port {
+    /// The prefix of this port's TLS keys.
+    fn prefix(self) -> &'static str {
+        match self {
+            Port::Client => "",
+            Port::Peer => "peer_",
+        }
+    }
+
+    /// This port's TLS files, checked for what goes together. Members
+    /// check each other's peer certificates, so peer TLS needs its CA.
+    fn tls(
+        self,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        trusted_ca: Option<PathBuf>,
+        cert_auth: Option<bool>,
+    ) -> anyhow::Result<Option<TlsFiles>> {
+        let p = self.prefix();
+        let auth_key = match self {
+            Port::Client => "client_cert_auth",
+            Port::Peer => "peer_client_cert_auth",
+        };
+        let client_cert_auth = cert_auth.unwrap_or(false);
+        let (cert, key) = match (cert, key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (None, None) => {
+                if trusted_ca.is_some() || client_cert_auth {
+                    bail!(
+                        "{p}trusted_ca_file and {auth_key} need {p}cert_file and {p}key_file \
+                         (TLS on the port)"
+                    );
+                }
+                return Ok(None);
+            }
+            _ => bail!("{p}cert_file and {p}key_file go together: set both or neither"),
+        };
+        if trusted_ca.is_none() && (client_cert_auth || self == Port::Peer) {
+            let why = if client_cert_auth {
+                format!("{auth_key} checks certificates")
+            } else {
+                "members check each other's certificates".to_string()
+            };
+            bail!("{p}trusted_ca_file is needed: {why} against it");
+        }
+        Ok(Some(TlsFiles {
+            cert,
+            key,
+            trusted_ca,
+            client_cert_auth,
+        }))
+    }
+
+    /// The scheme this port's URLs must have.
+    fn scheme(self, tls: bool) -> Scheme {
+        Scheme { port: self, tls }
+    }
+}
+
+/// The URL scheme a port is served with: `https` with TLS.
+#[derive(Clone, Copy, Debug)]
+struct Scheme {
+    port: Port,
+    tls: bool,
+}
+
+impl Scheme {
+    fn name(self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The URL of `address` with this scheme.
+    fn default_url(self, address: &str) -> String {
+        format!("{}://{address}", self.name())
+    }
+
+    /// The `host:port` of `url`, whose scheme must be this one.
+    fn check(self, url: &str) -> anyhow::Result<String> {
+        let (tls, address) = parse_url(url)?;
+        let p = self.port.prefix();
+        match (tls, self.tls) {
+            (true, false) => bail!(
+                "`{url}` is https, but {p}cert_file and {p}key_file are not set (TLS needs them)"
+            ),
+            (false, true) => bail!(
+                "`{url}` is plain http, but {p}cert_file and {p}key_file are set: \
+                 the port speaks TLS, write https://"
+            ),
+            _ => Ok(address),
+        }
     }
 }
 
@@ -410,15 +583,24 @@ fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(seconds))
 }
 
-/// The `host:port` of an `http://host:port` URL (TLS is not served yet).
+/// The `host:port` of an `http://host:port` or `https://host:port` URL.
 pub(crate) fn host_port(url: &str) -> anyhow::Result<String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("`{url}` is not an http:// URL (https is not supported yet)");
+    Ok(parse_url(url)?.1)
+}
+
+/// Whether `url` is `https`, and its `host:port`.
+fn parse_url(url: &str) -> anyhow::Result<(bool, String)> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        bail!("`{url}` is not an http:// or https:// URL");
     };
     let rest = rest.trim_end_matches('/');
     match rest.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(rest.to_string())
+            Ok((tls, rest.to_string()))
         }
         _ => bail!("`{url}` needs a host and a port, like http://127.0.0.1:2380"),
     }
@@ -510,6 +692,101 @@ mod tests {
             ..Default::default()
         })
         .contains("max_txn_ops must be positive"));
+    }
+
+    #[test]
+    fn tls_keys_are_checked_together_and_against_the_url_schemes() {
+        let err = |s: Settings| format!("{:#}", Config::resolve(s).unwrap_err());
+        let tls = || Settings {
+            cert_file: Some("c.pem".into()),
+            key_file: Some("k.pem".into()),
+            listen_client_urls: Some(vec!["https://127.0.0.1:1".into()]),
+            ..Default::default()
+        };
+        let c = Config::resolve(tls()).unwrap();
+        assert_eq!(c.listen_client, vec!["127.0.0.1:1"]);
+        assert_eq!(c.advertise_client_urls, vec!["https://127.0.0.1:1"]);
+        assert_eq!(c.client_tls.unwrap().cert, PathBuf::from("c.pem"));
+        assert!(c.peer_tls.is_none());
+        // The default URL follows the port's TLS.
+        let c = Config::resolve(Settings {
+            listen_client_urls: None,
+            ..tls()
+        })
+        .unwrap();
+        assert_eq!(c.advertise_client_urls, vec!["https://127.0.0.1:2379"]);
+
+        assert!(err(Settings {
+            key_file: None,
+            ..tls()
+        })
+        .contains("cert_file and key_file go together"));
+        assert!(err(Settings {
+            listen_client_urls: Some(vec!["http://127.0.0.1:1".into()]),
+            ..tls()
+        })
+        .contains("listen_client_urls: `http://127.0.0.1:1` is plain http, but cert_file"));
+        assert!(err(Settings {
+            listen_client_urls: Some(vec!["https://127.0.0.1:1".into()]),
+            ..Default::default()
+        })
+        .contains("is https, but cert_file and key_file are not set"));
+        assert!(err(Settings {
+            client_cert_auth: Some(true),
+            ..tls()
+        })
+        .contains("trusted_ca_file is needed: client_cert_auth checks certificates"));
+        assert!(err(Settings {
+            trusted_ca_file: Some("ca.pem".into()),
+            ..Default::default()
+        })
+        .contains("need cert_file and key_file"));
+        // Peers check each other: peer TLS needs its CA, and https peer URLs.
+        let peer = || Settings {
+            peer_cert_file: Some("c.pem".into()),
+            peer_key_file: Some("k.pem".into()),
+            peer_trusted_ca_file: Some("ca.pem".into()),
+            listen_peer_url: Some("https://127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(peer()).unwrap();
+        assert_eq!(c.initial_cluster[0].1, "https://127.0.0.1:2");
+        assert!(c.peer_tls.is_some() && c.client_tls.is_none());
+        assert!(err(Settings {
+            peer_trusted_ca_file: None,
+            ..peer()
+        })
+        .contains("peer_trusted_ca_file is needed: members check"));
+        assert!(err(Settings {
+            initial_cluster: Some("default=https://127.0.0.1:2,b=http://127.0.0.1:3".into()),
+            ..peer()
+        })
+        .contains("initial_cluster: `http://127.0.0.1:3` is plain http, but peer_cert_file"));
+    }
+
+    #[test]
+    fn cert_auth_flags_take_a_value_or_none_like_etcd() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let parse = |args: &[&str]| {
+            <Flags as clap::Parser>::try_parse_from(
+                std::iter::once("keel").chain(args.iter().copied()),
+            )
+            .unwrap()
+            .settings
+        };
+        assert_eq!(parse(&["--client-cert-auth"]).client_cert_auth, Some(true));
+        assert_eq!(
+            parse(&["--client-cert-auth=false"]).client_cert_auth,
+            Some(false)
+        );
+        let s = parse(&["--peer-client-cert-auth=true", "--peer-cert-file", "p.pem"]);
+        assert_eq!(s.peer_client_cert_auth, Some(true));
+        assert_eq!(s.peer_cert_file, Some(PathBuf::from("p.pem")));
+        assert_eq!(parse(&[]).client_cert_auth, None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod logging;
 mod metrics;
 mod server;
 mod tasks;
+mod tls;
 mod watch;
 
 use cli::{client, local_cluster, snapshot};

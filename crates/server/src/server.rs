@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use keel_api::etcdserverpb::cluster_client::ClusterClient;
 use keel_api::etcdserverpb::{Member, MemberListRequest};
 use keel_mvcc::{Store, StoreOptions};
-use keel_node::{GrpcTransport, NodeConfig, NodeId, RaftNode, RaftService};
+use keel_node::{NodeConfig, NodeId, RaftNode, RaftService};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -35,6 +35,7 @@ use crate::core::{Core, Limits, MvccStateMachine};
 use crate::identity::{self, Identity};
 use crate::leases::{LeaseClock, Renewer};
 use crate::tasks::{self, Tasks};
+use crate::tls::{self, ConnectionInfoLayer, Dialer};
 use crate::watch::WatchHub;
 
 /// How long a joining member keeps asking the cluster about itself.
@@ -49,6 +50,24 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("kv"), StoreOptions::default())
         .context("opening the key-value store")?;
+    // Certificates are read before anything listens: a missing or unusable
+    // file stops the start with its name.
+    let client_tls = config
+        .client_tls
+        .as_ref()
+        .map(tls::server_tls)
+        .transpose()
+        .context("client TLS (cert_file, key_file, trusted_ca_file)")?;
+    let client_dialer =
+        Dialer::new(config.client_tls.as_ref()).context("client TLS, dialing other members")?;
+    let peer_tls = config
+        .peer_tls
+        .as_ref()
+        .map(tls::server_tls)
+        .transpose()
+        .context("peer TLS (peer_cert_file, peer_key_file, peer_trusted_ca_file)")?;
+    let peer_dialer = Dialer::new(config.peer_tls.as_ref())
+        .context("peer TLS (peer_cert_file, peer_key_file, peer_trusted_ca_file)")?;
 
     // Bind first: a port in use is reported before anything else happens.
     let peer_listener = TcpListener::bind(&config.listen_peer)
@@ -62,7 +81,8 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         client_listeners.push(listener);
     }
 
-    let (identity, initial_members, addresses) = establish_identity(&config, &store).await?;
+    let (identity, initial_members, addresses) =
+        establish_identity(&config, &store, &peer_dialer).await?;
     tracing::info!(
         name = %config.name,
         member = %format!("{:x}", identity.member_id),
@@ -79,8 +99,8 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         config.max_watches_per_stream,
         config.max_request_bytes,
     ));
-    let transport = GrpcTransport::new(identity.cluster_id, BTreeMap::new());
-    let peers = Peers::new(transport.clone(), addresses);
+    let transport = peer_dialer.raft_transport(identity.cluster_id);
+    let peers = Peers::new(transport.clone(), peer_dialer, addresses);
     peers.update(&store.members());
     let mut node_config = NodeConfig::new(identity.member_id, config.data_dir.join("raft"));
     node_config.initial_members = initial_members;
@@ -124,12 +144,16 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
 
     let (stop_peers, peers_stopped) = watch::channel(false);
     let peer_server = GrpcServer::builder()
+        .layer(ConnectionInfoLayer)
         .layer(AdmissionLayer::new(core.clone()))
         .add_service(RaftService::new(identity.cluster_id, node.inbox()).into_server())
         .add_service(ClusterService(core.clone()).into_server())
         .add_service(ForwardService(core.clone()).into_server())
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
+            tls::accept(
+                TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
+                peer_tls,
+            ),
             signalled(peers_stopped),
         );
     let peer_server = tokio::spawn(peer_server);
@@ -168,7 +192,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             election: ElectionService(coordinator.clone()),
             watch: watch_service(),
             hub: hub.clone(),
-            status_clients: StatusClients::default(),
+            status_clients: StatusClients::new(client_dialer.clone()),
         };
         let routes = grpc
             .into_axum_router()
@@ -176,13 +200,16 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             .fallback(http::not_found);
         let server = GrpcServer::builder()
             .accept_http1(true)
+            .layer(ConnectionInfoLayer)
             .layer(HandledLayer)
             .layer(AdmissionLayer::new(core.clone()))
             .add_routes(Routes::from(routes))
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .map(|accepted| accepted.map(LenientAuthority::new)),
+                tls::accept(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    client_tls.clone(),
+                )
+                .map(|accepted| accepted.map(LenientAuthority::new)),
                 signalled(clients_stopped.clone()),
             );
         client_servers.push(tokio::spawn(server));
@@ -268,6 +295,7 @@ async fn signalled(mut flag: watch::Receiver<bool>) {
 async fn establish_identity(
     config: &Config,
     store: &Store,
+    peer_dialer: &Dialer,
 ) -> anyhow::Result<(Identity, BTreeMap<NodeId, String>, BTreeMap<NodeId, String>)> {
     let initial: BTreeMap<NodeId, String> = config
         .initial_cluster
@@ -304,7 +332,7 @@ async fn establish_identity(
             (identity, initial.clone(), initial)
         }
         ClusterState::Existing => {
-            let (identity, members) = join(config).await?;
+            let (identity, members) = join(config, peer_dialer).await?;
             let addresses = members
                 .iter()
                 .filter_map(|m| {
@@ -321,7 +349,7 @@ async fn establish_identity(
 
 /// Asks the members listed in `initial_cluster` for the member list, and
 /// finds this member in it by its advertised peer URL.
-async fn join(config: &Config) -> anyhow::Result<(Identity, Vec<Member>)> {
+async fn join(config: &Config, peer_dialer: &Dialer) -> anyhow::Result<(Identity, Vec<Member>)> {
     let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
     let others: Vec<&String> = config
         .initial_cluster
@@ -334,9 +362,15 @@ async fn join(config: &Config) -> anyhow::Result<(Identity, Vec<Member>)> {
     }
     loop {
         for url in &others {
-            let Ok(mut client) = ClusterClient::connect((*url).clone()).await else {
-                continue;
+            let endpoint = peer_dialer.endpoint(&host_port(url)?)?;
+            let channel = match endpoint.connect().await {
+                Ok(channel) => channel,
+                Err(e) => {
+                    tracing::debug!(%url, error = ?e, "cannot reach a member to join through");
+                    continue;
+                }
             };
+            let mut client = ClusterClient::new(channel);
             let Ok(response) = client.member_list(MemberListRequest::default()).await else {
                 continue;
             };

@@ -1,10 +1,12 @@
 //! The client subcommands: the common cases of etcdctl (which stays the
 //! reference client), printed the way etcdctl prints them.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{bail, Context};
 use keel_api::etcdserverpb::*;
 use keel_mvcc::prefix_end;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use keel_api::etcdserverpb::cluster_client::ClusterClient;
 use keel_api::etcdserverpb::kv_client::KvClient;
@@ -13,11 +15,12 @@ use keel_api::etcdserverpb::watch_client::WatchClient;
 
 use super::lease::{elect, lease_command, lock, LeaseCommand};
 
-/// Where the client commands connect.
-#[derive(clap::Args, Debug)]
+/// Where the client commands connect, and how (etcdctl's flags).
+#[derive(clap::Args, Debug, Clone)]
 pub(crate) struct Connection {
-    /// Client endpoints (`host:port`, comma-separated); the first that
-    /// answers is used.
+    /// Client endpoints (`host:port`, `http://host:port` or
+    /// `https://host:port`, comma-separated); the first that answers is
+    /// used. Without a scheme: https when a TLS flag is given.
     #[arg(
         long,
         value_delimiter = ',',
@@ -25,6 +28,43 @@ pub(crate) struct Connection {
         env = "KEEL_ENDPOINTS"
     )]
     pub(super) endpoints: Vec<String>,
+    /// Verify the server's certificate with this CA bundle (PEM) instead
+    /// of the system's roots; implies TLS.
+    #[arg(long, env = "KEEL_CACERT")]
+    pub(super) cacert: Option<PathBuf>,
+    /// Present this client certificate (PEM, with --key); implies TLS.
+    #[arg(long, env = "KEEL_CERT", requires = "key")]
+    pub(super) cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, env = "KEEL_KEY", requires = "cert")]
+    pub(super) key: Option<PathBuf>,
+}
+
+impl Connection {
+    /// Whether a TLS flag was given.
+    fn wants_tls(&self) -> bool {
+        self.cacert.is_some() || self.cert.is_some()
+    }
+
+    /// The TLS settings of the flags: the CA bundle (or the system's
+    /// roots), and the client certificate if given.
+    fn tls(&self) -> anyhow::Result<ClientTlsConfig> {
+        let read = |path: &Path, flag: &str| {
+            std::fs::read(path).with_context(|| format!("reading --{flag} {}", path.display()))
+        };
+        let config = match &self.cacert {
+            Some(ca) => {
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "cacert")?))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        Ok(match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                config.identity(Identity::from_pem(read(cert, "cert")?, read(key, "key")?))
+            }
+            _ => config,
+        })
+    }
 }
 
 /// The client commands.
@@ -228,14 +268,19 @@ pub(super) async fn connect(connection: &Connection) -> anyhow::Result<Channel> 
     for endpoint in &connection.endpoints {
         let url = if endpoint.contains("://") {
             endpoint.clone()
+        } else if connection.wants_tls() {
+            format!("https://{endpoint}")
         } else {
             format!("http://{endpoint}")
         };
-        match Channel::from_shared(url.clone())?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .connect()
-            .await
-        {
+        let mut channel =
+            Channel::from_shared(url.clone())?.connect_timeout(std::time::Duration::from_secs(2));
+        if url.starts_with("https://") {
+            channel = channel
+                .tls_config(connection.tls()?)
+                .with_context(|| format!("TLS settings for {url}"))?;
+        }
+        match channel.connect().await {
             Ok(channel) => return Ok(channel),
             Err(e) => last = Some(anyhow::Error::new(e).context(format!("connecting to {url}"))),
         }
@@ -468,6 +513,7 @@ async fn execute(command: ClientCommand) -> anyhow::Result<()> {
             for endpoint in &connection.endpoints {
                 let one = Connection {
                     endpoints: vec![endpoint.clone()],
+                    ..connection.clone()
                 };
                 let mut m = MaintenanceClient::new(connect(&one).await?);
                 let s = m.status(StatusRequest {}).await?.into_inner();

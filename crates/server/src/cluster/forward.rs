@@ -3,8 +3,6 @@
 //! forwarded so the leader never passes them on again), over one cached
 //! channel per peer.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use keel_api::etcdserverpb::cluster_client::ClusterClient;
@@ -18,10 +16,11 @@ use keel_api::keelpb::Command;
 use keel_mvcc::{MvccError, WriteResponse};
 use keel_node::NodeId;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use super::Peers;
+use crate::tls::Channels;
 
 /// The gRPC metadata key that marks a membership request a member passed
 /// on to the leader.
@@ -65,15 +64,17 @@ impl From<Status> for ForwardError {
 /// Channels to the peers, made on first use.
 pub(crate) struct Forwarder {
     peers: Peers,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Channels,
 }
 
 impl Forwarder {
     /// A forwarder reaching peers at the addresses `peers` knows.
     pub(crate) fn new(peers: Peers) -> Self {
         Forwarder {
+            channels: Channels::new(peers.dialer().clone(), |endpoint| {
+                endpoint.connect_timeout(Duration::from_secs(1))
+            }),
             peers,
-            channels: Mutex::default(),
         }
     }
 
@@ -162,16 +163,9 @@ impl Forwarder {
     /// A channel to member `id`'s peer port.
     fn channel(&self, id: NodeId) -> Result<Channel, ForwardError> {
         let address = self.peers.address(id).ok_or(ForwardError::Unreachable)?;
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(&address) {
-            return Ok(channel.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| ForwardError::BadAddress(format!("peer address {address}: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .connect_lazy();
-        channels.insert(address, channel.clone());
-        Ok(channel)
+        self.channels
+            .get(&address)
+            .map_err(|e| ForwardError::BadAddress(format!("peer address {address}: {e}")))
     }
 }
 

@@ -8,24 +8,37 @@ use keel_api::etcdserverpb::Member;
 use keel_node::{GrpcTransport, NodeId, Transport};
 
 use crate::config::host_port;
+use crate::tls::Dialer;
 
 /// Shared, cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Peers {
     transport: GrpcTransport,
+    dialer: Dialer,
     addresses: Arc<RwLock<BTreeMap<NodeId, String>>>,
 }
 
 impl Peers {
-    /// A book starting with `addresses` (`host:port`), feeding `transport`.
-    pub(crate) fn new(transport: GrpcTransport, addresses: BTreeMap<NodeId, String>) -> Self {
+    /// A book starting with `addresses` (`host:port`), feeding `transport`;
+    /// other traffic to peers goes through `dialer`.
+    pub(crate) fn new(
+        transport: GrpcTransport,
+        dialer: Dialer,
+        addresses: BTreeMap<NodeId, String>,
+    ) -> Self {
         for (id, address) in &addresses {
             transport.set_address(*id, address.clone());
         }
         Peers {
             transport,
+            dialer,
             addresses: Arc::new(RwLock::new(addresses)),
         }
+    }
+
+    /// How this member dials the peers' port (plain or TLS).
+    pub(crate) fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     /// The peer address of member `id`, if known.

@@ -187,7 +187,11 @@ mod tests {
             store: store.clone(),
             seen: Mutex::default(),
         });
-        let peers = Peers::new(GrpcTransport::new(1, BTreeMap::new()), BTreeMap::new());
+        let peers = Peers::new(
+            GrpcTransport::new(1, BTreeMap::new()),
+            crate::tls::Dialer::default(),
+            BTreeMap::new(),
+        );
         let mut sm = MvccStateMachine::new(
             store.clone(),
             peers,

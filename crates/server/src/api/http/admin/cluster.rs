@@ -1,8 +1,7 @@
 //! The cluster as an operator sees it: each member's raft progress (asked
 //! of the member itself), alarms, and the actions on the cluster.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -19,32 +18,36 @@ use keel_api::etcdserverpb::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Request;
 
 use super::{hex, ok, parse_id, AdminError, Answer};
 use crate::api::http::Gateway;
+use crate::config::host_port;
+use crate::tls::{Channels, Dialer};
 
 /// How long a member may take to answer for its status.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One channel per member's client URL, for asking members their status.
-#[derive(Default)]
-pub(crate) struct StatusClients(Mutex<HashMap<String, Channel>>);
+pub(crate) struct StatusClients(Channels);
 
 impl StatusClients {
+    /// Clients dialing members' client ports with `dialer` (TLS as this
+    /// member's own client port: its certificate, its trusted CA).
+    pub(crate) fn new(dialer: Dialer) -> Self {
+        StatusClients(Channels::new(dialer, |endpoint| {
+            endpoint
+                .connect_timeout(STATUS_TIMEOUT)
+                .timeout(STATUS_TIMEOUT)
+        }))
+    }
+
     /// A client of the member serving `url` (connected on first use).
     fn client(&self, url: &str) -> Result<MaintenanceClient<Channel>, String> {
-        let mut channels = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(url) {
-            return Ok(MaintenanceClient::new(channel.clone()));
-        }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("bad client URL {url}: {e}"))?
-            .connect_timeout(STATUS_TIMEOUT)
-            .timeout(STATUS_TIMEOUT)
-            .connect_lazy();
-        channels.insert(url.to_string(), channel.clone());
+        let bad = |e: &dyn std::fmt::Display| format!("bad client URL {url}: {e}");
+        let address = host_port(url).map_err(|e| bad(&e))?;
+        let channel = self.0.get(&address).map_err(|e| bad(&e))?;
         Ok(MaintenanceClient::new(channel))
     }
 }
