@@ -25,6 +25,9 @@ pub(crate) use files::TlsFiles;
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+#[cfg(test)]
+mod tests;
+
 /// The Common Name of the certificate a client presented on a port with
 /// client certificate auth (`client_cert_auth`), verified by the port's
 /// trusted CA at the handshake. With auth enabled it names the user the

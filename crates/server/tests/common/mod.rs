@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod certs;
 pub(crate) mod http;
 
 use std::time::Duration;
