@@ -106,3 +106,14 @@ async fn shutdown_signal() {
         _ = terminate => tracing::info!("SIGTERM received"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own checks of every subcommand (two arguments with one
+    /// name, a `requires` naming nothing, ...), which otherwise only fire
+    /// when that subcommand runs.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

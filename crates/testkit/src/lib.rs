@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use keel_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_api::etcdserverpb::{StatusRequest, StatusResponse};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 /// How long [`Cluster::wait_for_leader`] waits for the members to agree.
 pub const LEADER_PATIENCE: Duration = Duration::from_secs(30);
@@ -23,6 +23,35 @@ pub enum Flavor {
     Keel,
     /// etcd 3.4, with the same addresses and cluster token.
     Etcd,
+}
+
+/// TLS for a cluster: which ports speak it (`https://` URLs) and what
+/// [`Cluster::channel`] connects with. The certificate flags themselves
+/// are the test's to pass (keel's and etcd's are the same).
+#[derive(Clone, Debug, Default)]
+pub struct Tls {
+    /// The client ports speak TLS; clients connect with these settings.
+    pub client: Option<ClientTlsConfig>,
+    /// The peer ports speak TLS.
+    pub peer: bool,
+}
+
+impl Tls {
+    fn client_scheme(&self) -> &'static str {
+        scheme(self.client.is_some())
+    }
+
+    fn peer_scheme(&self) -> &'static str {
+        scheme(self.peer)
+    }
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// Where one member listens and keeps its data.
@@ -42,8 +71,19 @@ impl MemberSpec {
     /// The command line arguments that start this member of a new cluster
     /// whose members are `initial` (`name=http://peer,...`).
     pub fn args(&self, flavor: Flavor, initial: &str, token: &str) -> Vec<String> {
-        let client_url = format!("http://{}", self.client);
-        let peer_url = format!("http://{}", self.peer);
+        self.args_with_tls(flavor, initial, token, &Tls::default())
+    }
+
+    /// [`args`](Self::args) with `https://` URLs on the ports `tls` says.
+    pub fn args_with_tls(
+        &self,
+        flavor: Flavor,
+        initial: &str,
+        token: &str,
+        tls: &Tls,
+    ) -> Vec<String> {
+        let client_url = format!("{}://{}", tls.client_scheme(), self.client);
+        let peer_url = format!("{}://{}", tls.peer_scheme(), self.peer);
         let data = self.data_dir.display().to_string();
         let pairs: Vec<(&str, &str)> = match flavor {
             Flavor::Keel => vec![
@@ -81,9 +121,13 @@ impl MemberSpec {
 
 /// The `--initial-cluster` list of `members`.
 pub fn initial_cluster(members: &[MemberSpec]) -> String {
+    initial_cluster_of(members, "http")
+}
+
+fn initial_cluster_of(members: &[MemberSpec], peer_scheme: &str) -> String {
     members
         .iter()
-        .map(|m| format!("{}=http://{}", m.name, m.peer))
+        .map(|m| format!("{}={peer_scheme}://{}", m.name, m.peer))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -104,6 +148,8 @@ pub struct Member {
     pub log: PathBuf,
     /// The process, while running.
     pub process: Option<Child>,
+    /// Arguments only this member gets, after the cluster's.
+    pub args: Vec<String>,
 }
 
 /// Members of one cluster, with their data in a temporary directory that
@@ -113,8 +159,8 @@ pub struct Cluster {
     pub members: Vec<Member>,
     flavor: Flavor,
     exe: PathBuf,
-    initial: String,
     extra_args: Vec<String>,
+    tls: Tls,
     dir: Option<tempfile::TempDir>,
     keep_dir: bool,
 }
@@ -123,6 +169,16 @@ impl Cluster {
     /// Starts `n` members of `flavor` running `exe`, each also given
     /// `extra_args`. Does not wait for a leader.
     pub fn start(flavor: Flavor, exe: &Path, n: usize, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(flavor, exe, n, extra_args, Tls::default());
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// The members of [`start`](Self::start), with `tls`, not started yet:
+    /// set members' own [`Member::args`], then [`spawn`](Self::spawn) each.
+    pub fn prepare(flavor: Flavor, exe: &Path, n: usize, extra_args: &[&str], tls: Tls) -> Cluster {
         let prefix = match flavor {
             Flavor::Keel => "k",
             Flavor::Etcd => "e",
@@ -143,23 +199,19 @@ impl Cluster {
                         name,
                     },
                     process: None,
+                    args: Vec::new(),
                 }
             })
             .collect();
-        let specs: Vec<MemberSpec> = members.iter().map(|m| m.spec.clone()).collect();
-        let mut cluster = Cluster {
+        Cluster {
             members,
             flavor,
             exe: exe.to_path_buf(),
-            initial: initial_cluster(&specs),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            tls,
             dir: Some(dir),
             keep_dir: false,
-        };
-        for i in 0..n {
-            cluster.spawn(i);
         }
-        cluster
     }
 
     /// Keeps the data directory when the cluster is dropped (and says where).
@@ -175,10 +227,16 @@ impl Cluster {
             .append(true)
             .open(&m.log)
             .expect("opening the member's log");
+        let specs: Vec<MemberSpec> = self.members.iter().map(|m| m.spec.clone()).collect();
+        let initial = initial_cluster_of(&specs, self.tls.peer_scheme());
         let mut command = Command::new(&self.exe);
         command
-            .args(m.spec.args(self.flavor, &self.initial, "testkit"))
+            .args(
+                m.spec
+                    .args_with_tls(self.flavor, &initial, "testkit", &self.tls),
+            )
             .args(&self.extra_args)
+            .args(&m.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -213,10 +271,21 @@ impl Cluster {
         }
     }
 
-    /// A channel to member `i`'s client port (connected on first use).
+    /// A channel to member `i`'s client port (connected on first use),
+    /// through TLS if the cluster's clients use it.
     pub fn channel(&self, i: usize) -> Channel {
-        Channel::from_shared(format!("http://{}", self.members[i].spec.client))
-            .expect("a member's client URL")
+        let url = format!(
+            "{}://{}",
+            self.tls.client_scheme(),
+            self.members[i].spec.client
+        );
+        let mut endpoint = Channel::from_shared(url).expect("a member's client URL");
+        if let Some(tls) = &self.tls.client {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .expect("the cluster's TLS settings");
+        }
+        endpoint
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(10))
             .connect_lazy()

@@ -33,10 +33,15 @@ pub(crate) struct Connection {
     #[arg(long, env = "KEEL_CACERT")]
     pub(super) cacert: Option<PathBuf>,
     /// Present this client certificate (PEM, with --key); implies TLS.
-    #[arg(long, env = "KEEL_CERT", requires = "key")]
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        env = "KEEL_CERT",
+        requires = "tls_key"
+    )]
     pub(super) cert: Option<PathBuf>,
     /// The private key of --cert (PEM).
-    #[arg(long, env = "KEEL_KEY", requires = "cert")]
+    #[arg(long = "key", id = "tls_key", env = "KEEL_KEY", requires = "tls_cert")]
     pub(super) key: Option<PathBuf>,
 }
 
