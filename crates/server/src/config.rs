@@ -797,6 +797,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_shows_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../keel.example.toml");
+        let example = std::fs::read_to_string(path).unwrap();
+        let flags = <Settings as clap::Args>::augment_args(clap::Command::new("keel"));
+        for key in flags.get_arguments().map(|a| a.get_id().as_str()) {
+            assert!(
+                example
+                    .lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = "))),
+                "keel.example.toml does not show `{key}`"
+            );
+        }
+    }
+
+    #[test]
     fn retention_parses_like_etcd() {
         let parse = Retention::parse;
         assert_eq!(
