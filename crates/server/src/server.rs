@@ -360,21 +360,27 @@ async fn join(config: &Config, peer_dialer: &Dialer) -> anyhow::Result<(Identity
     if others.is_empty() {
         bail!("initial_cluster lists no other member to join through");
     }
+    // Why the last member asked did not answer (refused, a certificate it
+    // did not accept, ...), for the error if none does.
+    let mut last_failure = String::new();
     loop {
         for url in &others {
             let endpoint = peer_dialer.endpoint(&host_port(url)?)?;
-            let channel = match endpoint.connect().await {
-                Ok(channel) => channel,
+            let answer = match endpoint.connect().await {
+                Ok(channel) => ClusterClient::new(channel)
+                    .member_list(MemberListRequest::default())
+                    .await
+                    .map_err(anyhow::Error::new),
+                Err(e) => Err(anyhow::Error::new(e)),
+            };
+            let response = match answer {
+                Ok(response) => response.into_inner(),
                 Err(e) => {
-                    tracing::debug!(%url, error = ?e, "cannot reach a member to join through");
+                    last_failure = format!("{url}: {e:#}");
+                    tracing::debug!(error = %last_failure, "cannot ask a member to join through");
                     continue;
                 }
             };
-            let mut client = ClusterClient::new(channel);
-            let Ok(response) = client.member_list(MemberListRequest::default()).await else {
-                continue;
-            };
-            let response = response.into_inner();
             let cluster_id = response.header.map_or(0, |h| h.cluster_id);
             let me = response
                 .members
@@ -401,7 +407,10 @@ async fn join(config: &Config, peer_dialer: &Dialer) -> anyhow::Result<(Identity
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!("no member of initial_cluster answered within {JOIN_PATIENCE:?}");
+            bail!(
+                "no member of initial_cluster answered within {JOIN_PATIENCE:?} \
+                 (the last failure: {last_failure})"
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

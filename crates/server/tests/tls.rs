@@ -4,7 +4,8 @@
 //! HTTP/1.1 and the admin overview, the keel CLI); clients without a
 //! certificate or with another CA's, plaintext clients and garbage
 //! handshakes are refused while the members keep serving; a member whose
-//! peer certificate another CA signed gets no raft traffic.
+//! peer certificate another CA signed gets no raft traffic and cannot join;
+//! a missing or unusable certificate file stops the start, named.
 
 mod common;
 
@@ -14,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::certs::{Ca, Issued};
+use keel_api::etcdserverpb::cluster_client::ClusterClient;
 use keel_api::etcdserverpb::kv_client::KvClient;
-use keel_api::etcdserverpb::{PutRequest, RangeRequest};
+use keel_api::etcdserverpb::{MemberAddRequest, PutRequest, RangeRequest};
 use keel_testkit::{Flavor, Tls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -291,7 +293,7 @@ async fn a_tls_cluster_serves_certified_clients_and_refuses_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_whose_peer_certificate_another_ca_signed_gets_no_raft_traffic() {
+async fn a_member_whose_peer_certificate_another_ca_signed_gets_no_raft_traffic_nor_joins() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "ca");
     let member = ca.issue(dir.path(), "member");
@@ -339,5 +341,92 @@ async fn a_member_whose_peer_certificate_another_ca_signed_gets_no_raft_traffic(
             || cluster.log(1).contains("TLS handshake failed"),
         "the rogue member's handshakes are refused"
     );
+
+    // Nor can such a member join: added with `member add`, then started,
+    // it cannot ask the cluster who it is.
+    let peer = format!("127.0.0.1:{}", keel_testkit::free_port());
+    ClusterClient::new(cluster.channel(0))
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec![format!("https://{peer}")],
+            is_learner: true,
+        })
+        .await
+        .unwrap();
+    let log = dir.path().join("newcomer.log");
+    let initial = format!(
+        "k1=https://{},newcomer=https://{peer}",
+        cluster.members[0].spec.peer
+    );
+    let mut newcomer = Command::new(keel())
+        .args([
+            "serve",
+            "--name",
+            "newcomer",
+            "--initial-cluster-state",
+            "existing",
+        ])
+        .args([
+            "--log-level",
+            "info,keel=debug",
+            "--initial-cluster",
+            &initial,
+        ])
+        .arg(format!(
+            "--data-dir={}",
+            dir.path().join("newcomer").display()
+        ))
+        .arg(format!(
+            "--listen-client-urls=http://127.0.0.1:{}",
+            keel_testkit::free_port()
+        ))
+        .arg(format!("--listen-peer-url=https://{peer}"))
+        .args(port_flags("peer-", &ca.cert, &rogue))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still_trying = newcomer.try_wait().unwrap().is_none();
+    let _ = newcomer.kill();
+    let _ = newcomer.wait();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(still_trying, "{log}");
+    assert!(log.contains("cannot ask a member to join through"), "{log}");
+    assert!(!log.contains("joining the cluster"), "{log}");
     cluster.assert_running();
+}
+
+#[test]
+fn a_missing_or_unusable_certificate_file_stops_the_start_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let issued = ca.issue(dir.path(), "member");
+    let serve = |cert: &Path, key: &Path| {
+        let out = Command::new(keel())
+            .args(["serve", "--listen-client-urls=https://127.0.0.1:0"])
+            .arg(format!(
+                "--listen-peer-url=http://127.0.0.1:{}",
+                keel_testkit::free_port()
+            ))
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--cert-file={}", cert.display()))
+            .arg(format!("--key-file={}", key.display()))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = dir.path().join("missing.pem");
+    let err = serve(&missing, &issued.key);
+    assert!(
+        err.contains(&format!("reading certificate file {}", missing.display())),
+        "{err}"
+    );
+    let err = serve(&issued.cert, &issued.cert);
+    assert!(
+        err.contains(&format!(
+            "{} holds no PEM private key",
+            issued.cert.display()
+        )),
+        "{err}"
+    );
 }
