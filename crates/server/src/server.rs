@@ -35,7 +35,7 @@ use crate::core::{Core, Limits, MvccStateMachine};
 use crate::identity::{self, Identity};
 use crate::leases::{LeaseClock, Renewer};
 use crate::tasks::{self, Tasks};
-use crate::tls::{self, ConnectionInfoLayer, Dialer};
+use crate::tls::{self, ConnectionInfoLayer, Dialer, PortTls};
 use crate::watch::WatchHub;
 
 /// How long a joining member keeps asking the cluster about itself.
@@ -52,21 +52,9 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         .context("opening the key-value store")?;
     // Certificates are read before anything listens: a missing or unusable
     // file stops the start with its name.
-    let client_tls = config
-        .client_tls
-        .as_ref()
-        .map(tls::server_tls)
-        .transpose()
+    let client_tls = PortTls::load(config.client_tls.as_ref())
         .context("client TLS (cert_file, key_file, trusted_ca_file)")?;
-    let client_dialer =
-        Dialer::new(config.client_tls.as_ref()).context("client TLS, dialing other members")?;
-    let peer_tls = config
-        .peer_tls
-        .as_ref()
-        .map(tls::server_tls)
-        .transpose()
-        .context("peer TLS (peer_cert_file, peer_key_file, peer_trusted_ca_file)")?;
-    let peer_dialer = Dialer::new(config.peer_tls.as_ref())
+    let peer_tls = PortTls::load(config.peer_tls.as_ref())
         .context("peer TLS (peer_cert_file, peer_key_file, peer_trusted_ca_file)")?;
 
     // Bind first: a port in use is reported before anything else happens.
@@ -82,7 +70,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     }
 
     let (identity, initial_members, addresses) =
-        establish_identity(&config, &store, &peer_dialer).await?;
+        establish_identity(&config, &store, &peer_tls.dialer).await?;
     tracing::info!(
         name = %config.name,
         member = %format!("{:x}", identity.member_id),
@@ -99,8 +87,8 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         config.max_watches_per_stream,
         config.max_request_bytes,
     ));
-    let transport = peer_dialer.raft_transport(identity.cluster_id);
-    let peers = Peers::new(transport.clone(), peer_dialer, addresses);
+    let transport = peer_tls.dialer.raft_transport(identity.cluster_id);
+    let peers = Peers::new(transport.clone(), peer_tls.dialer, addresses);
     peers.update(&store.members());
     let mut node_config = NodeConfig::new(identity.member_id, config.data_dir.join("raft"));
     node_config.initial_members = initial_members;
@@ -152,7 +140,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         .serve_with_incoming_shutdown(
             tls::accept(
                 TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
-                peer_tls,
+                peer_tls.serving,
             ),
             signalled(peers_stopped),
         );
@@ -192,7 +180,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             election: ElectionService(coordinator.clone()),
             watch: watch_service(),
             hub: hub.clone(),
-            status_clients: StatusClients::new(client_dialer.clone()),
+            status_clients: StatusClients::new(client_tls.dialer.clone()),
         };
         let routes = grpc
             .into_axum_router()
@@ -207,7 +195,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             .serve_with_incoming_shutdown(
                 tls::accept(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    client_tls.clone(),
+                    client_tls.serving.clone(),
                 )
                 .map(|accepted| accepted.map(LenientAuthority::new)),
                 signalled(clients_stopped.clone()),

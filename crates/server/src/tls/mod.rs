@@ -4,24 +4,27 @@
 //!
 //! - [`TlsFiles`]: one port's files, and the rustls / tonic settings built
 //!   from them; `reload` rebuilds those when the files change.
-//! - [`accept`], [`server_tls`]: a port's connections, through a TLS handshake each (off
+//! - [`accept`]: a port's connections, through a TLS handshake each (off
 //!   the accept loop; a failed handshake drops that connection alone).
 //! - `Connection`, [`ConnectionInfoLayer`], [`ClientCommonName`]: what a
 //!   request learns of its connection — the verified client certificate's
 //!   Common Name, the user name under auth, as in etcd.
 //! - [`Dialer`], [`Channels`]: how this member reaches other members'
 //!   ports (raft, forwarding, joining, the admin overview).
+//! - [`PortTls`]: a port's serving settings and dialer, loaded together.
 
 mod acceptor;
 mod connection;
 mod dialer;
 mod files;
+mod port;
 mod reload;
 
-pub(crate) use acceptor::{accept, server_tls};
+pub(crate) use acceptor::accept;
 pub(crate) use connection::ConnectionInfoLayer;
 pub(crate) use dialer::{Channels, Dialer};
 pub(crate) use files::TlsFiles;
+pub(crate) use port::PortTls;
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 

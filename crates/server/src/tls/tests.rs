@@ -32,7 +32,8 @@ async fn serve(tls: &TlsFiles) -> SocketAddr {
         )
     };
     let routes = Routes::from(axum::Router::new().route("/who", axum::routing::get(who)));
-    let incoming = accept(TcpIncoming::from(listener), Some(server_tls(tls).unwrap()));
+    let serving = PortTls::load(Some(tls)).unwrap().serving;
+    let incoming = accept(TcpIncoming::from(listener), serving);
     let server = Server::builder()
         .accept_http1(true)
         .layer(ConnectionInfoLayer)
