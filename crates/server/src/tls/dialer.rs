@@ -45,7 +45,7 @@ impl Dialer {
     /// Changes whenever the TLS settings are reloaded: channels made
     /// before hold the old ones.
     fn generation(&self) -> u64 {
-        self.tls.as_ref().map_or(0, |tls| tls.current().0)
+        self.tls.as_ref().map_or(0, |tls| tls.generation())
     }
 
     /// keel-node's raft transport for cluster `cluster_id`, dialing peers

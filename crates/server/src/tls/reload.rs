@@ -4,7 +4,7 @@
 //! on use; a rebuild that fails keeps the settings in use and says why.
 
 use std::fs;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::files::TlsFiles;
@@ -56,6 +56,19 @@ impl<T: Clone> Reloading<T> {
     /// The value as of the files now (checked at most once a second), and
     /// its generation, which changes whenever the value is rebuilt.
     pub(crate) fn current(&self) -> (u64, T) {
+        let state = self.refreshed();
+        (state.generation, state.value.clone())
+    }
+
+    /// The generation [`current`](Self::current) would return, without
+    /// copying the value.
+    pub(crate) fn generation(&self) -> u64 {
+        self.refreshed().generation
+    }
+
+    /// The state, rebuilt first if the files changed since the last look
+    /// (if that was a second ago or more).
+    fn refreshed(&self) -> MutexGuard<'_, State<T>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.checked.elapsed() >= CHECK_EVERY {
             state.checked = Instant::now();
@@ -78,7 +91,7 @@ impl<T: Clone> Reloading<T> {
                 }
             }
         }
-        (state.generation, state.value.clone())
+        state
     }
 }
 
