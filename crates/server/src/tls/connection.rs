@@ -6,11 +6,12 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::ClientCommonName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::ClientCommonName;
 
 /// What the server knows of a connection: tonic puts it in each request's
 /// extensions, [`ConnectionInfoLayer`] spreads it out.
