@@ -29,7 +29,10 @@ impl Harness {
 
     fn apply(&mut self, op: Op) -> Result<WriteResponse, MvccError> {
         self.index += 1;
-        let command = Command(keelpb::Command { op: Some(op) });
+        let command = Command(keelpb::Command {
+            op: Some(op),
+            auth: None,
+        });
         self.store
             .apply_batch(vec![(self.index, command)])
             .responses
@@ -124,6 +127,7 @@ fn keys_attach_and_detach_and_revoking_deletes_them_at_one_revision() {
         index,
         Command(keelpb::Command {
             op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+            auth: None,
         }),
     )]);
     assert!(matches!(
@@ -188,7 +192,15 @@ fn a_batch_that_grants_attaches_and_revokes_sees_its_own_writes() {
     ]
     .into_iter()
     .zip(1..)
-    .map(|(op, i)| (i, Command(keelpb::Command { op: Some(op) })))
+    .map(|(op, i)| {
+        (
+            i,
+            Command(keelpb::Command {
+                op: Some(op),
+                auth: None,
+            }),
+        )
+    })
     .collect();
     let applied = h.store.apply_batch(commands);
     assert_eq!(applied.responses[4], Err(MvccError::LeaseNotFound));

@@ -87,7 +87,11 @@ impl Core {
     }
 
     async fn write_op(&self, op: Op) -> Result<WriteResponse, ServerError> {
-        self.write(CommandPb { op: Some(op) }).await
+        self.write(CommandPb {
+            op: Some(op),
+            auth: None,
+        })
+        .await
     }
 }
 

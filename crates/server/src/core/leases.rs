@@ -42,6 +42,7 @@ impl Core {
             };
             let command = CommandPb {
                 op: Some(Op::LeaseGrant(LeaseGrantRequest { ttl, id })),
+                auth: None,
             };
             match self.write(command).await {
                 Ok(WriteResponse::LeaseGrant(mut response)) => {
@@ -64,6 +65,7 @@ impl Core {
     ) -> Result<LeaseRevokeResponse, ServerError> {
         let command = CommandPb {
             op: Some(Op::LeaseRevoke(request)),
+            auth: None,
         };
         match self.write(command).await? {
             WriteResponse::LeaseRevoke(mut response) => {
