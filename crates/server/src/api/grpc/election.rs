@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::coordination::Coordinator;
 
 /// The Election service of one member.
@@ -30,6 +31,11 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        self.0.authorize(
+            &Caller::of(request.extensions()),
+            &request.get_ref().name,
+            true,
+        )?;
         Ok(Response::new(self.0.campaign(request.into_inner()).await?))
     }
 
@@ -37,6 +43,12 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let name = request.get_ref().leader.as_ref().map(|l| l.name.clone());
+        self.0.authorize(
+            &Caller::of(request.extensions()),
+            &name.unwrap_or_default(),
+            true,
+        )?;
         Ok(Response::new(self.0.proclaim(request.into_inner()).await?))
     }
 
@@ -44,6 +56,11 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        self.0.authorize(
+            &Caller::of(request.extensions()),
+            &request.get_ref().name,
+            false,
+        )?;
         Ok(Response::new(
             self.0.leader(request.into_inner().name).await?,
         ))
@@ -55,6 +72,11 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<ObserveStream>, Status> {
+        self.0.authorize(
+            &Caller::of(request.extensions()),
+            &request.get_ref().name,
+            false,
+        )?;
         let (out, changes) = mpsc::channel(16);
         tokio::spawn(self.0.clone().observe(request.into_inner().name, out));
         let changes = ReceiverStream::new(changes).map(|change| change.map_err(Status::from));
@@ -65,6 +87,12 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let name = request.get_ref().leader.as_ref().map(|l| l.name.clone());
+        self.0.authorize(
+            &Caller::of(request.extensions()),
+            &name.unwrap_or_default(),
+            true,
+        )?;
         Ok(Response::new(self.0.resign(request.into_inner()).await?))
     }
 }

@@ -17,6 +17,9 @@ impl From<ServerError> for Status {
             ServerError::Timeout => Status::unavailable("etcdserver: request timed out"),
             ServerError::TooLarge => Status::invalid_argument("etcdserver: request is too large"),
             ServerError::Mvcc(e) => mvcc(e),
+            ServerError::TooManyLogins => Status::resource_exhausted(
+                "etcdserver: too many failed authentication attempts; retry later",
+            ),
             ServerError::Indeterminate => Status::unavailable(
                 "etcdserver: request result is unknown (member caught up by snapshot)",
             ),
