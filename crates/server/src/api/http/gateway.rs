@@ -58,9 +58,9 @@ impl Gateway {
         self.core.limits.max_request_bytes
     }
 
-    /// The caller the request's token names, or the refusal to answer.
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Response> {
-        caller(&self.core, headers).map_err(|e| json::error(&e.into()))
+    /// The caller the request's token names, or the refusal.
+    fn caller(&self, headers: &HeaderMap) -> Result<Caller, tonic::Status> {
+        caller(&self.core, headers).map_err(tonic::Status::from)
     }
 }
 
@@ -78,7 +78,7 @@ macro_rules! unary {
             |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
                 let caller = match g.caller(&headers) {
                     Ok(caller) => caller,
-                    Err(refusal) => return refusal,
+                    Err(refusal) => return json::error(&refusal),
                 };
                 json::unary(body, g.limit(), |request| {
                     g.$service.$method(request_of(caller, request))
@@ -167,7 +167,7 @@ fn watches() -> MethodRouter<Arc<Gateway>> {
         |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
             let caller = match g.caller(&headers) {
                 Ok(caller) => caller,
-                Err(refusal) => return refusal,
+                Err(refusal) => return json::error(&refusal),
             };
             let requests = json::requests::<WatchRequest>(body, g.limit());
             json::streamed(g.watch.open(false, caller, requests))
@@ -189,7 +189,7 @@ fn snapshots() -> MethodRouter<Arc<Gateway>> {
         |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
             let caller = match g.caller(&headers) {
                 Ok(caller) => caller,
-                Err(refusal) => return refusal,
+                Err(refusal) => return json::error(&refusal),
             };
             server_streaming(body, g.limit(), |request: SnapshotRequest| {
                 g.maintenance.snapshot(request_of(caller, request))
@@ -205,7 +205,7 @@ fn observations() -> MethodRouter<Arc<Gateway>> {
         |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
             let caller = match g.caller(&headers) {
                 Ok(caller) => caller,
-                Err(refusal) => return refusal,
+                Err(refusal) => return json::error(&refusal),
             };
             server_streaming(body, g.limit(), |request: LeaderRequest| {
                 g.election.observe(request_of(caller, request))
