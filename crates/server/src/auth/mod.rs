@@ -6,14 +6,23 @@
 pub(crate) mod limiter;
 pub(crate) mod tokens;
 
+/// The metadata keys (and HTTP headers) an auth token comes in; etcd reads
+/// both.
+const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
+
 /// Who a request acts for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Caller {
-    /// The server itself (bookkeeping, background tasks): never checked.
+    /// The server itself (bookkeeping, background tasks, or an admin API
+    /// request already checked): never checked again.
     Member,
-    /// A client, as the user its token (or certificate) names; an empty
-    /// name when it named none.
-    Client(String),
+    /// A client, with the token it sent, if any. The token is checked when
+    /// the request is (against the rules in force then, as etcd does for a
+    /// linearizable read: after its read index).
+    Client {
+        /// The token, as sent.
+        token: Option<String>,
+    },
 }
 
 impl Caller {
@@ -23,6 +32,20 @@ impl Caller {
         extensions
             .get::<Caller>()
             .cloned()
-            .unwrap_or(Caller::Client(String::new()))
+            .unwrap_or(Caller::Client { token: None })
+    }
+
+    /// The client whose token (if any) is in `headers`.
+    pub(crate) fn from_headers(headers: &http::HeaderMap) -> Caller {
+        let token = TOKEN_KEYS
+            .iter()
+            .find_map(|key| headers.get(*key))
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        Caller::Client { token }
+    }
+
+    /// Whether this is a client that sent no token.
+    pub(crate) fn is_anonymous(&self) -> bool {
+        matches!(self, Caller::Client { token: None })
     }
 }

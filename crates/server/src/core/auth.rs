@@ -55,18 +55,26 @@ impl Core {
         self.store.auth()
     }
 
-    /// The user a token names: refused if auth is off (the token is then
-    /// ignored: `Ok(None)`), or if the token is malformed, forged,
-    /// expired, or names a user that no longer exists.
-    pub(crate) fn user_of_token(&self, token: &str) -> Result<Option<String>, ServerError> {
+    /// Whom `caller`'s request is checked as: `None` when it is not
+    /// checked (a member's own request, or auth is off); else the rules in
+    /// force and the user its token names ("" without a token). A token
+    /// that is malformed, forged, expired, or names a user deleted since is
+    /// refused.
+    fn resolve(&self, caller: &Caller) -> Result<Option<(Arc<AuthState>, String)>, ServerError> {
+        let Caller::Client { token } = caller else {
+            return Ok(None);
+        };
         let auth = self.auth_state();
         if !auth.enabled() {
             return Ok(None);
         }
+        let Some(token) = token else {
+            return Ok(Some((auth, String::new())));
+        };
         let user = tokens::verify(auth.token_key(), token, tokens::unix_now())
             .filter(|user| auth.user(user).is_some())
             .ok_or(AuthError::InvalidToken)?;
-        Ok(Some(user))
+        Ok(Some((auth, user)))
     }
 
     /// Checks a user name and password and issues a token. Failures are
@@ -132,9 +140,12 @@ impl Core {
         };
         self.authorize(caller, &mut command)?;
         match self.write(command).await? {
-            WriteResponse::Auth => Ok(()),
-            _ => Err(unexpected("auth change")),
+            WriteResponse::Auth => {}
+            _ => return Err(unexpected("auth change")),
         }
+        // A follower answers once it applies the change too, so the
+        // caller's next request here meets the new rules.
+        self.linearizable().await
     }
 
     /// Whether auth is on, and its revision (linearizable).
@@ -155,10 +166,12 @@ impl Core {
         name: &str,
     ) -> Result<AuthUserGetResponse, ServerError> {
         self.linearizable().await?;
-        let auth = self.auth_state();
-        if !is_self(caller, name) {
-            self.authorize_admin(caller)?;
+        if let Some((auth, user)) = self.resolve(caller)? {
+            if user.is_empty() || user != name {
+                auth.check_admin(&user)?;
+            }
         }
+        let auth = self.auth_state();
         let user = auth.user(name).ok_or(AuthError::UserNotFound)?;
         Ok(AuthUserGetResponse {
             header: Some(self.header()),
@@ -186,16 +199,15 @@ impl Core {
         name: &str,
     ) -> Result<AuthRoleGetResponse, ServerError> {
         self.linearizable().await?;
-        let auth = self.auth_state();
-        let holds = match caller {
-            Caller::Client(user) => auth
-                .user(user)
-                .is_some_and(|u| u.roles.iter().any(|r| r == name)),
-            Caller::Member => true,
-        };
-        if !holds {
-            self.authorize_admin(caller)?;
+        if let Some((auth, user)) = self.resolve(caller)? {
+            let holds = auth
+                .user(&user)
+                .is_some_and(|u| u.roles.iter().any(|r| r == name));
+            if !holds {
+                auth.check_admin(&user)?;
+            }
         }
+        let auth = self.auth_state();
         let role = auth.role(name).ok_or(AuthError::RoleNotFound)?;
         Ok(AuthRoleGetResponse {
             header: Some(self.header()),
@@ -234,17 +246,17 @@ impl Core {
         range_end: &[u8],
         access: Access,
     ) -> Result<(), ServerError> {
-        match caller {
-            Caller::Member => Ok(()),
-            Caller::Client(user) => Ok(self.auth_state().check(user, key, range_end, access)?),
+        match self.resolve(caller)? {
+            Some((auth, user)) => Ok(auth.check(&user, key, range_end, access)?),
+            None => Ok(()),
         }
     }
 
     /// Whether `caller` may do what only root may.
     pub(crate) fn authorize_admin(&self, caller: &Caller) -> Result<(), ServerError> {
-        match caller {
-            Caller::Member => Ok(()),
-            Caller::Client(user) => Ok(self.auth_state().check_admin(user)?),
+        match self.resolve(caller)? {
+            Some((auth, user)) => Ok(auth.check_admin(&user)?),
+            None => Ok(()),
         }
     }
 
@@ -256,21 +268,14 @@ impl Core {
         caller: &Caller,
         command: &mut CommandPb,
     ) -> Result<(), ServerError> {
-        let Caller::Client(user) = caller else {
+        let Some((auth, user)) = self.resolve(caller)? else {
             return Ok(());
         };
-        let auth = self.auth_state();
-        auth.check_command(user, command)?;
-        if auth.enabled() {
-            command.auth = Some(AuthContext {
-                user: user.clone(),
-                revision: auth.revision(),
-            });
-        }
+        auth.check_command(&user, command)?;
+        command.auth = Some(AuthContext {
+            user,
+            revision: auth.revision(),
+        });
         Ok(())
     }
-}
-
-fn is_self(caller: &Caller, name: &str) -> bool {
-    matches!(caller, Caller::Client(user) if !user.is_empty() && user == name)
 }

@@ -21,10 +21,12 @@ impl Core {
         request: RangeRequest,
     ) -> Result<RangeResponse, ServerError> {
         validate::range(&request)?;
-        self.authorize_read(caller, &request.key, &request.range_end)?;
         if !request.serializable {
             self.linearizable().await?;
         }
+        // After the read index, as etcd checks: a permission (or user)
+        // removed before the read began is seen here.
+        self.authorize_read(caller, &request.key, &request.range_end)?;
         let store = self.store.clone();
         let mut response = blocking("range", move || store.range(&request)).await??;
         self.complete(&mut response.header);

@@ -1,11 +1,10 @@
 //! What every etcd request passes before its service sees it, as one tower
 //! layer around all the services: the auth token it carries (etcd's
-//! `token` metadata, or `authorization`) is checked and the user it names
-//! becomes the request's [`Caller`] (a bad token is refused with etcd's
-//! "invalid auth token"); a request that asked (with etcd's `hasleader`
-//! metadata) to fail while there is no leader is refused; and a message
-//! over `max_request_bytes` is refused with etcd's error as its length
-//! prefix arrives.
+//! `token` metadata, or `authorization`) becomes the request's [`Caller`]
+//! (checked when the request is); a request that asked (with etcd's
+//! `hasleader` metadata) to fail while there is no leader is refused; and a
+//! message over `max_request_bytes` is refused with etcd's error as its
+//! length prefix arrives.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,8 +32,6 @@ const ETCD_SERVICES: &str = "/etcdserverpb.";
 /// caller too.
 const COORDINATION_SERVICES: [&str; 2] = ["/v3lockpb.", "/v3electionpb."];
 
-/// The metadata keys an auth token comes in (etcd reads both).
-const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
 
 /// Puts [`Admission`] around a service.
 #[derive(Clone)]
@@ -87,16 +84,8 @@ where
                 inner: self.inner.call(request),
             };
         }
-        match caller(&self.core, request.headers()) {
-            Ok(caller) => {
-                request.extensions_mut().insert(caller);
-            }
-            Err(refusal) => {
-                return AdmissionFuture::Refused {
-                    response: Some(Status::from(refusal).into_http()),
-                }
-            }
-        }
+        let caller = Caller::from_headers(request.headers());
+        request.extensions_mut().insert(caller);
         if !etcd {
             return AdmissionFuture::Admitted {
                 inner: self.inner.call(request),
@@ -118,20 +107,6 @@ where
             inner: self.inner.call(request),
         }
     }
-}
-
-/// The caller a request's token names (anonymous without one, or while
-/// auth is off); a token that does not check out is refused.
-pub(crate) fn caller(core: &Core, headers: &http::HeaderMap) -> Result<Caller, ServerError> {
-    let token = TOKEN_KEYS
-        .iter()
-        .find_map(|key| headers.get(*key))
-        .map(|value| value.to_str().unwrap_or_default());
-    let user = match token {
-        Some(token) => core.user_of_token(token)?.unwrap_or_default(),
-        None => String::new(),
-    };
-    Ok(Caller::Client(user))
 }
 
 pin_project_lite::pin_project! {

@@ -27,7 +27,6 @@ use tonic::Request;
 
 use super::admin::StatusClients;
 use super::json;
-use crate::api::grpc::admission::caller;
 use crate::api::grpc::{
     keep_alive, AuthService, ClusterService, ElectionService, KvService, LeaseService, LockService,
     MaintenanceService, WatchService,
@@ -58,10 +57,6 @@ impl Gateway {
         self.core.limits.max_request_bytes
     }
 
-    /// The caller the request's token names, or the refusal.
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, tonic::Status> {
-        caller(&self.core, headers).map_err(tonic::Status::from)
-    }
 }
 
 /// `message` as a request of `caller`.
@@ -76,10 +71,7 @@ macro_rules! unary {
     ($service:ident . $method:ident) => {
         post(
             |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
-                let caller = match g.caller(&headers) {
-                    Ok(caller) => caller,
-                    Err(refusal) => return json::error(&refusal),
-                };
+                let caller = Caller::from_headers(&headers);
                 json::unary(body, g.limit(), |request| {
                     g.$service.$method(request_of(caller, request))
                 })
@@ -165,10 +157,7 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
 fn watches() -> MethodRouter<Arc<Gateway>> {
     post(
         |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
-            let caller = match g.caller(&headers) {
-                Ok(caller) => caller,
-                Err(refusal) => return json::error(&refusal),
-            };
+            let caller = Caller::from_headers(&headers);
             let requests = json::requests::<WatchRequest>(body, g.limit());
             json::streamed(g.watch.open(false, caller, requests))
         },
@@ -187,10 +176,7 @@ fn keep_alives() -> MethodRouter<Arc<Gateway>> {
 fn snapshots() -> MethodRouter<Arc<Gateway>> {
     post(
         |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
-            let caller = match g.caller(&headers) {
-                Ok(caller) => caller,
-                Err(refusal) => return json::error(&refusal),
-            };
+            let caller = Caller::from_headers(&headers);
             server_streaming(body, g.limit(), |request: SnapshotRequest| {
                 g.maintenance.snapshot(request_of(caller, request))
             })
@@ -203,10 +189,7 @@ fn snapshots() -> MethodRouter<Arc<Gateway>> {
 fn observations() -> MethodRouter<Arc<Gateway>> {
     post(
         |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
-            let caller = match g.caller(&headers) {
-                Ok(caller) => caller,
-                Err(refusal) => return json::error(&refusal),
-            };
+            let caller = Caller::from_headers(&headers);
             server_streaming(body, g.limit(), |request: LeaderRequest| {
                 g.election.observe(request_of(caller, request))
             })
