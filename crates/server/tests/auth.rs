@@ -697,7 +697,12 @@ async fn the_admin_api_is_roots_once_auth_is_on() {
     setup_root(&mut anonymous).await;
     let root_token = login(&cluster, 0, "root", ROOT_PASSWORD).await.unwrap();
     let mut root = as_token(&cluster, 0, Some(root_token.clone())).await;
-    user_with(&mut root, "alice", vec![permission(Type::Readwrite, "a", "\0")]).await;
+    user_with(
+        &mut root,
+        "alice",
+        vec![permission(Type::Readwrite, "a", "\0")],
+    )
+    .await;
     let alice = login(&cluster, 0, "alice", "alice-pw").await.unwrap();
     let (code, answer) = call(&addr, "GET", "/api/v1/cluster", json!(null)).await;
     assert_eq!(code, 401, "{answer}");

@@ -32,7 +32,6 @@ const ETCD_SERVICES: &str = "/etcdserverpb.";
 /// caller too.
 const COORDINATION_SERVICES: [&str; 2] = ["/v3lockpb.", "/v3electionpb."];
 
-
 /// Puts [`Admission`] around a service.
 #[derive(Clone)]
 pub(crate) struct AdmissionLayer {

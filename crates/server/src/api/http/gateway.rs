@@ -56,7 +56,6 @@ impl Gateway {
     fn limit(&self) -> usize {
         self.core.limits.max_request_bytes
     }
-
 }
 
 /// `message` as a request of `caller`.

@@ -21,10 +21,10 @@ mod keys;
 
 use std::sync::Arc;
 
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use base64::Engine;
