@@ -209,7 +209,7 @@ async fn first_watch_response(c: &mut As, key: &str, end: &str) -> WatchResponse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcds_auth_flow_tokens_on_every_member_and_root_only_operations() {
-    let cluster = Cluster::start(3, &["--bcrypt-cost", "4"]).await;
+    let cluster = Cluster::start(3, &["--bcrypt-cost", "4", "--log-level", "debug"]).await;
     let mut anonymous = as_token(&cluster, 0, None).await;
     setup_root(&mut anonymous).await;
     let status = anonymous
@@ -376,8 +376,21 @@ async fn etcds_auth_flow_tokens_on_every_member_and_root_only_operations() {
         "etcdserver: invalid auth token",
     );
     let fresh = login(&cluster, 2, "root", ROOT_PASSWORD).await.unwrap();
-    let mut root = as_token(&cluster, 2, Some(fresh)).await;
+    let mut root = as_token(&cluster, 2, Some(fresh.clone())).await;
     get(&mut root, "a/1", "").await.expect("a new token works");
+
+    // No password and no token in any member's log (at debug level).
+    for member in &cluster.members {
+        let log = std::fs::read_to_string(&member.log).unwrap_or_default();
+        assert!(!log.is_empty(), "{} logs", member.log.display());
+        for secret in [ROOT_PASSWORD, "reader-pw", token.as_str(), fresh.as_str()] {
+            assert!(
+                !log.contains(secret),
+                "{} holds a secret",
+                member.log.display()
+            );
+        }
+    }
 }
 
 /// Bad input: each gets its error and the auth state is as before.
