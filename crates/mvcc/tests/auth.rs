@@ -9,40 +9,14 @@ use keel_api::etcdserverpb::{
     AuthRoleRevokePermissionRequest, AuthUserAddRequest, AuthUserDeleteRequest,
     AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest, PutRequest,
 };
-use keel_api::keelpb::{self, command::Op, AuthContext, AuthEnable};
+use keel_api::keelpb::{command::Op, AuthContext, AuthEnable};
 use keel_mvcc::auth::{Access, AuthError};
-use keel_mvcc::{Command, MvccError, Store, StoreOptions, WriteResponse};
+use keel_mvcc::{MvccError, Store, StoreOptions, WriteResponse};
 
-struct Harness {
-    store: Store,
-    index: u64,
-    dir: tempfile::TempDir,
-}
+mod common;
+use common::Harness;
 
 impl Harness {
-    fn new() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        Harness {
-            store: Store::open(dir.path(), StoreOptions::default()).unwrap(),
-            index: 0,
-            dir,
-        }
-    }
-
-    fn apply_as(&mut self, op: Op, auth: Option<AuthContext>) -> Result<WriteResponse, MvccError> {
-        self.index += 1;
-        let command = Command(keelpb::Command { op: Some(op), auth });
-        self.store
-            .apply_batch(vec![(self.index, command)])
-            .responses
-            .pop()
-            .unwrap()
-    }
-
-    fn apply(&mut self, op: Op) -> Result<WriteResponse, MvccError> {
-        self.apply_as(op, None)
-    }
-
     fn ok(&mut self, op: Op) {
         assert_eq!(self.apply(op), Ok(WriteResponse::Auth));
     }

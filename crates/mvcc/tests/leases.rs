@@ -11,35 +11,10 @@ use keel_api::keelpb::{self, command::Op, LeaseExpire, LeaseRenew};
 use keel_api::mvccpb::event::EventType;
 use keel_mvcc::{Command, Lease, MvccError, Store, StoreOptions, WriteResponse};
 
-struct Harness {
-    store: Store,
-    index: u64,
-    _dir: tempfile::TempDir,
-}
+mod common;
+use common::Harness;
 
 impl Harness {
-    fn new() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        Harness {
-            store: Store::open(dir.path(), StoreOptions::default()).unwrap(),
-            index: 0,
-            _dir: dir,
-        }
-    }
-
-    fn apply(&mut self, op: Op) -> Result<WriteResponse, MvccError> {
-        self.index += 1;
-        let command = Command(keelpb::Command {
-            op: Some(op),
-            auth: None,
-        });
-        self.store
-            .apply_batch(vec![(self.index, command)])
-            .responses
-            .pop()
-            .unwrap()
-    }
-
     fn grant(&mut self, id: i64, ttl: i64) -> Result<WriteResponse, MvccError> {
         self.apply(Op::LeaseGrant(LeaseGrantRequest { ttl, id }))
     }
@@ -245,7 +220,7 @@ fn leases_and_attachments_survive_snapshots_and_reopening() {
         assert_eq!(keys(store, 1), ["one"]);
         assert_eq!(keys(store, 2), ["two"]);
     }
-    let dir = h._dir;
+    let dir = h.dir;
     drop(h.store);
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(store.leases().len(), 2);
