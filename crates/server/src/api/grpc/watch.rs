@@ -116,6 +116,19 @@ impl WatchService {
     }
 }
 
+/// The answer to a watch that is not created: as etcd answers, created and
+/// canceled at once, with the reason.
+fn refused(hub: &WatchHub, reason: String) -> WatchResponse {
+    WatchResponse {
+        header: hub.header(hub.published()),
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: reason,
+        ..WatchResponse::default()
+    }
+}
+
 /// The cancel reason of a watch its user may not read: etcd's, which is
 /// its gRPC error's text.
 const PERMISSION_DENIED: &str =
@@ -207,16 +220,7 @@ async fn serve_requests<R>(
         };
         let answered = match request.request_union {
             Some(RequestUnion::CreateRequest(create)) if !permits.may_watch(&create) => {
-                // As etcd answers: created and canceled at once.
-                let refused = WatchResponse {
-                    header: hub.header(hub.published()),
-                    watch_id: -1,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: PERMISSION_DENIED.into(),
-                    ..WatchResponse::default()
-                };
-                queue.send(refused).await
+                queue.send(refused(&hub, PERMISSION_DENIED.into())).await
             }
             Some(RequestUnion::CreateRequest(create)) => match hub.create(stream, &create) {
                 Ok((id, revision)) => {
@@ -230,17 +234,7 @@ async fn serve_requests<R>(
                     hub.activate(stream, id);
                     sent
                 }
-                Err(e) => {
-                    let refused = WatchResponse {
-                        header: hub.header(hub.published()),
-                        watch_id: -1,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: e.to_string(),
-                        ..WatchResponse::default()
-                    };
-                    queue.send(refused).await
-                }
+                Err(e) => queue.send(refused(&hub, e.to_string())).await,
             },
             Some(RequestUnion::CancelRequest(cancel)) => {
                 if hub.cancel(stream, cancel.watch_id) {
