@@ -10,7 +10,8 @@
 #     app/config/a as a .key-entry;
 #   - the markup keys and values as text only: escaped in the DOM, no
 #     element injected (no <img>, no extra <script>, no on* attribute) and no
-#     body[data-pwned].
+#     body[data-pwned];
+#   - with auth on and no token: the login form (#login), no cluster data.
 # A screenshot of #/cluster is left in a temporary directory (its path is
 # printed; DASHBOARD_SHOT_DIR chooses it). Installs Debian's chromium and
 # etcd-client if missing.
@@ -327,4 +328,11 @@ chrome screenshot --window-size=1366,900 --screenshot="$shot" "$base/#/cluster" 
     fail "chromium could not take the screenshot"
 [[ -s "$shot" ]] || fail "the screenshot $shot is missing or empty"
 echo "ok   screenshot of #/cluster: $shot"
+# ---- with auth on, the pages ask root to log in
+ctl user add root:rootpw >/dev/null
+ctl auth enable >/dev/null
+dump login "$base/#/cluster"
+grep -q 'id="login"' "$work/login.html" || fail "with auth on, #/cluster shows no login form (the page: $work/login.html)"
+grep -q 'data-role="leader"' "$work/login.html" && fail "with auth on and no token, the cluster view was rendered"
+echo "ok   with auth on, the dashboard shows its login form and no cluster data"
 echo "dashboard: all checks passed"

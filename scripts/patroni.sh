@@ -5,15 +5,18 @@
 # primary and the second follows; then the primary (Patroni and Postgres) is
 # killed with SIGKILL and, while it fails over, so is the keel leader. The
 # replica must be promoted and take writes, and `patronictl list` must show
-# it. Installs patroni and postgresql if missing.
+# it. Auth is on: Patroni logs in as a user that may read and write only
+# its namespace (/service/), through the gateway's /v3/auth/authenticate
+# and Authorization header. Installs patroni, postgresql and etcd-client if
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/keel_cluster.sh
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
-if ! command -v patroni >/dev/null || [[ -z "$pg_bin" ]]; then
-    echo "== installing patroni and postgresql"
-    { apt-get update -qq && apt-get install -y -qq patroni postgresql; } >/dev/null 2>&1 ||
-        { echo "patroni: cannot install patroni and postgresql" >&2; exit 1; }
+if ! command -v patroni >/dev/null || ! command -v etcdctl >/dev/null || [[ -z "$pg_bin" ]]; then
+    echo "== installing patroni, postgresql and etcd-client"
+    { apt-get update -qq && apt-get install -y -qq patroni postgresql etcd-client; } >/dev/null 2>&1 ||
+        { echo "patroni: cannot install patroni, postgresql and etcd-client" >&2; exit 1; }
     pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 fi
 work=$(mktemp -d /tmp/keel-patroni.XXXXXX)
@@ -38,6 +41,17 @@ fail() {
     exit 1
 }
 
+# Auth on: root, and a user for Patroni's namespace only.
+export ETCDCTL_API=3
+ctl() { etcdctl --endpoints="$endpoints" "$@" >/dev/null || fail "etcdctl $*"; }
+ctl user add root:root-pw
+ctl user add patroni:patroni-pw
+ctl auth enable
+ctl --user root:root-pw role add patroni
+ctl --user root:root-pw role grant-permission patroni readwrite /service/ --prefix=true
+ctl --user root:root-pw user grant-role patroni patroni
+echo "ok   auth on; Patroni logs in as a user of /service/ only"
+
 for i in 1 2; do
     cat >"$work/pg$i.yml" <<CONF
 scope: keel-demo
@@ -47,6 +61,8 @@ restapi:
   connect_address: 127.0.0.1:$((8008 + i))
 etcd3:
   hosts: $endpoints
+  username: patroni
+  password: patroni-pw
 bootstrap:
   dcs:
     ttl: 10

@@ -16,6 +16,13 @@ pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
+/// etcd's users, roles and permissions (`authpb`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod authpb {
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
+}
+
 /// etcd's client API (`etcdserverpb`): its messages, and the services keel
 /// serves (clients and servers).
 #[allow(missing_docs, unreachable_pub, clippy::all)]

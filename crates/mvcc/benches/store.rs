@@ -37,7 +37,13 @@ fn apply(store: &Store, index: &mut u64, ops: impl Iterator<Item = Op>) {
     };
     for op in ops {
         *index += 1;
-        batch.push((*index, Command(keelpb::Command { op: Some(op) })));
+        batch.push((
+            *index,
+            Command(keelpb::Command {
+                op: Some(op),
+                auth: None,
+            }),
+        ));
         if batch.len() == 64 {
             flush(&mut batch);
         }

@@ -63,6 +63,8 @@ pub enum WriteResponse {
     LeaseRenew(Vec<i64>),
     /// Whether an expiry took the lease (false: renewed since, or gone).
     LeaseExpire(bool),
+    /// An auth change was applied (or changed nothing).
+    Auth,
     /// The command was applied before (a replay after restart); its
     /// original response is gone.
     AlreadyApplied,
@@ -84,6 +86,7 @@ impl WriteResponse {
             WriteResponse::LeaseRevoke(r) => Sent::LeaseRevoke(r),
             WriteResponse::LeaseRenew(ttls) => Sent::LeaseRenew(LeaseRenewed { ttls }),
             WriteResponse::LeaseExpire(expired) => Sent::LeaseExpire(expired),
+            WriteResponse::Auth => Sent::Auth(true),
             WriteResponse::AlreadyApplied => {
                 return Err(MvccError::InvalidArgument(
                     "a fresh proposal was reported as replayed".into(),
@@ -109,6 +112,7 @@ impl WriteResponse {
             Some(Sent::LeaseRevoke(r)) => WriteResponse::LeaseRevoke(r),
             Some(Sent::LeaseRenew(r)) => WriteResponse::LeaseRenew(r.ttls),
             Some(Sent::LeaseExpire(expired)) => WriteResponse::LeaseExpire(expired),
+            Some(Sent::Auth(_)) => WriteResponse::Auth,
             None => {
                 return Err(MvccError::Corrupt(
                     "the leader answered a forwarded command with an empty outcome".into(),
@@ -145,6 +149,7 @@ mod tests {
             WriteResponse::LeaseRevoke(LeaseRevokeResponse::default()),
             WriteResponse::LeaseRenew(vec![60, 0]),
             WriteResponse::LeaseExpire(true),
+            WriteResponse::Auth,
         ];
         for response in responses {
             let outcome = response.clone().into_outcome().unwrap();

@@ -45,6 +45,9 @@ pub enum MvccError {
     /// must be redone): reads wait for it.
     #[error("a snapshot is being restored; retry")]
     Restoring,
+    /// Refused by the auth rules (etcd's message).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// A malformed request (unknown enum value and the like).
     #[error("{0}")]
     InvalidArgument(String),

@@ -10,6 +10,7 @@
 //! ([`Store::write_snapshot`], [`Store::restore`]).
 
 mod apply;
+pub mod auth;
 mod command;
 mod compaction;
 mod encoding;

@@ -54,6 +54,7 @@ pub(crate) struct Keyspaces {
     pub members: Keyspace,
     pub alarms: Keyspace,
     pub leases: Keyspace,
+    pub auth: Keyspace,
 }
 
 impl Keyspaces {
@@ -68,11 +69,12 @@ impl Keyspaces {
             members: db.keyspace("members", KeyspaceCreateOptions::default)?,
             alarms: db.keyspace("alarms", KeyspaceCreateOptions::default)?,
             leases: db.keyspace("leases", KeyspaceCreateOptions::default)?,
+            auth: db.keyspace("auth", KeyspaceCreateOptions::default)?,
         })
     }
 
     /// Every keyspace, the derived indexes included.
-    pub(crate) fn all(&self) -> [&Keyspace; 8] {
+    pub(crate) fn all(&self) -> [&Keyspace; 9] {
         [
             &self.kv,
             &self.live,
@@ -82,17 +84,19 @@ impl Keyspaces {
             &self.meta,
             &self.members,
             &self.alarms,
+            &self.auth,
         ]
     }
 
     /// Each keyspace a snapshot streams, with its tag in the stream.
-    pub(crate) fn tagged(&self) -> [(u8, &Keyspace); 5] {
+    pub(crate) fn tagged(&self) -> [(u8, &Keyspace); 6] {
         [
             (META_TAG, &self.meta),
             (KV_TAG, &self.kv),
             (3, &self.members),
             (4, &self.alarms),
             (5, &self.leases),
+            (6, &self.auth),
         ]
     }
 }

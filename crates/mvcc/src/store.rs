@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use fjall::{Database, Keyspace, OwnedWriteBatch, Readable, Snapshot};
 
+use crate::auth::AuthState;
 use crate::compaction::{Fate, Garbage, Pass};
 use crate::encoding::{is_tombstone, split_version_key, DerivedIndexer};
 use crate::range::{self, Committed};
@@ -57,6 +58,8 @@ pub(crate) struct Inner {
     /// The leases as of the last committed batch (apart from `state`,
     /// which each batch copies: there can be very many leases).
     pub leases: RwLock<BTreeMap<i64, Lease>>,
+    /// The auth state as of the last committed batch.
+    pub auth: RwLock<Arc<AuthState>>,
     /// Held by whoever writes: applying a batch, restoring, or removing
     /// compacted history (whose progress it holds).
     pub writer: Mutex<Option<Pass>>,
@@ -83,12 +86,14 @@ impl Store {
         let keyspaces = Keyspaces::open(&db)?;
         let state = State::load(&db.snapshot(), &keyspaces)?;
         let leases = load_leases(&db.snapshot(), &keyspaces)?;
+        let auth = crate::apply::load_auth(&db.snapshot(), &keyspaces.auth)?;
         let store = Store {
             inner: Arc::new(Inner {
                 db,
                 keyspaces,
                 state: RwLock::new(state),
                 leases: RwLock::new(leases),
+                auth: RwLock::new(Arc::new(auth)),
                 writer: Mutex::new(None),
             }),
         };
@@ -288,6 +293,16 @@ impl Store {
         }
     }
 
+    /// The auth state (users, roles, whether auth is on) as of the last
+    /// applied batch.
+    pub fn auth(&self) -> Arc<AuthState> {
+        self.inner
+            .auth
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether a restore is under way or was interrupted: the contents are
     /// then partial, and reads are refused until it is redone.
     pub fn restoring(&self) -> bool {
@@ -299,6 +314,12 @@ impl Store {
         let snapshot = self.inner.db.snapshot();
         let state = State::load(&snapshot, &self.inner.keyspaces)?;
         let leases = load_leases(&snapshot, &self.inner.keyspaces)?;
+        let auth = crate::apply::load_auth(&snapshot, &self.inner.keyspaces.auth)?;
+        *self
+            .inner
+            .auth
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(auth);
         *self
             .inner
             .state
@@ -357,7 +378,15 @@ mod tests {
         let commands = ops
             .into_iter()
             .zip(1..)
-            .map(|(op, index)| (index, Command(keelpb::Command { op: Some(op) })))
+            .map(|(op, index)| {
+                (
+                    index,
+                    Command(keelpb::Command {
+                        op: Some(op),
+                        auth: None,
+                    }),
+                )
+            })
             .collect();
         for result in store.apply_batch(commands).responses {
             result.unwrap();
@@ -406,6 +435,7 @@ mod tests {
                     value: Bytes::from_static(b"1"),
                     ..Default::default()
                 })),
+                auth: None,
             })
         };
         for result in store

@@ -6,6 +6,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+use crate::auth::{check_name, is_valid_permission_range, AuthError};
 use crate::encoding::check_key_len;
 use crate::MvccError;
 use keel_api::etcdserverpb::{
@@ -29,8 +30,23 @@ pub fn command(command: &Command, max_txn_ops: usize) -> Result<(), MvccError> {
             | Op::LeaseGrant(_)
             | Op::LeaseRevoke(_)
             | Op::LeaseRenew(_)
-            | Op::LeaseExpire(_),
+            | Op::LeaseExpire(_)
+            | Op::AuthEnable(_)
+            | Op::AuthDisable(_)
+            | Op::UserDelete(_)
+            | Op::UserChangePassword(_)
+            | Op::UserGrantRole(_)
+            | Op::UserRevokeRole(_)
+            | Op::RoleDelete(_)
+            | Op::RoleRevokePermission(_),
         ) => Ok(()),
+        Some(Op::UserAdd(add)) => Ok(check_name(&add.name, AuthError::UserEmpty)?),
+        Some(Op::RoleAdd(add)) => Ok(check_name(&add.name, AuthError::RoleEmpty)?),
+        Some(Op::RoleGrantPermission(grant)) => match &grant.perm {
+            Some(p) if is_valid_permission_range(&p.key, &p.range_end) => Ok(()),
+            Some(_) => Err(AuthError::InvalidAuthMgmt.into()),
+            None => Err(MvccError::InvalidArgument("permission not given".into())),
+        },
         None => Err(MvccError::InvalidArgument("empty command".into())),
     }
 }
@@ -254,6 +270,7 @@ mod tests {
         command(
             &Command {
                 op: Some(Op::Txn(txn)),
+                auth: None,
             },
             4,
         )

@@ -118,7 +118,10 @@ fn any_command(rng: &mut Rng) -> Command {
         },
         _ => Op::Txn(txn(rng, 0)),
     };
-    Command(keelpb::Command { op: Some(op) })
+    Command(keelpb::Command {
+        op: Some(op),
+        auth: None,
+    })
 }
 
 /// Every key-value at `revision`.
@@ -403,6 +406,7 @@ fn a_failed_command_makes_no_event_and_a_put_without_change_still_does() {
                 value: Bytes::from_static(value.as_bytes()),
                 ..Default::default()
             })),
+            auth: None,
         })
     };
     let ignore_value_on_missing = Command(keelpb::Command {
@@ -411,6 +415,7 @@ fn a_failed_command_makes_no_event_and_a_put_without_change_still_does() {
             ignore_value: true,
             ..Default::default()
         })),
+        auth: None,
     });
     let applied = store.apply_batch(vec![
         (1, put("1")),

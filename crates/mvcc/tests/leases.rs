@@ -11,32 +11,10 @@ use keel_api::keelpb::{self, command::Op, LeaseExpire, LeaseRenew};
 use keel_api::mvccpb::event::EventType;
 use keel_mvcc::{Command, Lease, MvccError, Store, StoreOptions, WriteResponse};
 
-struct Harness {
-    store: Store,
-    index: u64,
-    _dir: tempfile::TempDir,
-}
+mod common;
+use common::Harness;
 
 impl Harness {
-    fn new() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        Harness {
-            store: Store::open(dir.path(), StoreOptions::default()).unwrap(),
-            index: 0,
-            _dir: dir,
-        }
-    }
-
-    fn apply(&mut self, op: Op) -> Result<WriteResponse, MvccError> {
-        self.index += 1;
-        let command = Command(keelpb::Command { op: Some(op) });
-        self.store
-            .apply_batch(vec![(self.index, command)])
-            .responses
-            .pop()
-            .unwrap()
-    }
-
     fn grant(&mut self, id: i64, ttl: i64) -> Result<WriteResponse, MvccError> {
         self.apply(Op::LeaseGrant(LeaseGrantRequest { ttl, id }))
     }
@@ -124,6 +102,7 @@ fn keys_attach_and_detach_and_revoking_deletes_them_at_one_revision() {
         index,
         Command(keelpb::Command {
             op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+            auth: None,
         }),
     )]);
     assert!(matches!(
@@ -188,7 +167,15 @@ fn a_batch_that_grants_attaches_and_revokes_sees_its_own_writes() {
     ]
     .into_iter()
     .zip(1..)
-    .map(|(op, i)| (i, Command(keelpb::Command { op: Some(op) })))
+    .map(|(op, i)| {
+        (
+            i,
+            Command(keelpb::Command {
+                op: Some(op),
+                auth: None,
+            }),
+        )
+    })
     .collect();
     let applied = h.store.apply_batch(commands);
     assert_eq!(applied.responses[4], Err(MvccError::LeaseNotFound));
@@ -233,7 +220,7 @@ fn leases_and_attachments_survive_snapshots_and_reopening() {
         assert_eq!(keys(store, 1), ["one"]);
         assert_eq!(keys(store, 2), ["two"]);
     }
-    let dir = h._dir;
+    let dir = h.dir;
     drop(h.store);
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(store.leases().len(), 2);

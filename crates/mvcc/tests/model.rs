@@ -802,6 +802,7 @@ impl Run {
                 let valid = branch_valid(&txn.success) && branch_valid(&txn.failure);
                 let command = keelpb::Command {
                     op: Some(Op::Txn(txn.clone())),
+                    auth: None,
                 };
                 let verdict = validate::command(&command, 128);
                 if valid {
@@ -826,6 +827,7 @@ impl Run {
         if let Op::Put(p) = &op {
             let command = keelpb::Command {
                 op: Some(op.clone()),
+                auth: None,
             };
             prop_assert_eq!(
                 validate::command(&command, 128),
@@ -838,7 +840,10 @@ impl Run {
         self.index += 1;
         self.pending.push((
             self.index,
-            Command(keelpb::Command { op: Some(op) }),
+            Command(keelpb::Command {
+                op: Some(op),
+                auth: None,
+            }),
             expected,
         ));
         Ok(())

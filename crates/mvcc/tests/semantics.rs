@@ -157,7 +157,10 @@ impl Harness {
 }
 
 fn cmd(op: Op) -> Command {
-    Command(keelpb::Command { op: Some(op) })
+    Command(keelpb::Command {
+        op: Some(op),
+        auth: None,
+    })
 }
 
 fn b(s: &str) -> Bytes {
@@ -1803,7 +1806,13 @@ fn db_size_grows_with_the_data() {
 // ---------------------------------------------------------------------------
 
 fn check(op: Op, max_txn_ops: usize) -> Result<(), MvccError> {
-    validate::command(&keelpb::Command { op: Some(op) }, max_txn_ops)
+    validate::command(
+        &keelpb::Command {
+            op: Some(op),
+            auth: None,
+        },
+        max_txn_ops,
+    )
 }
 
 fn check_txn(success: Vec<RequestOp>) -> Result<(), MvccError> {

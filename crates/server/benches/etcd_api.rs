@@ -41,6 +41,10 @@
 //! `BENCH_VALUE_SIZE` (256), `BENCH_KEYSPACE` (100000), `BENCH_READ_KEYS`
 //! (1000), `BENCH_WATCH_WRITERS` (1), `BENCH_STALL_PUTS` (200000).
 //!
+//! `BENCH_AUTH=1` turns auth on first (root, and a user `bench` allowed to
+//! read and write every key, not root, so every request is checked) and
+//! the put and range clients send `bench`'s token; one target per run.
+//!
 //! - "watch": N watchers of one prefix, ten to a stream and ten streams to
 //!   a connection, while `BENCH_WATCH_WRITERS` clients put to keys under it
 //!   for `BENCH_SECS`: events delivered per second and the latency from
@@ -64,11 +68,14 @@ use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use keel_api::authpb::{permission::Type as PermissionType, Permission};
+use keel_api::etcdserverpb::auth_client::AuthClient;
 use keel_api::etcdserverpb::kv_client::KvClient;
 use keel_api::etcdserverpb::watch_client::WatchClient;
 use keel_api::etcdserverpb::*;
 use keel_mvcc::prefix_end;
 use keel_testkit::{Cluster, Flavor};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Bench settings, from the environment.
@@ -87,6 +94,8 @@ struct Settings {
     leases: usize,
     expiring: usize,
     keep_dir: bool,
+    /// Auth on, requests of a non-root user (`BENCH_AUTH=1`).
+    auth: bool,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -155,6 +164,7 @@ impl Settings {
             leases: env_or("BENCH_LEASES", 100_000usize),
             expiring: env_or("BENCH_EXPIRING", 10_000usize),
             keep_dir: env_or("BENCH_KEEP_DIR", 0u8) != 0,
+            auth: env_or("BENCH_AUTH", 0u8) != 0,
         }
     }
 }
@@ -232,8 +242,86 @@ async fn connect(addr: &str) -> Channel {
         .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
 }
 
+/// The token every KV client sends (`BENCH_AUTH=1`), set once auth is on.
+static TOKEN: std::sync::OnceLock<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+    std::sync::OnceLock::new();
+
+/// Sends [`TOKEN`], once there is one.
+#[derive(Clone, Copy)]
+struct WithToken;
+
+impl tonic::service::Interceptor for WithToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = TOKEN.get() {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A KV client (with the token, when auth is on).
+type Kv = KvClient<InterceptedService<Channel, WithToken>>;
+
+/// `BENCH_AUTH=1`: turns auth on (root, and a user `bench` whose role may
+/// read and write every key: not root, so each request is checked against
+/// its permissions) and makes the KV clients send `bench`'s token.
+async fn enable_auth(addr: &str) {
+    let mut auth = AuthClient::new(connect(addr).await);
+    let fail = |what: &str, e: tonic::Status| -> ! { panic!("{what}: {e}") };
+    for (name, password) in [("root", "root-pw"), ("bench", "bench-pw")] {
+        auth.user_add(AuthUserAddRequest {
+            name: name.into(),
+            password: password.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| fail("user add", e));
+        auth.role_add(AuthRoleAddRequest { name: name.into() })
+            .await
+            .unwrap_or_else(|e| fail("role add", e));
+        auth.user_grant_role(AuthUserGrantRoleRequest {
+            user: name.into(),
+            role: name.into(),
+        })
+        .await
+        .unwrap_or_else(|e| fail("grant", e));
+    }
+    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
+        name: "bench".into(),
+        perm: Some(Permission {
+            perm_type: PermissionType::Readwrite as i32,
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+        }),
+    })
+    .await
+    .unwrap_or_else(|e| fail("permission", e));
+    auth.auth_enable(AuthEnableRequest {})
+        .await
+        .unwrap_or_else(|e| fail("auth enable", e));
+    let token = auth
+        .authenticate(AuthenticateRequest {
+            name: "bench".into(),
+            password: "bench-pw".into(),
+        })
+        .await
+        .unwrap_or_else(|e| fail("authenticate", e))
+        .into_inner()
+        .token;
+    // Each target gets its own cluster and token; the first one set stays
+    // unless replaced here.
+    let value = token.parse().expect("an ASCII token");
+    if TOKEN.set(value).is_err() {
+        eprintln!("BENCH_AUTH: run one target at a time (BENCH_TARGETS) so each gets its token");
+        std::process::exit(2);
+    }
+}
+
 /// `clients` KV clients on the leader, sharing ⌈clients / per_conn⌉ connections.
-async fn kv_clients(addr: &str, clients: usize, per_conn: usize) -> Vec<KvClient<Channel>> {
+async fn kv_clients(addr: &str, clients: usize, per_conn: usize) -> Vec<Kv> {
     let conns = clients.div_ceil(per_conn);
     let mut channels = Vec::with_capacity(conns);
     for _ in 0..conns {
@@ -248,7 +336,10 @@ async fn kv_clients(addr: &str, clients: usize, per_conn: usize) -> Vec<KvClient
         channels.push(channel);
     }
     (0..clients)
-        .map(|c| KvClient::new(channels[c % conns].clone()).max_decoding_message_size(64 << 20))
+        .map(|c| {
+            KvClient::with_interceptor(channels[c % conns].clone(), WithToken)
+                .max_decoding_message_size(64 << 20)
+        })
         .collect()
 }
 
@@ -834,6 +925,10 @@ fn main() {
         cluster.keep_dir(s.keep_dir);
         let mut preloaded = false;
         runtime.block_on(async {
+            if s.auth {
+                let leader = cluster.wait_for_leader().await;
+                enable_auth(&cluster.members[leader].spec.client).await;
+            }
             for &clients in &s.clients {
                 for &op in &s.ops {
                     let leader = cluster.wait_for_leader().await;

@@ -98,6 +98,13 @@ pub(crate) struct Settings {
     /// Keep at most this many log files (older ones are deleted).
     #[arg(long)]
     pub log_max_files: Option<usize>,
+    /// Seconds an auth token stays valid (etcd's `--auth-token-ttl`).
+    #[arg(long)]
+    pub auth_token_ttl: Option<u64>,
+    /// The bcrypt cost of password hashes, 4 to 31 (etcd's
+    /// `--bcrypt-cost`; each step doubles the work of a login).
+    #[arg(long)]
+    pub bcrypt_cost: Option<u32>,
     /// The client port's certificate (PEM); with `key_file` set, the
     /// client port speaks only TLS (`https://` client URLs).
     #[arg(long)]
@@ -173,6 +180,8 @@ impl Settings {
             log_dir,
             log_max_size_mb,
             log_max_files,
+            auth_token_ttl,
+            bcrypt_cost,
             cert_file,
             key_file,
             trusted_ca_file,
@@ -259,6 +268,10 @@ pub(crate) struct Config {
     pub log_max_bytes: u64,
     /// How many log files are kept.
     pub log_max_files: usize,
+    /// How long an auth token stays valid.
+    pub auth_token_ttl: Duration,
+    /// The bcrypt cost of password hashes.
+    pub bcrypt_cost: u32,
     /// TLS on the client port; `None`: plaintext.
     pub client_tls: Option<TlsFiles>,
     /// TLS between members; `None`: plaintext.
@@ -424,6 +437,14 @@ impl Config {
                 * 1024
                 * 1024,
             log_max_files: positive(s.log_max_files.unwrap_or(8) as u64, "log_max_files")? as usize,
+            auth_token_ttl: Duration::from_secs(positive(
+                s.auth_token_ttl.unwrap_or(300),
+                "auth_token_ttl",
+            )?),
+            bcrypt_cost: match s.bcrypt_cost.unwrap_or(bcrypt::DEFAULT_COST) {
+                cost @ 4..=31 => cost,
+                other => bail!("bcrypt_cost must be 4 to 31, not {other}"),
+            },
             client_tls,
             peer_tls,
         })

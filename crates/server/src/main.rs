@@ -4,6 +4,7 @@
 //! the other subcommands are a small client (etcdctl works too).
 
 mod api;
+mod auth;
 mod cli;
 mod cluster;
 mod config;

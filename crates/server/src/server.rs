@@ -24,14 +24,14 @@ use crate::api::grpc::admission::AdmissionLayer;
 use crate::api::grpc::authority::LenientAuthority;
 use crate::api::grpc::handled::HandledLayer;
 use crate::api::grpc::{
-    ClusterService, ElectionService, ForwardService, KvService, LeaseService, LockService,
-    MaintenanceService, WatchService,
+    AuthService, ClusterService, ElectionService, ForwardService, KvService, LeaseService,
+    LockService, MaintenanceService, WatchService,
 };
 use crate::api::http::{self, Gateway, StatusClients};
 use crate::cluster::{Peers, RecordedAddresses};
 use crate::config::{host_port, ClusterState, Config};
 use crate::coordination::Coordinator;
-use crate::core::{Core, Limits, MvccStateMachine};
+use crate::core::{AuthSettings, Core, Limits, MvccStateMachine};
 use crate::identity::{self, Identity};
 use crate::leases::{LeaseClock, Renewer};
 use crate::tasks::{self, Tasks};
@@ -126,6 +126,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             request_timeout: config.request_timeout,
         },
         (lease_clock, renewer, config.min_lease_ttl()),
+        AuthSettings::new(config.auth_token_ttl, config.bcrypt_cost),
     ));
 
     let coordinator = Arc::new(Coordinator::new(core.clone(), hub.clone()));
@@ -135,7 +136,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         .layer(ConnectionInfoLayer)
         .layer(AdmissionLayer::new(core.clone()))
         .add_service(RaftService::new(identity.cluster_id, node.inbox()).into_server())
-        .add_service(ClusterService(core.clone()).into_server())
+        .add_service(ClusterService::for_peers(core.clone()).into_server())
         .add_service(ForwardService(core.clone()).into_server())
         .serve_with_incoming_shutdown(
             tls::accept(
@@ -151,6 +152,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     let mut client_servers = Vec::new();
     let watch_service = || {
         WatchService::new(
+            core.clone(),
             hub.clone(),
             node.watch(),
             config.election_timeout(),
@@ -161,11 +163,12 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     for listener in client_listeners {
         let grpc = Routes::builder()
             .add_service(KvService(core.clone()).into_server())
+            .add_service(AuthService(core.clone()).into_server())
             .add_service(LeaseService(core.clone()).into_server())
             .add_service(LockService(coordinator.clone()).into_server())
             .add_service(ElectionService(coordinator.clone()).into_server())
             .add_service(watch_service().into_server())
-            .add_service(ClusterService(core.clone()).into_server())
+            .add_service(ClusterService::for_clients(core.clone()).into_server())
             .add_service(MaintenanceService::new(core.clone(), scratch.clone()).into_server())
             .add_service(health_service.clone())
             .clone()
@@ -173,8 +176,9 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
         let gateway = Gateway {
             core: core.clone(),
             kv: KvService(core.clone()),
+            auth: AuthService(core.clone()),
             lease: LeaseService(core.clone()),
-            cluster: ClusterService(core.clone()),
+            cluster: ClusterService::for_clients(core.clone()),
             maintenance: MaintenanceService::new(core.clone(), scratch.clone()),
             lock: LockService(coordinator.clone()),
             election: ElectionService(coordinator.clone()),

@@ -942,7 +942,8 @@ async fn malformed_frames_and_nonsense_from_a_peer_get_errors_and_change_nothing
     ];
     for op in nonsense {
         let description = format!("{op:?}").chars().take(300).collect::<String>();
-        let result = tokio::time::timeout(CALL_TIMEOUT, forward.propose(CommandPb { op })).await;
+        let result =
+            tokio::time::timeout(CALL_TIMEOUT, forward.propose(CommandPb { op, auth: None })).await;
         match result {
             Ok(Err(status)) if status.code() == Code::InvalidArgument => {}
             other => panic!(

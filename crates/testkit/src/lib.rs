@@ -5,6 +5,8 @@
 //! `keel serve` (or, for side-by-side benchmarks, an `etcd`) child process
 //! with its own ports, data directory and log file.
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

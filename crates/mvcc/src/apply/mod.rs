@@ -13,12 +13,14 @@
 //! when the command succeeds, so a failed command changes nothing.
 
 mod alarms;
+mod auth;
 mod kv;
 mod leases;
 mod members;
 
 use std::collections::BTreeMap;
 use std::mem;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use fjall::{OwnedWriteBatch, Snapshot};
@@ -27,11 +29,14 @@ use keel_api::keelpb::command::Op;
 use keel_api::mvccpb::{Event, KeyValue};
 use tracing::error;
 
+use crate::auth::AuthState;
 use crate::schema::{
     revision_bytes, Lease, State, APPLIED, COMPACTED, INDEXED, PHYSICAL, REVISION,
 };
 use crate::store::Store;
 use crate::{quota, Command, MvccError, WriteResponse};
+
+pub(crate) use auth::load as load_auth;
 
 /// What applying a batch of commands did.
 #[derive(Debug, Default)]
@@ -111,6 +116,10 @@ struct Writer<'a> {
     /// Leases granted, renewed (`Some`) or ended (`None`) by the batch so
     /// far; the rest are the store's.
     leases: BTreeMap<i64, Option<Lease>>,
+    /// The auth state including the batch so far.
+    auth: Arc<AuthState>,
+    /// Whether the batch changed `auth`.
+    auth_changed: bool,
 }
 
 impl<'a> Writer<'a> {
@@ -126,6 +135,8 @@ impl<'a> Writer<'a> {
             staged: Vec::new(),
             events: Vec::new(),
             leases: BTreeMap::new(),
+            auth: store.auth(),
+            auth_changed: false,
         }
     }
 
@@ -135,6 +146,13 @@ impl<'a> Writer<'a> {
         self.staged.clear();
         if quota::adds_data(&command) && self.nospace() {
             return Err(MvccError::NoSpace);
+        }
+        // Checked at an older auth revision: the rules may have changed
+        // since, so check again with the ones in force now.
+        if let Some(context) = &command.auth {
+            if self.auth.enabled() && context.revision < self.auth.revision() {
+                self.auth.check_command(&context.user, &command)?;
+            }
         }
         let response = match command.op {
             Some(Op::Put(put)) => self.put(&put).map(WriteResponse::Put),
@@ -156,6 +174,19 @@ impl<'a> Writer<'a> {
                 .map(|()| WriteResponse::LeaseRevoke(Default::default())),
             Some(Op::LeaseRenew(renew)) => Ok(WriteResponse::LeaseRenew(self.renew(&renew.ids))),
             Some(Op::LeaseExpire(expire)) => self.expire(&expire).map(WriteResponse::LeaseExpire),
+            Some(
+                op @ (Op::AuthEnable(_)
+                | Op::AuthDisable(_)
+                | Op::UserAdd(_)
+                | Op::UserDelete(_)
+                | Op::UserChangePassword(_)
+                | Op::UserGrantRole(_)
+                | Op::UserRevokeRole(_)
+                | Op::RoleAdd(_)
+                | Op::RoleDelete(_)
+                | Op::RoleGrantPermission(_)
+                | Op::RoleRevokePermission(_)),
+            ) => self.auth_change(&op).map(|()| WriteResponse::Auth),
             None => Err(MvccError::InvalidArgument("empty command".into())),
         };
         match response {
@@ -202,6 +233,14 @@ impl<'a> Writer<'a> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             batch.commit()?;
             *published = self.state.clone();
+            if mem::take(&mut self.auth_changed) {
+                *self
+                    .store
+                    .inner
+                    .auth
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = self.auth.clone();
+            }
             for (id, lease) in mem::take(&mut self.leases) {
                 match lease {
                     Some(lease) => leases.insert(id, lease),
@@ -232,6 +271,7 @@ fn set_header(response: &mut WriteResponse, revision: i64) {
         WriteResponse::LeaseGrant(r) => r.header = header,
         WriteResponse::LeaseRevoke(r) => r.header = header,
         WriteResponse::Member
+        | WriteResponse::Auth
         | WriteResponse::LeaseRenew(_)
         | WriteResponse::LeaseExpire(_)
         | WriteResponse::AlreadyApplied => {}

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use keel_mvcc::prefix_end;
 
 use super::{created_at, entry_key, prefix_of, Coordinator};
+use crate::auth::Caller;
 use crate::core::ServerError;
 
 impl Coordinator {
@@ -119,11 +120,14 @@ impl Coordinator {
         op: request_op::Request,
     ) -> Result<TxnResponse, ServerError> {
         self.core
-            .txn(TxnRequest {
-                compare: vec![created_at(&leader.key, leader.rev)],
-                success: vec![RequestOp { request: Some(op) }],
-                failure: Vec::new(),
-            })
+            .txn(
+                &Caller::Member,
+                TxnRequest {
+                    compare: vec![created_at(&leader.key, leader.rev)],
+                    success: vec![RequestOp { request: Some(op) }],
+                    failure: Vec::new(),
+                },
+            )
             .await
     }
 

@@ -6,6 +6,7 @@ use keel_api::etcdserverpb::{DeleteRangeRequest, RangeRequest};
 use keel_api::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 
 use super::{entry_key, prefix_of, Coordinator};
+use crate::auth::Caller;
 use crate::core::ServerError;
 
 impl Coordinator {
@@ -18,10 +19,13 @@ impl Coordinator {
         // The lease may have ended while waiting: then the lock is not held.
         let held = self
             .core
-            .range(RangeRequest {
-                key: key.clone(),
-                ..RangeRequest::default()
-            })
+            .range(
+                &Caller::Member,
+                RangeRequest {
+                    key: key.clone(),
+                    ..RangeRequest::default()
+                },
+            )
             .await?;
         if held.kvs.first().map(|kv| kv.create_revision) != Some(revision) {
             return Err(ServerError::SessionExpired);
@@ -39,10 +43,13 @@ impl Coordinator {
     ) -> Result<UnlockResponse, ServerError> {
         let deleted = self
             .core
-            .delete_range(DeleteRangeRequest {
-                key: request.key,
-                ..DeleteRangeRequest::default()
-            })
+            .delete_range(
+                &Caller::Member,
+                DeleteRangeRequest {
+                    key: request.key,
+                    ..DeleteRangeRequest::default()
+                },
+            )
             .await?;
         Ok(UnlockResponse {
             header: deleted.header,

@@ -19,9 +19,11 @@ use keel_api::etcdserverpb::{
     TxnRequest, WatchCreateRequest,
 };
 use keel_api::mvccpb::{event::EventType, KeyValue};
+use keel_mvcc::auth::Access;
 use keel_mvcc::prefix_end;
 use tokio_stream::StreamExt;
 
+use crate::auth::Caller;
 use crate::core::{Core, ServerError};
 use crate::watch::queue::queue;
 use crate::watch::{StreamId, WatchHub};
@@ -39,6 +41,25 @@ impl Coordinator {
     /// A coordinator over `core`, waiting through `hub`.
     pub(crate) fn new(core: Arc<Core>, hub: Arc<WatchHub>) -> Self {
         Coordinator { core, hub }
+    }
+
+    /// Whether `caller` may use the lock or election `name`: read its keys
+    /// and, to take part (`write`), create and delete them.
+    pub(crate) fn authorize(
+        &self,
+        caller: &Caller,
+        name: &[u8],
+        write: bool,
+    ) -> Result<(), ServerError> {
+        let prefix = prefix_of(name);
+        let end = prefix_end(&prefix);
+        self.core
+            .authorize_access(caller, &prefix, &end, Access::Read)?;
+        if write {
+            self.core
+                .authorize_access(caller, &prefix, &end, Access::Write)?;
+        }
+        Ok(())
     }
 
     /// Creates `key` (under `lease`, holding `value`) unless it exists;
@@ -66,7 +87,7 @@ impl Coordinator {
                 })),
             }],
         };
-        let response = self.core.txn(txn).await?;
+        let response = self.core.txn(&Caller::Member, txn).await?;
         if response.succeeded {
             return Ok((response.header.map_or(0, |h| h.revision), None));
         }
@@ -107,16 +128,19 @@ impl Coordinator {
         serializable: bool,
     ) -> Result<RangeResponse, ServerError> {
         self.core
-            .range(RangeRequest {
-                key: prefix.clone(),
-                range_end: prefix_end(prefix),
-                max_create_revision,
-                sort_target: SortTarget::Create as i32,
-                sort_order: order as i32,
-                limit: 1,
-                serializable,
-                ..RangeRequest::default()
-            })
+            .range(
+                &Caller::Member,
+                RangeRequest {
+                    key: prefix.clone(),
+                    range_end: prefix_end(prefix),
+                    max_create_revision,
+                    sort_target: SortTarget::Create as i32,
+                    sort_order: order as i32,
+                    limit: 1,
+                    serializable,
+                    ..RangeRequest::default()
+                },
+            )
             .await
     }
 

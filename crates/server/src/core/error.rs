@@ -11,6 +11,9 @@ use crate::cluster::ForwardError;
 /// Why an operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub(crate) enum ServerError {
+    /// Too many failed logins of one user name in a row: wait.
+    #[error("too many failed authentication attempts; retry later")]
+    TooManyLogins,
     /// This member does not lead (and the request must run on the leader).
     #[error("not leader")]
     NotLeader,
@@ -96,6 +99,12 @@ impl ServerError {
             self,
             ServerError::NotLeader | ServerError::LeaderChanged | ServerError::NoLeader
         )
+    }
+}
+
+impl From<keel_mvcc::auth::AuthError> for ServerError {
+    fn from(error: keel_mvcc::auth::AuthError) -> Self {
+        ServerError::Mvcc(error.into())
     }
 }
 

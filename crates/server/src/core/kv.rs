@@ -11,23 +11,35 @@ use keel_api::keelpb::{command::Op, Command as CommandPb};
 use keel_mvcc::{validate, WriteResponse};
 
 use super::{blocking, Core, ServerError};
+use crate::auth::Caller;
 
 impl Core {
-    /// A range read.
-    pub(crate) async fn range(&self, request: RangeRequest) -> Result<RangeResponse, ServerError> {
+    /// A range read for `caller`.
+    pub(crate) async fn range(
+        &self,
+        caller: &Caller,
+        request: RangeRequest,
+    ) -> Result<RangeResponse, ServerError> {
         validate::range(&request)?;
         if !request.serializable {
             self.linearizable().await?;
         }
+        // After the read index, as etcd checks: a permission (or user)
+        // removed before the read began is seen here.
+        self.authorize_read(caller, &request.key, &request.range_end)?;
         let store = self.store.clone();
         let mut response = blocking("range", move || store.range(&request)).await??;
         self.complete(&mut response.header);
         Ok(response)
     }
 
-    /// Puts a key.
-    pub(crate) async fn put(&self, request: PutRequest) -> Result<PutResponse, ServerError> {
-        match self.write_op(Op::Put(request)).await? {
+    /// Puts a key for `caller`.
+    pub(crate) async fn put(
+        &self,
+        caller: &Caller,
+        request: PutRequest,
+    ) -> Result<PutResponse, ServerError> {
+        match self.write_op(caller, Op::Put(request)).await? {
             WriteResponse::Put(mut response) => {
                 self.complete(&mut response.header);
                 Ok(response)
@@ -36,12 +48,13 @@ impl Core {
         }
     }
 
-    /// Deletes a key or a range.
+    /// Deletes a key or a range for `caller`.
     pub(crate) async fn delete_range(
         &self,
+        caller: &Caller,
         request: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, ServerError> {
-        match self.write_op(Op::DeleteRange(request)).await? {
+        match self.write_op(caller, Op::DeleteRange(request)).await? {
             WriteResponse::DeleteRange(mut response) => {
                 self.complete(&mut response.header);
                 Ok(response)
@@ -50,10 +63,14 @@ impl Core {
         }
     }
 
-    /// A transaction. As in etcd, only the outer response's header is a
-    /// full one: the responses inside carry their revision only.
-    pub(crate) async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, ServerError> {
-        match self.write_op(Op::Txn(request)).await? {
+    /// A transaction for `caller`. As in etcd, only the outer response's
+    /// header is a full one: the responses inside carry their revision only.
+    pub(crate) async fn txn(
+        &self,
+        caller: &Caller,
+        request: TxnRequest,
+    ) -> Result<TxnResponse, ServerError> {
+        match self.write_op(caller, Op::Txn(request)).await? {
             WriteResponse::Txn(mut response) => {
                 self.complete(&mut response.header);
                 Ok(response)
@@ -66,10 +83,11 @@ impl Core {
     /// once the history is gone from this member's storage, as etcd's does.
     pub(crate) async fn compact(
         &self,
+        caller: &Caller,
         request: CompactionRequest,
     ) -> Result<CompactionResponse, ServerError> {
         let (revision, physical) = (request.revision, request.physical);
-        let mut response = match self.write_op(Op::Compact(request)).await? {
+        let mut response = match self.write_op(caller, Op::Compact(request)).await? {
             WriteResponse::Compact(response) => response,
             _ => return Err(unexpected("compaction")),
         };
@@ -86,8 +104,14 @@ impl Core {
         Ok(response)
     }
 
-    async fn write_op(&self, op: Op) -> Result<WriteResponse, ServerError> {
-        self.write(CommandPb { op: Some(op) }).await
+    /// Writes `op` for `caller`, if the auth rules let it.
+    async fn write_op(&self, caller: &Caller, op: Op) -> Result<WriteResponse, ServerError> {
+        let mut command = CommandPb {
+            op: Some(op),
+            auth: None,
+        };
+        self.authorize(caller, &mut command)?;
+        self.write(command).await
     }
 }
 

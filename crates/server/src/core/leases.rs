@@ -15,6 +15,8 @@ use keel_mvcc::{MvccError, WriteResponse};
 
 use super::kv::unexpected;
 use super::{Core, ServerError};
+use crate::auth::Caller;
+use keel_mvcc::auth::Access;
 
 /// The longest TTL a lease may be granted, in seconds (etcd's limit).
 const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -42,6 +44,7 @@ impl Core {
             };
             let command = CommandPb {
                 op: Some(Op::LeaseGrant(LeaseGrantRequest { ttl, id })),
+                auth: None,
             };
             match self.write(command).await {
                 Ok(WriteResponse::LeaseGrant(mut response)) => {
@@ -57,13 +60,21 @@ impl Core {
         Err(MvccError::LeaseExists.into())
     }
 
-    /// Revokes a lease and deletes its keys.
+    /// Revokes a lease and deletes its keys; `caller` needs write on every
+    /// one of them.
     pub(crate) async fn lease_revoke(
         &self,
+        caller: &Caller,
         request: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, ServerError> {
+        if self.auth_state().enabled() && *caller != Caller::Member {
+            for key in self.store.lease_keys(request.id)? {
+                self.authorize_access(caller, &key, b"", Access::Write)?;
+            }
+        }
         let command = CommandPb {
             op: Some(Op::LeaseRevoke(request)),
+            auth: None,
         };
         match self.write(command).await? {
             WriteResponse::LeaseRevoke(mut response) => {

@@ -75,6 +75,7 @@ impl Core {
         }
         let command = CommandPb {
             op: Some(Op::Alarm(request)),
+            auth: None,
         };
         match self.write(command).await? {
             WriteResponse::Alarm(mut response) => {

@@ -148,6 +148,7 @@ impl Core {
         self.conf_change(self.node.remove(id)).await?;
         self.write(CommandPb {
             op: Some(Op::RemoveMember(id)),
+            auth: None,
         })
         .await?;
         tracing::info!(member = %format!("{id:x}"), "member removed");
@@ -257,6 +258,7 @@ impl Core {
     pub(crate) async fn set_member(&self, member: Member) -> Result<(), ServerError> {
         let command = CommandPb {
             op: Some(Op::SetMember(member)),
+            auth: None,
         };
         self.write(command).await.map(|_| ())
     }

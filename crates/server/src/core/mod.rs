@@ -7,6 +7,7 @@
 //! Writes are proposed on this member when it leads and passed on to the
 //! leader otherwise ([`write`]); linearizable reads wait for a ReadIndex.
 
+mod auth;
 mod error;
 mod kv;
 mod leases;
@@ -25,6 +26,7 @@ use crate::cluster::{Forwarder, Peers};
 use crate::identity::Identity;
 use crate::leases::{LeaseClock, Renewer};
 
+pub(crate) use auth::AuthSettings;
 pub(crate) use error::ServerError;
 pub(crate) use maintenance::Backup;
 pub(crate) use state_machine::{EventSink, MvccStateMachine};
@@ -58,6 +60,8 @@ pub(crate) struct Core {
     pub(crate) lease_clock: LeaseClock,
     /// The shortest TTL a lease is granted, in seconds.
     pub(crate) min_lease_ttl: i64,
+    /// How this member issues tokens and hashes passwords.
+    pub(crate) auth: AuthSettings,
     renewer: Renewer,
     forwarder: Forwarder,
 }
@@ -71,6 +75,7 @@ impl Core {
         peers: Peers,
         limits: Limits,
         leases: (LeaseClock, Renewer, i64),
+        auth: AuthSettings,
     ) -> Self {
         let (lease_clock, renewer, min_lease_ttl) = leases;
         Core {
@@ -83,6 +88,7 @@ impl Core {
             lease_clock,
             min_lease_ttl,
             renewer,
+            auth,
         }
     }
 

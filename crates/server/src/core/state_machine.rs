@@ -176,7 +176,10 @@ mod tests {
     }
 
     fn command(op: Op) -> Command {
-        Command(keelpb::Command { op: Some(op) })
+        Command(keelpb::Command {
+            op: Some(op),
+            auth: None,
+        })
     }
 
     #[tokio::test]

@@ -102,6 +102,7 @@ impl Core {
                 member_id: self.identity.member_id,
                 alarm: AlarmType::Nospace as i32,
             })),
+            auth: None,
         };
         if let Err(e) = Box::pin(self.write(alarm)).await {
             tracing::warn!(error = %e, "could not raise the NOSPACE alarm");

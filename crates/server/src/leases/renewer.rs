@@ -74,6 +74,7 @@ impl Renewals {
             let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
             let command = CommandPb {
                 op: Some(Op::LeaseRenew(LeaseRenew { ids })),
+                auth: None,
             };
             // A renewal may be applied twice without harm: one whose fate
             // is unknown (the leader died with it in flight) is proposed

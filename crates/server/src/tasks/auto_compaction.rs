@@ -74,6 +74,7 @@ pub(crate) async fn auto_compact(core: Arc<Core>, retention: Retention, stop: Ca
                 revision,
                 physical: false,
             })),
+            auth: None,
         };
         match core.write(command).await {
             Ok(_) => tracing::info!(revision, "auto-compacted"),

@@ -30,6 +30,7 @@ pub(crate) async fn expire_leases(core: Arc<Core>, stop: CancellationToken) {
             expiries.spawn(async move {
                 let command = CommandPb {
                     op: Some(Op::LeaseExpire(LeaseExpire { id, renewals })),
+                    auth: None,
                 };
                 if let Err(e) = core.write(command).await {
                     tracing::debug!(lease = id, error = %e, "expiring a lease failed; will retry");

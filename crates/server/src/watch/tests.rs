@@ -71,7 +71,10 @@ fn command(rng: &mut Rng) -> Command {
             })
         }
     };
-    Command(keelpb::Command { op: Some(op) })
+    Command(keelpb::Command {
+        op: Some(op),
+        auth: None,
+    })
 }
 
 /// How one watch of a subject ended.
@@ -326,6 +329,7 @@ async fn run(seed: u64) -> (usize, usize) {
                     revision: compacted,
                     physical: false,
                 })),
+                auth: None,
             });
             store.apply_batch(vec![(index, compact)]);
             if rng.below(2) == 0 {
@@ -408,6 +412,7 @@ async fn a_watcher_below_the_compaction_point_is_canceled_with_it() {
                 key: Bytes::from_static(key.as_bytes()),
                 ..Default::default()
             })),
+            auth: None,
         })
     };
     let compact = Command(keelpb::Command {
@@ -415,6 +420,7 @@ async fn a_watcher_below_the_compaction_point_is_canceled_with_it() {
             revision: 3,
             physical: false,
         })),
+        auth: None,
     });
     store.apply_batch(vec![(1, put("a")), (2, put("a")), (3, compact)]);
     let (tx, mut rx) = queue(1 << 20);
@@ -541,6 +547,7 @@ async fn a_revision_too_large_is_fragmented_for_watchers_that_asked() {
             success: puts,
             ..Default::default()
         })),
+        auth: None,
     });
     let applied = store.apply_batch(vec![(1, txn)]);
     hub.publish(&applied.events);

@@ -13,9 +13,24 @@ pub(crate) async fn send(
     path: &str,
     body: &[u8],
 ) -> (u16, BufReader<TcpStream>) {
+    send_with(addr, method, path, &[], body).await
+}
+
+/// [`send`] with extra headers.
+pub(crate) async fn send_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, BufReader<TcpStream>) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.expect("write");
@@ -40,7 +55,19 @@ pub(crate) async fn send(
 
 /// One request and its whole answer: the status and the body as JSON.
 pub(crate) async fn call(addr: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let (status, mut reader) = send(addr, method, path, body.to_string().as_bytes()).await;
+    call_with(addr, method, path, &[], body).await
+}
+
+/// [`call`] with extra headers.
+pub(crate) async fn call_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> (u16, Value) {
+    let (status, mut reader) =
+        send_with(addr, method, path, headers, body.to_string().as_bytes()).await;
     let mut text = String::new();
     reader.read_to_string(&mut text).await.expect("body");
     let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text:?}"));

@@ -1,8 +1,10 @@
 //! What every etcd request passes before its service sees it, as one tower
-//! layer around all the services: a request that asked (with etcd's
-//! `hasleader` metadata) to fail while there is no leader is refused, and
-//! a message over `max_request_bytes` is refused with etcd's error as its
-//! length prefix arrives. The auth check will be a step here too.
+//! layer around all the services: the auth token it carries (etcd's
+//! `token` metadata, or `authorization`) becomes the request's [`Caller`]
+//! (checked when the request is); a request that asked (with etcd's
+//! `hasleader` metadata) to fail while there is no leader is refused; and a
+//! message over `max_request_bytes` is refused with etcd's error as its
+//! length prefix arrives.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +17,7 @@ use tonic::body::Body;
 use tonic::Status;
 use tower::{Layer, Service};
 
+use crate::auth::Caller;
 use crate::core::{Core, ServerError};
 
 /// The gRPC metadata key with which a client asks to fail fast without a
@@ -24,6 +27,10 @@ pub(crate) const HAS_LEADER_KEY: &str = "hasleader";
 /// The path prefix of etcd's services (keel's own and gRPC health are not
 /// admitted here).
 const ETCD_SERVICES: &str = "/etcdserverpb.";
+
+/// The path prefixes of etcd's lock and election services, which carry a
+/// caller too.
+const COORDINATION_SERVICES: [&str; 2] = ["/v3lockpb.", "/v3electionpb."];
 
 /// Puts [`Admission`] around a service.
 #[derive(Clone)]
@@ -68,8 +75,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if !request.uri().path().starts_with(ETCD_SERVICES) {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let path = request.uri().path();
+        let etcd = path.starts_with(ETCD_SERVICES);
+        if !etcd && !COORDINATION_SERVICES.iter().any(|p| path.starts_with(p)) {
+            return AdmissionFuture::Admitted {
+                inner: self.inner.call(request),
+            };
+        }
+        let caller = Caller::from_headers(request.headers());
+        request.extensions_mut().insert(caller);
+        if !etcd {
             return AdmissionFuture::Admitted {
                 inner: self.inner.call(request),
             };

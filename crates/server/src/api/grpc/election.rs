@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::coordination::Coordinator;
 
 /// The Election service of one member.
@@ -20,6 +21,19 @@ impl ElectionService {
     pub(crate) fn into_server(self) -> ElectionServer<Self> {
         ElectionServer::new(self)
     }
+
+    /// Whether the request's caller may use the election `name`: observe
+    /// it, or (`write`) take part.
+    fn allow<T>(&self, request: &Request<T>, name: &[u8], write: bool) -> Result<(), Status> {
+        Ok(self
+            .0
+            .authorize(&Caller::of(request.extensions()), name, write)?)
+    }
+}
+
+/// The election a leader key belongs to.
+fn leader_name(leader: &Option<LeaderKey>) -> &[u8] {
+    leader.as_ref().map_or(&[], |l| &l.name[..])
 }
 
 type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send>>;
@@ -30,6 +44,7 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        self.allow(&request, &request.get_ref().name, true)?;
         Ok(Response::new(self.0.campaign(request.into_inner()).await?))
     }
 
@@ -37,6 +52,7 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        self.allow(&request, leader_name(&request.get_ref().leader), true)?;
         Ok(Response::new(self.0.proclaim(request.into_inner()).await?))
     }
 
@@ -44,6 +60,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        self.allow(&request, &request.get_ref().name, false)?;
         Ok(Response::new(
             self.0.leader(request.into_inner().name).await?,
         ))
@@ -55,6 +72,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<ObserveStream>, Status> {
+        self.allow(&request, &request.get_ref().name, false)?;
         let (out, changes) = mpsc::channel(16);
         tokio::spawn(self.0.clone().observe(request.into_inner().name, out));
         let changes = ReceiverStream::new(changes).map(|change| change.map_err(Status::from));
@@ -65,6 +83,7 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        self.allow(&request, leader_name(&request.get_ref().leader), true)?;
         Ok(Response::new(self.0.resign(request.into_inner()).await?))
     }
 }

@@ -7,6 +7,7 @@ use keel_api::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
 use super::decoding_limit;
+use crate::auth::Caller;
 use crate::core::Core;
 
 /// The KV service of one member.
@@ -26,11 +27,19 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        Ok(Response::new(self.0.range(request.into_inner()).await?))
+        Ok(Response::new(
+            self.0
+                .range(&Caller::of(request.extensions()), request.into_inner())
+                .await?,
+        ))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        Ok(Response::new(self.0.put(request.into_inner()).await?))
+        Ok(Response::new(
+            self.0
+                .put(&Caller::of(request.extensions()), request.into_inner())
+                .await?,
+        ))
     }
 
     async fn delete_range(
@@ -38,18 +47,28 @@ impl Kv for KvService {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         Ok(Response::new(
-            self.0.delete_range(request.into_inner()).await?,
+            self.0
+                .delete_range(&Caller::of(request.extensions()), request.into_inner())
+                .await?,
         ))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        Ok(Response::new(self.0.txn(request.into_inner()).await?))
+        Ok(Response::new(
+            self.0
+                .txn(&Caller::of(request.extensions()), request.into_inner())
+                .await?,
+        ))
     }
 
     async fn compact(
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        Ok(Response::new(self.0.compact(request.into_inner()).await?))
+        Ok(Response::new(
+            self.0
+                .compact(&Caller::of(request.extensions()), request.into_inner())
+                .await?,
+        ))
     }
 }

@@ -13,6 +13,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::decoding_limit;
+use crate::auth::Caller;
 use crate::core::Core;
 
 /// Keep-alive answers a stream holds for a client that reads slowly.
@@ -88,7 +89,9 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         Ok(Response::new(
-            self.0.lease_revoke(request.into_inner()).await?,
+            self.0
+                .lease_revoke(&Caller::of(request.extensions()), request.into_inner())
+                .await?,
         ))
     }
 

@@ -10,6 +10,7 @@ use keel_api::etcdserverpb::*;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::core::{Backup, Core};
 
 /// Bytes per message of a streamed backup.
@@ -37,6 +38,13 @@ impl MaintenanceService {
     pub(crate) fn into_server(self) -> MaintenanceServer<Self> {
         MaintenanceServer::new(self)
     }
+
+    /// Refuses a request whose caller is not root (once auth is on).
+    fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        Ok(self
+            .core
+            .authorize_admin(&Caller::of(request.extensions()))?)
+    }
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
@@ -47,6 +55,9 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
+        if request.get_ref().action != alarm_request::AlarmAction::Get as i32 {
+            self.admin(&request)?;
+        }
         Ok(Response::new(self.core.alarm(request.into_inner()).await?))
     }
 
@@ -59,12 +70,14 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.admin(&request)?;
         Ok(Response::new(self.core.defragment()))
     }
 
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.admin(&request)?;
         Ok(Response::new(self.core.hash().await?))
     }
 
@@ -72,6 +85,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.admin(&request)?;
         let revision = request.into_inner().revision;
         Ok(Response::new(self.core.hash_kv(revision).await?))
     }
@@ -80,8 +94,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        self.admin(&request)?;
         let backup = self.backup().await?;
         Ok(Response::new(Box::pin(stream_backup(backup))))
     }
@@ -90,6 +105,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.admin(&request)?;
         let target = request.into_inner().target_id;
         Ok(Response::new(self.core.move_leader(target).await?))
     }

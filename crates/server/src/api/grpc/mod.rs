@@ -4,6 +4,7 @@
 //! one place ([`status`]).
 
 pub(crate) mod admission;
+mod auth;
 pub(crate) mod authority;
 mod cluster;
 mod election;
@@ -16,6 +17,7 @@ mod maintenance;
 mod status;
 mod watch;
 
+pub(crate) use auth::AuthService;
 pub(crate) use cluster::ClusterService;
 pub(crate) use election::ElectionService;
 pub(crate) use forward::ForwardService;

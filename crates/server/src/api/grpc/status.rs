@@ -2,6 +2,7 @@
 //! the status code and message etcd sends for it (clients match on the
 //! message text, so it must be exact).
 
+use keel_mvcc::auth::AuthError;
 use keel_mvcc::MvccError;
 use tonic::{Code, Status};
 
@@ -16,6 +17,9 @@ impl From<ServerError> for Status {
             ServerError::Timeout => Status::unavailable("etcdserver: request timed out"),
             ServerError::TooLarge => Status::invalid_argument("etcdserver: request is too large"),
             ServerError::Mvcc(e) => mvcc(e),
+            ServerError::TooManyLogins => Status::resource_exhausted(
+                "etcdserver: too many failed authentication attempts; retry later",
+            ),
             ServerError::Indeterminate => Status::unavailable(
                 "etcdserver: request result is unknown (member caught up by snapshot)",
             ),
@@ -54,6 +58,29 @@ impl From<ServerError> for Status {
     }
 }
 
+/// An auth refusal with etcd's code (its message is etcd's already).
+fn auth(error: AuthError) -> Status {
+    let code = match error {
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidToken => Code::Unauthenticated,
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::InvalidAuthMgmt
+        | AuthError::NameTooLong => Code::InvalidArgument,
+        AuthError::NotEnabled
+        | AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted => Code::FailedPrecondition,
+    };
+    Status::new(code, error.to_string())
+}
+
 /// A store error as etcd reports it.
 fn mvcc(error: MvccError) -> Status {
     match error {
@@ -81,6 +108,7 @@ fn mvcc(error: MvccError) -> Status {
         MvccError::LeaseNotFound => Status::not_found("etcdserver: requested lease not found"),
         MvccError::LeaseExists => Status::failed_precondition("etcdserver: lease already exists"),
         MvccError::InvalidArgument(why) => Status::invalid_argument(format!("etcdserver: {why}")),
+        MvccError::Auth(e) => auth(e),
         e @ (MvccError::Storage(_) | MvccError::Corrupt(_)) => {
             tracing::error!(error = %e, "store failure");
             Status::internal(format!("etcdserver: {e}"))
@@ -119,6 +147,21 @@ mod tests {
                 ServerError::Mvcc(MvccError::LeaseNotFound),
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                ServerError::Mvcc(MvccError::Auth(AuthError::PermissionDenied)),
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+            ),
+            (
+                ServerError::Mvcc(MvccError::Auth(AuthError::InvalidToken)),
+                Code::Unauthenticated,
+                "etcdserver: invalid auth token",
+            ),
+            (
+                ServerError::Mvcc(MvccError::Auth(AuthError::UserEmpty)),
+                Code::InvalidArgument,
+                "etcdserver: user name is empty",
             ),
             (
                 ServerError::LeaseTtlTooLarge,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use keel_api::etcdserverpb::watch_request::RequestUnion;
 use keel_api::etcdserverpb::watch_server::{Watch, WatchServer};
-use keel_api::etcdserverpb::{WatchRequest, WatchResponse};
+use keel_api::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use keel_node::Status as NodeStatus;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,7 +19,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::admission::HAS_LEADER_KEY;
-use crate::core::ServerError;
+use crate::auth::Caller;
+use crate::core::{Core, ServerError};
 use crate::watch::queue::{queue, QueueSender};
 use crate::watch::{progress_report, StreamId, WatchHub};
 
@@ -33,6 +34,8 @@ pub(crate) struct WatchService {
     /// Bytes of responses a stream's queue holds before its watchers fall
     /// back to catching up from history.
     stream_buffer: usize,
+    /// Who may watch what.
+    core: Arc<Core>,
 }
 
 impl WatchService {
@@ -40,6 +43,7 @@ impl WatchService {
     /// has shown none for `election_timeout` twice over; each stream
     /// buffers about `stream_buffer` bytes of responses.
     pub(crate) fn new(
+        core: Arc<Core>,
         hub: Arc<WatchHub>,
         status: watch::Receiver<NodeStatus>,
         election_timeout: Duration,
@@ -50,6 +54,7 @@ impl WatchService {
             status,
             leaderless_grace: election_timeout * 2,
             stream_buffer,
+            core,
         }
     }
 
@@ -74,16 +79,24 @@ impl Watch for WatchService {
             .metadata()
             .get(HAS_LEADER_KEY)
             .is_some_and(|v| v.as_bytes() == b"true");
-        Ok(Response::new(
-            self.open(requires_leader, request.into_inner()),
-        ))
+        let caller = Caller::of(request.extensions());
+        Ok(Response::new(self.open(
+            requires_leader,
+            caller,
+            request.into_inner(),
+        )))
     }
 }
 
 impl WatchService {
-    /// Serves one watch stream whose requests come from `requests` (gRPC's
-    /// or the JSON gateway's): its responses.
-    pub(crate) fn open<R>(&self, requires_leader: bool, requests: R) -> ResponseStream
+    /// Serves one watch stream of `caller` whose requests come from
+    /// `requests` (gRPC's or the JSON gateway's): its responses.
+    pub(crate) fn open<R>(
+        &self,
+        requires_leader: bool,
+        caller: Caller,
+        requests: R,
+    ) -> ResponseStream
     where
         R: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
     {
@@ -92,8 +105,47 @@ impl WatchService {
         let hub = self.hub.clone();
         let stream = hub.open_stream(queue.clone());
         let leader = requires_leader.then(|| (self.status.clone(), self.leaderless_grace));
-        tokio::spawn(serve_requests(hub, stream, requests, queue, leader, ending));
+        let permits = Permits {
+            core: self.core.clone(),
+            caller,
+        };
+        tokio::spawn(serve_requests(
+            hub, stream, requests, queue, leader, permits, ending,
+        ));
         Box::pin(responses.map(Ok).chain(ReceiverStream::new(end)))
+    }
+}
+
+/// The answer to a watch that is not created: as etcd answers, created and
+/// canceled at once, with the reason.
+fn refused(hub: &WatchHub, reason: String) -> WatchResponse {
+    WatchResponse {
+        header: hub.header(hub.published()),
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: reason,
+        ..WatchResponse::default()
+    }
+}
+
+/// The cancel reason of a watch its user may not read: etcd's, which is
+/// its gRPC error's text.
+const PERMISSION_DENIED: &str =
+    "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
+
+/// Who may create which watches on a stream.
+struct Permits {
+    core: Arc<Core>,
+    caller: Caller,
+}
+
+impl Permits {
+    /// Whether the stream's caller may read every key `create` watches.
+    fn may_watch(&self, create: &WatchCreateRequest) -> bool {
+        self.core
+            .authorize_read(&self.caller, &create.key, &create.range_end)
+            .is_ok()
     }
 }
 
@@ -125,6 +177,7 @@ async fn serve_requests<R>(
     mut requests: R,
     queue: QueueSender,
     mut leader: Option<(watch::Receiver<NodeStatus>, Duration)>,
+    permits: Permits,
     ending: mpsc::Sender<Result<WatchResponse, Status>>,
 ) where
     R: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin,
@@ -166,6 +219,9 @@ async fn serve_requests<R>(
             }
         };
         let answered = match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) if !permits.may_watch(&create) => {
+                queue.send(refused(&hub, PERMISSION_DENIED.into())).await
+            }
             Some(RequestUnion::CreateRequest(create)) => match hub.create(stream, &create) {
                 Ok((id, revision)) => {
                     let created = WatchResponse {
@@ -178,17 +234,7 @@ async fn serve_requests<R>(
                     hub.activate(stream, id);
                     sent
                 }
-                Err(e) => {
-                    let refused = WatchResponse {
-                        header: hub.header(hub.published()),
-                        watch_id: -1,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: e.to_string(),
-                        ..WatchResponse::default()
-                    };
-                    queue.send(refused).await
-                }
+                Err(e) => queue.send(refused(&hub, e.to_string())).await,
             },
             Some(RequestUnion::CancelRequest(cancel)) => {
                 if hub.cancel(stream, cancel.watch_id) {

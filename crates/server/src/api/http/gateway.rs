@@ -3,15 +3,18 @@
 //! response's, through the same services as gRPC (so the same core, the
 //! same checks and the same errors). Streamed calls (watch, lease
 //! keep-alive, snapshot, observe) answer with one `{"result": ...}` line
-//! per message.
+//! per message. The auth token comes in the `Authorization` header (or
+//! `token`), as etcd's gateway takes it.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
 use axum::Router;
+use keel_api::etcdserverpb::auth_server::Auth;
 use keel_api::etcdserverpb::cluster_server::Cluster;
 use keel_api::etcdserverpb::kv_server::Kv;
 use keel_api::etcdserverpb::lease_server::Lease;
@@ -25,9 +28,10 @@ use tonic::Request;
 use super::admin::StatusClients;
 use super::json;
 use crate::api::grpc::{
-    keep_alive, ClusterService, ElectionService, KvService, LeaseService, LockService,
+    keep_alive, AuthService, ClusterService, ElectionService, KvService, LeaseService, LockService,
     MaintenanceService, WatchService,
 };
+use crate::auth::Caller;
 use crate::core::Core;
 use crate::watch::WatchHub;
 
@@ -35,6 +39,7 @@ use crate::watch::WatchHub;
 pub(crate) struct Gateway {
     pub(crate) core: Arc<Core>,
     pub(crate) kv: KvService,
+    pub(crate) auth: AuthService,
     pub(crate) lease: LeaseService,
     pub(crate) cluster: ClusterService,
     pub(crate) maintenance: MaintenanceService,
@@ -53,15 +58,25 @@ impl Gateway {
     }
 }
 
+/// `message` as a request of `caller`.
+fn request_of<T>(caller: Caller, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.extensions_mut().insert(caller);
+    request
+}
+
 /// A unary call: `$service.$method` with the body's request.
 macro_rules! unary {
     ($service:ident . $method:ident) => {
-        post(|State(g): State<Arc<Gateway>>, body: Body| async move {
-            json::unary(body, g.limit(), |request| {
-                g.$service.$method(Request::new(request))
-            })
-            .await
-        })
+        post(
+            |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
+                let caller = Caller::from_headers(&headers);
+                json::unary(body, g.limit(), |request| {
+                    g.$service.$method(request_of(caller, request))
+                })
+                .await
+            },
+        )
     };
 }
 
@@ -100,6 +115,24 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
             "/maintenance/transfer-leadership",
             unary!(maintenance.move_leader),
         );
+    let auth = Router::new()
+        .route("/auth/enable", unary!(auth.auth_enable))
+        .route("/auth/disable", unary!(auth.auth_disable))
+        .route("/auth/status", unary!(auth.auth_status))
+        .route("/auth/authenticate", unary!(auth.authenticate))
+        .route("/auth/user/add", unary!(auth.user_add))
+        .route("/auth/user/get", unary!(auth.user_get))
+        .route("/auth/user/list", unary!(auth.user_list))
+        .route("/auth/user/delete", unary!(auth.user_delete))
+        .route("/auth/user/changepw", unary!(auth.user_change_password))
+        .route("/auth/user/grant", unary!(auth.user_grant_role))
+        .route("/auth/user/revoke", unary!(auth.user_revoke_role))
+        .route("/auth/role/add", unary!(auth.role_add))
+        .route("/auth/role/get", unary!(auth.role_get))
+        .route("/auth/role/list", unary!(auth.role_list))
+        .route("/auth/role/delete", unary!(auth.role_delete))
+        .route("/auth/role/grant", unary!(auth.role_grant_permission))
+        .route("/auth/role/revoke", unary!(auth.role_revoke_permission));
     let coordination = Router::new()
         .route("/lock/lock", unary!(lock.lock))
         .route("/lock/unlock", unary!(lock.unlock))
@@ -112,6 +145,7 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
         .merge(lease)
         .merge(cluster)
         .merge(maintenance)
+        .merge(auth)
         .merge(coordination)
         .route("/watch", watches());
     // etcd 3.4 also serves the paths under /v3beta (deprecated there).
@@ -120,10 +154,13 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
 
 /// `/v3/watch`: a watch stream; its requests are the body's messages.
 fn watches() -> MethodRouter<Arc<Gateway>> {
-    post(|State(g): State<Arc<Gateway>>, body: Body| async move {
-        let requests = json::requests::<WatchRequest>(body, g.limit());
-        json::streamed(g.watch.open(false, requests))
-    })
+    post(
+        |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
+            let caller = Caller::from_headers(&headers);
+            let requests = json::requests::<WatchRequest>(body, g.limit());
+            json::streamed(g.watch.open(false, caller, requests))
+        },
+    )
 }
 
 /// `/v3/lease/keepalive`: one answer per request of the body.
@@ -136,22 +173,28 @@ fn keep_alives() -> MethodRouter<Arc<Gateway>> {
 
 /// `/v3/maintenance/snapshot`: the backup in messages.
 fn snapshots() -> MethodRouter<Arc<Gateway>> {
-    post(|State(g): State<Arc<Gateway>>, body: Body| async move {
-        server_streaming(body, g.limit(), |request: SnapshotRequest| {
-            g.maintenance.snapshot(Request::new(request))
-        })
-        .await
-    })
+    post(
+        |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
+            let caller = Caller::from_headers(&headers);
+            server_streaming(body, g.limit(), |request: SnapshotRequest| {
+                g.maintenance.snapshot(request_of(caller, request))
+            })
+            .await
+        },
+    )
 }
 
 /// `/v3/election/observe`: the election's leaders as they change.
 fn observations() -> MethodRouter<Arc<Gateway>> {
-    post(|State(g): State<Arc<Gateway>>, body: Body| async move {
-        server_streaming(body, g.limit(), |request: LeaderRequest| {
-            g.election.observe(Request::new(request))
-        })
-        .await
-    })
+    post(
+        |State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Body| async move {
+            let caller = Caller::from_headers(&headers);
+            server_streaming(body, g.limit(), |request: LeaderRequest| {
+                g.election.observe(request_of(caller, request))
+            })
+            .await
+        },
+    )
 }
 
 /// A call with one request and streamed answers.

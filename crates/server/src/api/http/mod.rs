@@ -34,7 +34,7 @@ pub(crate) fn router(gateway: Gateway) -> Router {
     let gateway = Arc::new(gateway);
     Router::new()
         .merge(gateway::routes())
-        .merge(admin::routes())
+        .merge(admin::routes(gateway.clone()))
         .merge(dashboard::routes())
         .route("/version", get(version))
         .route("/health", get(health))

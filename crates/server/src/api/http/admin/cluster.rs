@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use keel_api::etcdserverpb::cluster_server::Cluster;
 use keel_api::etcdserverpb::kv_server::Kv;
@@ -19,9 +19,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tonic::transport::Channel;
-use tonic::Request;
 
-use super::{hex, ok, parse_id, AdminError, Answer};
+use super::{checked, hex, ok, parse_id, AdminError, Answer};
 use crate::api::http::Gateway;
 use crate::config::host_port;
 use crate::tls::{Channels, Dialer};
@@ -195,7 +194,11 @@ struct MoveLeader {
 
 /// Hands leadership to a voter, through the leader wherever this request
 /// arrived.
-pub(super) async fn move_leader(State(g): State<Arc<Gateway>>, request: Bytes) -> Answer {
+pub(super) async fn move_leader(
+    State(g): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    request: Bytes,
+) -> Answer {
     let MoveLeader { member } = body(&request)?;
     let target = parse_id(&member, "member")?;
     if !g.core.members().iter().any(|m| m.id == target) {
@@ -220,9 +223,14 @@ pub(super) async fn move_leader(State(g): State<Arc<Gateway>>, request: Bytes) -
             .status_clients
             .client(&url)
             .map_err(AdminError::bad_request)?;
-        client
-            .move_leader(MoveLeaderRequest { target_id: target })
-            .await?;
+        // The leader checks the same token.
+        let mut request = tonic::Request::new(MoveLeaderRequest { target_id: target });
+        if let Some(token) = headers.get(header::AUTHORIZATION) {
+            if let Ok(token) = tonic::metadata::MetadataValue::try_from(token.as_bytes()) {
+                request.metadata_mut().insert("token", token);
+            }
+        }
+        client.move_leader(request).await?;
     }
     ok(&json!({ "leader": hex(target) }))
 }
@@ -231,7 +239,7 @@ pub(super) async fn move_leader(State(g): State<Arc<Gateway>>, request: Bytes) -
 pub(super) async fn promote(State(g): State<Arc<Gateway>>, Path(id): Path<String>) -> Answer {
     let id = parse_id(&id, "member")?;
     g.cluster
-        .member_promote(Request::new(MemberPromoteRequest { id }))
+        .member_promote(checked(MemberPromoteRequest { id }))
         .await?;
     ok(&json!({ "promoted": hex(id) }))
 }
@@ -240,7 +248,7 @@ pub(super) async fn promote(State(g): State<Arc<Gateway>>, Path(id): Path<String
 pub(super) async fn remove(State(g): State<Arc<Gateway>>, Path(id): Path<String>) -> Answer {
     let id = parse_id(&id, "member")?;
     g.cluster
-        .member_remove(Request::new(MemberRemoveRequest { id }))
+        .member_remove(checked(MemberRemoveRequest { id }))
         .await?;
     ok(&json!({ "removed": hex(id) }))
 }
@@ -283,7 +291,7 @@ struct Compact {
 /// Compacts the history up to a revision.
 pub(super) async fn compact(State(g): State<Arc<Gateway>>, request: Bytes) -> Answer {
     let Compact { revision, physical } = body(&request)?;
-    g.kv.compact(Request::new(CompactionRequest { revision, physical }))
+    g.kv.compact(checked(CompactionRequest { revision, physical }))
         .await?;
     ok(&json!({ "compact_revision": revision }))
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{base64, hex, ok, AdminError, Answer, Query};
 use crate::api::http::Gateway;
+use crate::auth::Caller;
 use crate::core::blocking;
 
 /// The most a history answer carries, in encoded bytes of values.
@@ -68,10 +69,13 @@ fn key_parameter(query: &Query) -> Result<Bytes, AdminError> {
 async fn read(g: &Gateway, request: RangeRequest) -> Result<(i64, RangeResponse), AdminError> {
     let response = g
         .core
-        .range(RangeRequest {
-            serializable: true,
-            ..request
-        })
+        .range(
+            &Caller::Member,
+            RangeRequest {
+                serializable: true,
+                ..request
+            },
+        )
         .await?;
     Ok((response.header.map_or(0, |h| h.revision), response))
 }

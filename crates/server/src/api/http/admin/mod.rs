@@ -12,13 +12,18 @@
 //! Ids are hex strings as etcdctl prints them; keys and values are base64
 //! in JSON, as etcd's gateway has them; keys in query parameters are
 //! percent-encoded bytes.
+//!
+//! Once auth is on, every path but the OpenAPI document is root's: the
+//! token from `/v3/auth/authenticate` goes in the `Authorization` header.
 
 mod cluster;
 mod keys;
 
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -30,13 +35,14 @@ pub(crate) use cluster::StatusClients;
 
 use super::json;
 use super::Gateway;
+use crate::auth::Caller;
 use crate::core::ServerError;
 
 /// The OpenAPI document of this API.
 const OPENAPI: &str = include_str!("../../../../../../docs/admin-api.openapi.json");
 
-/// The admin API's routes.
-pub(crate) fn routes() -> Router<Arc<Gateway>> {
+/// The admin API's routes; `gateway` checks their callers.
+pub(crate) fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
     let v1 = Router::new()
         .route("/cluster", get(cluster::overview))
         .route("/cluster/leader", post(cluster::move_leader))
@@ -49,8 +55,34 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
         .route("/key", get(keys::one))
         .route("/key/history", get(keys::history))
         .route("/leases", get(keys::leases))
+        .route_layer(middleware::from_fn_with_state(gateway, require_root))
         .route("/openapi.json", get(openapi));
     Router::new().nest("/api/v1", v1)
+}
+
+/// Lets a request through only if its caller is root (or auth is off).
+async fn require_root(State(g): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let caller = Caller::from_headers(request.headers());
+    if caller.is_anonymous() && g.core.auth_state().enabled() {
+        return AdminError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "auth is enabled: send root's token (from POST /v3/auth/authenticate) \
+                      in the Authorization header"
+                .into(),
+        }
+        .into_response();
+    }
+    match g.core.authorize_admin(&caller) {
+        Ok(()) => next.run(request).await,
+        Err(e) => AdminError::from(e).into_response(),
+    }
+}
+
+/// `message` as a request the admin API makes for its (checked) caller.
+fn checked<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.extensions_mut().insert(Caller::Member);
+    request
 }
 
 async fn openapi() -> Response {

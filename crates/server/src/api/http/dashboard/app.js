@@ -10,6 +10,10 @@
 // key browser is an element of class "key-entry" whose textContent is the
 // key; body[data-page] names the page shown and body[data-ready="1"] is set
 // once it has rendered the server's data.
+//
+// With auth on, the admin API answers 401 until root logs in: a login form
+// (#login) asks for a name and password, POST /v3/auth/authenticate gives a
+// token, kept in sessionStorage and sent in the Authorization header.
 (function () {
   'use strict';
 
@@ -344,10 +348,66 @@
     return head + (err.message || String(err));
   }
 
+  var TOKEN_KEY = 'keel-token';
+
+  function token() {
+    try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+
+  function setToken(value) {
+    try {
+      if (value) sessionStorage.setItem(TOKEN_KEY, value); else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage off: the token lives until the page is left */ }
+  }
+
+  // The login form, shown over the page when the server wants a token.
+  function showLogin(why) {
+    if ($('#login')) return;
+    var name = h('input', { name: 'name', autocomplete: 'username', required: true, value: 'root' });
+    var password = h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+    var message = h('p.login-error', { role: 'alert' }, why || '');
+    var form = h('form.login-form', null,
+      h('h2', null, 'Log in'),
+      h('p', null, 'Auth is enabled on this cluster: log in as root.'),
+      h('label', null, 'User', name),
+      h('label', null, 'Password', password),
+      message,
+      h('button', { type: 'submit' }, 'Log in'));
+    form.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      setText(message, '');
+      fetch('/v3/auth/authenticate', {
+        method: 'POST',
+        cache: 'no-store',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: name.value, password: password.value })
+      }).then(function (res) {
+        return res.text().then(function (text) {
+          var body = null;
+          try { body = JSON.parse(text); } catch (e) { /* not JSON */ }
+          if (!res.ok || !body || !body.token) {
+            throw new Error(body && body.message ? body.message : 'login failed (HTTP ' + res.status + ')');
+          }
+          setToken(body.token);
+          window.location.reload();
+        });
+      }).catch(function (e) { setText(message, e.message || String(e)); });
+    });
+    document.body.appendChild(h('div.login#login', { role: 'dialog', 'aria-modal': 'true' }, form));
+    password.focus();
+  }
+
   function request(path, opts) {
     opts = Object.assign({ cache: 'no-store', credentials: 'same-origin' }, opts || {});
+    var t = token();
+    if (t) opts.headers = Object.assign({}, opts.headers || {}, { authorization: t });
     return fetch(path, opts).then(function (res) {
       setConn(true);
+      if (res.status === 401) {
+        // No token, or one that expired or was voided: log in (again).
+        if (t) setToken(null);
+        showLogin(t ? 'Your session ended; log in again.' : '');
+      }
       return res;
     }, function (e) {
       if (e && e.name === 'AbortError') throw e;

@@ -1,0 +1,51 @@
+//! Who a request comes from, and the secrets that say so: the [`Caller`]
+//! every client request carries, signed [`tokens`] that name a user, and
+//! the [`limiter`] of failed logins. The rules themselves (who may touch
+//! which keys) are keel-mvcc's, replicated with the users and roles.
+
+pub(crate) mod limiter;
+pub(crate) mod tokens;
+
+/// The metadata keys (and HTTP headers) an auth token comes in; etcd reads
+/// both.
+const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
+
+/// Who a request acts for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// The server itself (bookkeeping, background tasks, or an admin API
+    /// request already checked): never checked again.
+    Member,
+    /// A client, with the token it sent, if any. The token is checked when
+    /// the request is (against the rules in force then, as etcd does for a
+    /// linearizable read: after its read index).
+    Client {
+        /// The token, as sent.
+        token: Option<String>,
+    },
+}
+
+impl Caller {
+    /// The caller a request carries (put there by admission), or an
+    /// anonymous client.
+    pub(crate) fn of(extensions: &http::Extensions) -> Caller {
+        extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Client { token: None })
+    }
+
+    /// The client whose token (if any) is in `headers`.
+    pub(crate) fn from_headers(headers: &http::HeaderMap) -> Caller {
+        let token = TOKEN_KEYS
+            .iter()
+            .find_map(|key| headers.get(*key))
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        Caller::Client { token }
+    }
+
+    /// Whether this is a client that sent no token.
+    pub(crate) fn is_anonymous(&self) -> bool {
+        matches!(self, Caller::Client { token: None })
+    }
+}
