@@ -754,3 +754,34 @@ async fn the_admin_api_is_roots_once_auth_is_on() {
     let (code, _) = call(&addr, "GET", "/api/v1/openapi.json", json!(null)).await;
     assert_eq!(code, 200);
 }
+
+/// The keel CLI logs in with `--user name:password`, as etcdctl does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_logs_in_with_user() {
+    let cluster = Cluster::start(1, &["--bcrypt-cost", "4"]).await;
+    let mut anonymous = as_token(&cluster, 0, None).await;
+    setup_root(&mut anonymous).await;
+    let endpoint = cluster.members[0].spec.client.clone();
+    let keel = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(args)
+            .args(["--endpoints", &endpoint])
+            .output()
+            .expect("keel runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let root = format!("root:{ROOT_PASSWORD}");
+    let (ok, out) = keel(&["put", "k", "v", "--user", &root]);
+    assert!(ok, "{out}");
+    let (ok, out) = keel(&["get", "k", "--user", "root", "--password", ROOT_PASSWORD]);
+    assert!(ok && out.contains('v'), "{out}");
+    let (ok, out) = keel(&["get", "k"]);
+    assert!(!ok && out.contains("user name is empty"), "{out}");
+    let (ok, out) = keel(&["get", "k", "--user", "root:wrong"]);
+    assert!(
+        !ok && out.contains("authentication failed, invalid user ID or password"),
+        "{out}"
+    );
+}

@@ -430,3 +430,87 @@ fn a_missing_or_unusable_certificate_file_stops_the_start_and_is_named() {
         "{err}"
     );
 }
+
+/// With client certificate auth and auth on, a certificate's Common Name
+/// is the user (when no token is sent), as in etcd; a user added without a
+/// password logs in only so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificates_common_name_is_the_user_once_auth_is_on() {
+    use keel_api::authpb::{permission::Type, Permission, UserAddOptions};
+    use keel_api::etcdserverpb::auth_client::AuthClient;
+    use keel_api::etcdserverpb::*;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let member = ca.issue(dir.path(), "member");
+    let root = ca.issue(dir.path(), "root");
+    let alice = ca.issue(dir.path(), "alice");
+    let stranger = ca.issue(dir.path(), "mallory");
+    let as_user = |issued: &Issued| Some(client_tls(&ca.cert, Some(issued)));
+    let cluster = start(
+        Tls {
+            client: as_user(&root),
+            peer: false,
+        },
+        |_| port_flags("", &ca.cert, &member),
+    );
+    cluster.wait_for_leader().await;
+    let address = cluster.members[0].spec.client.clone();
+    let mut auth = AuthClient::new(channel(&address, as_user(&root)).await.unwrap());
+    let no_password = Some(UserAddOptions { no_password: true });
+    for name in ["root", "alice"] {
+        auth.user_add(AuthUserAddRequest {
+            name: name.into(),
+            options: no_password,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        auth.role_add(AuthRoleAddRequest { name: name.into() })
+            .await
+            .unwrap();
+        auth.user_grant_role(AuthUserGrantRoleRequest {
+            user: name.into(),
+            role: name.into(),
+        })
+        .await
+        .unwrap();
+    }
+    auth.role_grant_permission(AuthRoleGrantPermissionRequest {
+        name: "alice".into(),
+        perm: Some(Permission {
+            perm_type: Type::Read as i32,
+            key: "a/".as_bytes().to_vec().into(),
+            range_end: "a0".as_bytes().to_vec().into(),
+        }),
+    })
+    .await
+    .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+
+    // Root by its certificate, with no token.
+    put(&address, as_user(&root), "a/1", "x")
+        .await
+        .expect("root writes");
+    // alice reads her prefix, and may not write.
+    let alice_tls = client_tls(&ca.cert, Some(&alice));
+    assert_eq!(get(&address, alice_tls, "a/1").await.as_deref(), Some("x"));
+    let refused = put(&address, as_user(&alice), "a/2", "y")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("permission denied"), "{refused}");
+    // A certificate of no user is refused.
+    let refused = put(&address, as_user(&stranger), "a/3", "z")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("permission denied"), "{refused}");
+    // A user without a password cannot log in with one.
+    let login = auth
+        .authenticate(AuthenticateRequest {
+            name: "alice".into(),
+            password: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(login.message().contains("authentication failed"), "{login}");
+}

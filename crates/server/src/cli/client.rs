@@ -4,8 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use keel_api::etcdserverpb::auth_client::AuthClient;
 use keel_api::etcdserverpb::*;
 use keel_mvcc::prefix_end;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use keel_api::etcdserverpb::cluster_client::ClusterClient;
@@ -43,6 +46,33 @@ pub(crate) struct Connection {
     /// The private key of --cert (PEM).
     #[arg(long = "key", id = "tls_key", env = "KEEL_KEY", requires = "tls_cert")]
     pub(super) key: Option<PathBuf>,
+    /// Authenticate as this user: `name:password`, or `name` with the
+    /// password from --password (as etcdctl's --user).
+    #[arg(long, env = "KEEL_USER")]
+    pub(super) user: Option<String>,
+    /// The password of --user, when it holds only the name.
+    #[arg(long, env = "KEEL_PASSWORD")]
+    pub(super) password: Option<String>,
+}
+
+/// A connection to a member: the channel, with the auth token (of --user)
+/// on every request.
+pub(crate) type Conn = InterceptedService<Channel, Token>;
+
+/// The auth token a connection sends, if --user logged in.
+#[derive(Clone)]
+pub(crate) struct Token(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Token {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Connection {
@@ -268,7 +298,30 @@ pub(crate) fn run(command: ClientCommand) -> anyhow::Result<()> {
     runtime.block_on(execute(command))
 }
 
-pub(super) async fn connect(connection: &Connection) -> anyhow::Result<Channel> {
+pub(super) async fn connect(connection: &Connection) -> anyhow::Result<Conn> {
+    let channel = connect_channel(connection).await?;
+    let Some(user) = &connection.user else {
+        return Ok(InterceptedService::new(channel, Token(None)));
+    };
+    let (name, password) = match (user.split_once(':'), &connection.password) {
+        (Some((name, password)), _) => (name.to_string(), password.to_string()),
+        (None, Some(password)) => (user.clone(), password.clone()),
+        (None, None) => {
+            bail!("--user {user} needs a password: --user {user}:PASSWORD or --password")
+        }
+    };
+    let token = AuthClient::new(channel.clone())
+        .authenticate(AuthenticateRequest { name, password })
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+        .into_inner()
+        .token;
+    let token = MetadataValue::try_from(token.as_str()).context("the server's token")?;
+    Ok(InterceptedService::new(channel, Token(Some(token))))
+}
+
+/// The first endpoint that answers.
+async fn connect_channel(connection: &Connection) -> anyhow::Result<Channel> {
     let mut last = None;
     for endpoint in &connection.endpoints {
         let url = if endpoint.contains("://") {
@@ -303,7 +356,7 @@ fn print_kvs(kvs: &[keel_api::mvccpb::KeyValue], keys_only: bool) {
 }
 
 /// Prints a watch's events until the server ends it.
-async fn watch(channel: Channel, create: WatchCreateRequest) -> anyhow::Result<()> {
+async fn watch(channel: Conn, create: WatchCreateRequest) -> anyhow::Result<()> {
     let (requests, request_stream) = tokio::sync::mpsc::channel(1);
     requests
         .send(WatchRequest {

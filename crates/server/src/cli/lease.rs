@@ -15,9 +15,8 @@ use keel_api::v3lockpb::lock_client::LockClient;
 use keel_api::v3lockpb::{LockRequest, UnlockRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
-use super::client::{connect, Connection};
+use super::client::{connect, Conn, Connection};
 
 /// Lease commands.
 #[derive(clap::Subcommand, Debug)]
@@ -139,7 +138,7 @@ pub(crate) async fn lease_command(command: LeaseCommand) -> anyhow::Result<()> {
 
 /// Keeps lease `id` alive, a third of its TTL apart, printing each answer
 /// when `print`; returns once the lease is gone (or after one, `once`).
-async fn keep_alive(channel: Channel, id: i64, once: bool, print: bool) -> anyhow::Result<()> {
+async fn keep_alive(channel: Conn, id: i64, once: bool, print: bool) -> anyhow::Result<()> {
     let (requests, request_stream) = mpsc::channel(1);
     let mut answers = LeaseClient::new(channel)
         .lease_keep_alive(ReceiverStream::new(request_stream))
@@ -165,7 +164,7 @@ async fn keep_alive(channel: Channel, id: i64, once: bool, print: bool) -> anyho
 
 /// A lease of `ttl` seconds kept alive in the background while the caller
 /// holds what it is attached to.
-async fn session(channel: &Channel, ttl: i64) -> anyhow::Result<i64> {
+async fn session(channel: &Conn, ttl: i64) -> anyhow::Result<i64> {
     let id = LeaseClient::new(channel.clone())
         .lease_grant(LeaseGrantRequest { ttl, id: 0 })
         .await?

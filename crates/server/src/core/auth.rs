@@ -61,19 +61,21 @@ impl Core {
     /// that is malformed, forged, expired, or names a user deleted since is
     /// refused.
     fn resolve(&self, caller: &Caller) -> Result<Option<(Arc<AuthState>, String)>, ServerError> {
-        let Caller::Client { token } = caller else {
+        let Caller::Client { token, common_name } = caller else {
             return Ok(None);
         };
         let auth = self.auth_state();
         if !auth.enabled() {
             return Ok(None);
         }
-        let Some(token) = token else {
-            return Ok(Some((auth, String::new())));
+        let user = match (token, common_name) {
+            (Some(token), _) => tokens::verify(auth.token_key(), token, tokens::unix_now())
+                .filter(|user| auth.user(user).is_some())
+                .ok_or(AuthError::InvalidToken)?,
+            // No token: the verified certificate names the user.
+            (None, Some(common_name)) => common_name.clone(),
+            (None, None) => String::new(),
         };
-        let user = tokens::verify(auth.token_key(), token, tokens::unix_now())
-            .filter(|user| auth.user(user).is_some())
-            .ok_or(AuthError::InvalidToken)?;
         Ok(Some((auth, user)))
     }
 

@@ -19,6 +19,7 @@ use tower::{Layer, Service};
 
 use crate::auth::Caller;
 use crate::core::{Core, ServerError};
+use crate::tls::ClientCommonName;
 
 /// The gRPC metadata key with which a client asks to fail fast without a
 /// leader.
@@ -83,7 +84,10 @@ where
                 inner: self.inner.call(request),
             };
         }
-        let caller = Caller::from_headers(request.headers());
+        let caller = Caller::client(
+            request.headers(),
+            request.extensions().get::<ClientCommonName>(),
+        );
         request.extensions_mut().insert(caller);
         if !etcd {
             return AdmissionFuture::Admitted {

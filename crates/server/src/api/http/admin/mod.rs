@@ -37,6 +37,7 @@ use super::json;
 use super::Gateway;
 use crate::auth::Caller;
 use crate::core::ServerError;
+use crate::tls::ClientCommonName;
 
 /// The OpenAPI document of this API.
 const OPENAPI: &str = include_str!("../../../../../../docs/admin-api.openapi.json");
@@ -62,7 +63,10 @@ pub(crate) fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
 
 /// Lets a request through only if its caller is root (or auth is off).
 async fn require_root(State(g): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    let caller = Caller::from_headers(request.headers());
+    let caller = Caller::client(
+        request.headers(),
+        request.extensions().get::<ClientCommonName>(),
+    );
     if caller.is_anonymous() && g.core.auth_state().enabled() {
         return AdminError {
             status: StatusCode::UNAUTHORIZED,
