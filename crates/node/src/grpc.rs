@@ -42,6 +42,9 @@ struct Dialer {
     /// Asked for the TLS settings at every connection; `None`: plaintext.
     #[cfg(feature = "tls")]
     tls: Option<Arc<dyn Fn() -> tonic::transport::ClientTlsConfig + Send + Sync>>,
+    /// The local address connections start from (`None`: the system's
+    /// choice).
+    local: Option<std::net::IpAddr>,
 }
 
 impl Dialer {
@@ -50,11 +53,13 @@ impl Dialer {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             return Endpoint::from_shared(format!("https://{address}"))?
+                .local_address(self.local)
                 .tls_config(tls())?
                 .connect()
                 .await;
         }
         Endpoint::from_shared(format!("http://{address}"))?
+            .local_address(self.local)
             .connect()
             .await
     }
@@ -102,6 +107,14 @@ impl GrpcTransport {
         tls: impl Fn() -> tonic::transport::ClientTlsConfig + Send + Sync + 'static,
     ) -> Self {
         self.dialer.tls = Some(Arc::new(tls));
+        self
+    }
+
+    /// Opens connections to peers from local address `ip` (the one this
+    /// node listens on, say), so that peers and anything between them see
+    /// which node a connection comes from.
+    pub fn bind_to(mut self, ip: std::net::IpAddr) -> Self {
+        self.dialer.local = Some(ip);
         self
     }
 

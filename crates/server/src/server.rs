@@ -54,8 +54,10 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     // file stops the start with its name.
     let client_tls = PortTls::load(config.client_tls.as_ref())
         .context("client TLS (cert_file, key_file, trusted_ca_file)")?;
-    let peer_tls = PortTls::load(config.peer_tls.as_ref())
+    let mut peer_tls = PortTls::load(config.peer_tls.as_ref())
         .context("peer TLS (peer_cert_file, peer_key_file, peer_trusted_ca_file)")?;
+    // Members dial each other from their own peer address.
+    peer_tls.dialer = peer_tls.dialer.from_address_of(&config.listen_peer);
 
     // Bind first: a port in use is reported before anything else happens.
     let peer_listener = TcpListener::bind(&config.listen_peer)

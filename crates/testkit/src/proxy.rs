@@ -4,9 +4,13 @@
 //! command. A cut direction holds its bytes until the link heals (what a
 //! partition does to a TCP stream); a reset closes every connection and
 //! refuses new ones (what a crashed or unreachable peer looks like).
+//! Faults can be set for the connections from one source address only,
+//! so one proxy in front of a member can cut some of its peers and not
+//! the others (each member on its own 127.0.0.N, dialing from it).
 
+use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,10 +47,23 @@ impl Faults {
     }
 }
 
+/// The faults of every source: its own, or the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Plan {
+    default: Faults,
+    by_source: BTreeMap<IpAddr, Faults>,
+}
+
+impl Plan {
+    fn of(&self, source: IpAddr) -> Faults {
+        self.by_source.get(&source).copied().unwrap_or(self.default)
+    }
+}
+
 /// One proxied link; dropping it stops the proxy and its connections.
 pub struct Proxy {
     addr: SocketAddr,
-    faults: watch::Sender<Faults>,
+    plan: watch::Sender<Plan>,
     task: JoinHandle<()>,
 }
 
@@ -56,9 +73,9 @@ impl Proxy {
     pub async fn start(listen: SocketAddr, target: SocketAddr) -> io::Result<Proxy> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let (faults, watching) = watch::channel(Faults::healthy());
+        let (plan, watching) = watch::channel(Plan::default());
         let task = tokio::spawn(accept(listener, target, watching));
-        Ok(Proxy { addr, faults, task })
+        Ok(Proxy { addr, plan, task })
     }
 
     /// Where clients connect.
@@ -66,14 +83,27 @@ impl Proxy {
         self.addr
     }
 
-    /// Sets what the link does, for its connections now and later.
+    /// Sets what the link does, for its connections now and later (those
+    /// of a source given its own faults excepted).
     pub fn set(&self, faults: Faults) {
-        self.faults.send_replace(faults);
+        self.plan.send_modify(|plan| plan.default = faults);
     }
 
-    /// What the link does now.
-    pub fn faults(&self) -> Faults {
-        *self.faults.borrow()
+    /// Sets what the link does to the connections from `source`.
+    pub fn set_from(&self, source: IpAddr, faults: Faults) {
+        self.plan.send_modify(|plan| {
+            plan.by_source.insert(source, faults);
+        });
+    }
+
+    /// Heals the link for every source.
+    pub fn heal(&self) {
+        self.plan.send_replace(Plan::default());
+    }
+
+    /// What the link does to connections from `source` now.
+    pub fn faults(&self, source: IpAddr) -> Faults {
+        self.plan.borrow().of(source)
     }
 }
 
@@ -83,17 +113,18 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept(listener: TcpListener, target: SocketAddr, faults: watch::Receiver<Faults>) {
+async fn accept(listener: TcpListener, target: SocketAddr, plan: watch::Receiver<Plan>) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((client, _)) = listener.accept().await else {
+        let Ok((client, from)) = listener.accept().await else {
             continue;
         };
-        if faults.borrow().reset {
+        let source = from.ip();
+        if plan.borrow().of(source).reset {
             drop(client);
             continue;
         }
-        let faults = faults.clone();
+        let faults = plan.clone();
         connections.spawn(async move {
             let Ok(server) = TcpStream::connect(target).await else {
                 return;
@@ -102,10 +133,12 @@ async fn accept(listener: TcpListener, target: SocketAddr, faults: watch::Receiv
             let _ = server.set_nodelay(true);
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            let to_target = pump(client_read, server_write, faults.clone(), |f| {
+            let to_target = pump(client_read, server_write, faults.clone(), source, |f| {
                 f.cut_to_target
             });
-            let from_target = pump(server_read, client_write, faults, |f| f.cut_from_target);
+            let from_target = pump(server_read, client_write, faults, source, |f| {
+                f.cut_from_target
+            });
             // Either direction ending (or a reset) ends the connection.
             tokio::select! {
                 _ = to_target => {}
@@ -122,7 +155,8 @@ async fn accept(listener: TcpListener, target: SocketAddr, faults: watch::Receiv
 async fn pump(
     mut from: impl AsyncReadExt + Unpin,
     mut to: impl AsyncWriteExt + Unpin,
-    mut faults: watch::Receiver<Faults>,
+    mut plan: watch::Receiver<Plan>,
+    source: IpAddr,
     cut: fn(&Faults) -> bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
@@ -132,20 +166,21 @@ async fn pump(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             },
-            changed = faults.wait_for(|f| f.reset) => {
+            changed = plan.wait_for(|p| p.of(source).reset) => {
                 let _ = changed;
                 return;
             }
         };
-        let now = *faults.borrow();
-        if cut(&now) {
+        if cut(&plan.borrow().of(source)) {
             // Held until the link heals (or resets).
-            let healed = faults.wait_for(|f| !cut(f) || f.reset).await;
-            if healed.map_or(true, |f| f.reset) {
+            let healed = plan
+                .wait_for(|p| !cut(&p.of(source)) || p.of(source).reset)
+                .await;
+            if healed.map_or(true, |p| p.of(source).reset) {
                 return;
             }
         }
-        let delay = faults.borrow().delay;
+        let delay = plan.borrow().of(source).delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -219,12 +254,30 @@ mod tests {
         assert_eq!(roundtrip(&mut stream, short).await, None, "closed");
         let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(roundtrip(&mut fresh, short).await, None, "refused");
-        proxy.set(Faults::healthy());
+        proxy.heal();
         let mut again = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(
             roundtrip(&mut again, short).await.as_deref(),
             Some(&b"ping"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn faults_of_one_source_spare_the_others() {
+        let target = echo_server().await;
+        let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), target)
+            .await
+            .unwrap();
+        let cut_off: IpAddr = "127.0.0.2".parse().unwrap();
+        proxy.set_from(cut_off, Faults::cut());
+        let short = Duration::from_millis(200);
+        let mut spared = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(roundtrip(&mut spared, short).await.is_some());
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(cut_off, 0)).unwrap();
+        let mut from_cut = socket.connect(proxy.addr()).await.unwrap();
+        assert_eq!(roundtrip(&mut from_cut, short).await, None);
+        assert_eq!(proxy.faults(cut_off), Faults::cut());
     }
 
     #[tokio::test]

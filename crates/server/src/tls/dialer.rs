@@ -17,6 +17,9 @@ use super::reload::Reloading;
 pub(crate) struct Dialer {
     /// `None`: plaintext.
     tls: Option<Arc<Reloading<ClientTlsConfig>>>,
+    /// The local address connections start from (`None`: the system's
+    /// choice).
+    local: Option<std::net::IpAddr>,
 }
 
 impl Dialer {
@@ -28,18 +31,32 @@ impl Dialer {
             .transpose()?;
         Ok(Dialer {
             tls: tls.map(Arc::new),
+            local: None,
         })
+    }
+
+    /// Connections start from `listen`'s address (`host:port`) when it is
+    /// a specific IP: peers, and anything between them, then see which
+    /// member a connection comes from.
+    pub(crate) fn from_address_of(mut self, listen: &str) -> Dialer {
+        self.local = listen
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        self
     }
 
     /// An endpoint for `address` (`host:port`), with the TLS settings of
     /// the moment.
     pub(crate) fn endpoint(&self, address: &str) -> Result<Endpoint, tonic::transport::Error> {
-        match &self.tls {
+        let endpoint = match &self.tls {
             Some(tls) => {
-                Endpoint::from_shared(format!("https://{address}"))?.tls_config(tls.current().1)
+                Endpoint::from_shared(format!("https://{address}"))?.tls_config(tls.current().1)?
             }
-            None => Endpoint::from_shared(format!("http://{address}")),
-        }
+            None => Endpoint::from_shared(format!("http://{address}"))?,
+        };
+        Ok(endpoint.local_address(self.local))
     }
 
     /// Changes whenever the TLS settings are reloaded: channels made
@@ -51,7 +68,10 @@ impl Dialer {
     /// keel-node's raft transport for cluster `cluster_id`, dialing peers
     /// this way (its TLS settings are asked for at every connection).
     pub(crate) fn raft_transport(&self, cluster_id: u64) -> GrpcTransport {
-        let transport = GrpcTransport::new(cluster_id, Default::default());
+        let mut transport = GrpcTransport::new(cluster_id, Default::default());
+        if let Some(ip) = self.local {
+            transport = transport.bind_to(ip);
+        }
         match &self.tls {
             Some(tls) => {
                 let tls = tls.clone();
