@@ -32,10 +32,14 @@ impl fmt::Display for Violation {
 
 /// Drops chunks of `ops` (halves, then quarters, down to single
 /// operations) while what is left still fails `holds`: a sub-history in
-/// which every operation matters, or nearly.
+/// which every operation matters, or nearly. `support` adds back to a
+/// candidate what it needs to be readable (the writes of the values its
+/// reads saw), so that a witness does not end as a read of a value nobody
+/// wrote.
 pub(crate) fn shrink(
     mut ops: Vec<Operation>,
     holds: impl Fn(&[Operation]) -> bool,
+    support: impl Fn(Vec<Operation>, &[Operation]) -> Vec<Operation>,
 ) -> Vec<Operation> {
     let mut chunk = ops.len().div_ceil(2).max(1);
     loop {
@@ -43,7 +47,8 @@ pub(crate) fn shrink(
         while start < ops.len() && ops.len() > 1 {
             let end = (start + chunk).min(ops.len());
             let rest: Vec<Operation> = ops[..start].iter().chain(&ops[end..]).cloned().collect();
-            if !rest.is_empty() && !holds(&rest) {
+            let rest = support(rest, &ops);
+            if !rest.is_empty() && rest.len() < ops.len() && !holds(&rest) {
                 ops = rest;
             } else {
                 start = end;
