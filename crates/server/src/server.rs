@@ -57,7 +57,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     let mut peer_tls = PortTls::load(config.peer_tls.as_ref())
         .context("peer TLS (peer_cert_file, peer_key_file, peer_trusted_ca_file)")?;
     // Members dial each other from their own peer address.
-    peer_tls.dialer = peer_tls.dialer.from_address_of(&config.listen_peer);
+    peer_tls.dialer = peer_tls.dialer.dialing_from(&config.listen_peer);
 
     // Bind first: a port in use is reported before anything else happens.
     let peer_listener = TcpListener::bind(&config.listen_peer)

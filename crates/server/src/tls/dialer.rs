@@ -38,7 +38,7 @@ impl Dialer {
     /// Connections start from `listen`'s address (`host:port`) when it is
     /// a specific IP: peers, and anything between them, then see which
     /// member a connection comes from.
-    pub(crate) fn from_address_of(mut self, listen: &str) -> Dialer {
+    pub(crate) fn dialing_from(mut self, listen: &str) -> Dialer {
         self.local = listen
             .parse::<std::net::SocketAddr>()
             .ok()
