@@ -454,10 +454,12 @@ auth_session() {
     set -e
 }
 
-echo "== auth: etcdctl's flow against keel (three members)"
+# One endpoint, as against etcd: etcdctl retries a failed login on each
+# endpoint it is given, one warning each.
+echo "== auth: etcdctl's flow against keel (one member of three)"
 # etcdctl's retry warnings carry times and client ids.
 unstamp() { sed -E 's/"ts":"[^"]*"/"ts":T/; s/"target":"[^"]*"/"target":E/'; }
-auth_session "$ALL" 2>&1 | unstamp >"$WORK/keel-auth.transcript"
+auth_session "$C2" 2>&1 | unstamp >"$WORK/keel-auth.transcript"
 if [[ -n "${ETCD_AUTH_ENDPOINT:-}" ]]; then
     auth_session "$ETCD_AUTH_ENDPOINT" 2>&1 | unstamp >"$WORK/etcd-auth.transcript"
     if ! diff -u "$WORK/etcd-auth.transcript" "$WORK/keel-auth.transcript"; then
