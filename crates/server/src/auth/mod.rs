@@ -71,3 +71,19 @@ impl Caller {
         )
     }
 }
+
+/// The client an HTTP request comes from (the gateway's handlers take it
+/// as an argument).
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Caller, Self::Rejection> {
+        Ok(Caller::client(
+            &parts.headers,
+            parts.extensions.get::<ClientCommonName>(),
+        ))
+    }
+}

@@ -53,13 +53,13 @@ impl Coordinator {
     ) -> Result<(), ServerError> {
         let prefix = prefix_of(name);
         let end = prefix_end(&prefix);
+        let accesses: &[Access] = if write {
+            &[Access::Read, Access::Write]
+        } else {
+            &[Access::Read]
+        };
         self.core
-            .authorize_access(caller, &prefix, &end, Access::Read)?;
-        if write {
-            self.core
-                .authorize_access(caller, &prefix, &end, Access::Write)?;
-        }
-        Ok(())
+            .authorize_ranges(caller, [(&prefix[..], &end[..])], accesses)
     }
 
     /// Creates `key` (under `lease`, holding `value`) unless it exists;

@@ -237,21 +237,26 @@ impl Core {
         key: &[u8],
         range_end: &[u8],
     ) -> Result<(), ServerError> {
-        self.authorize_access(caller, key, range_end, Access::Read)
+        self.authorize_ranges(caller, [(key, range_end)], &[Access::Read])
     }
 
-    /// Whether `caller` may read or write `key`..`range_end`.
-    pub(crate) fn authorize_access(
+    /// Whether `caller` may have every one of `accesses` on every
+    /// `(key, range_end)` of `ranges`; its token is checked once.
+    pub(crate) fn authorize_ranges<'a>(
         &self,
         caller: &Caller,
-        key: &[u8],
-        range_end: &[u8],
-        access: Access,
+        ranges: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        accesses: &[Access],
     ) -> Result<(), ServerError> {
-        match self.resolve(caller)? {
-            Some((auth, user)) => Ok(auth.check(&user, key, range_end, access)?),
-            None => Ok(()),
+        let Some((auth, user)) = self.resolve(caller)? else {
+            return Ok(());
+        };
+        for (key, range_end) in ranges {
+            for &access in accesses {
+                auth.check(&user, key, range_end, access)?;
+            }
         }
+        Ok(())
     }
 
     /// Whether `caller` may do what only root may.

@@ -68,9 +68,9 @@ impl Core {
         request: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, ServerError> {
         if self.auth_state().enabled() && *caller != Caller::Member {
-            for key in self.store.lease_keys(request.id)? {
-                self.authorize_access(caller, &key, b"", Access::Write)?;
-            }
+            let keys = self.store.lease_keys(request.id)?;
+            let ranges = keys.iter().map(|key| (&key[..], &b""[..]));
+            self.authorize_ranges(caller, ranges, &[Access::Write])?;
         }
         let command = CommandPb {
             op: Some(Op::LeaseRevoke(request)),

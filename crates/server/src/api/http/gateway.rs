@@ -10,10 +10,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
-use axum::Extension;
 use axum::Router;
 use keel_api::etcdserverpb::auth_server::Auth;
 use keel_api::etcdserverpb::cluster_server::Cluster;
@@ -34,7 +32,6 @@ use crate::api::grpc::{
 };
 use crate::auth::Caller;
 use crate::core::Core;
-use crate::tls::ClientCommonName;
 use crate::watch::WatchHub;
 
 /// The services the gateway calls.
@@ -71,11 +68,7 @@ fn request_of<T>(caller: Caller, message: T) -> Request<T> {
 macro_rules! unary {
     ($service:ident . $method:ident) => {
         post(
-            |State(g): State<Arc<Gateway>>,
-             headers: HeaderMap,
-             cn: Option<Extension<ClientCommonName>>,
-             body: Body| async move {
-                let caller = Caller::client(&headers, cn.as_deref());
+            |State(g): State<Arc<Gateway>>, caller: Caller, body: Body| async move {
                 json::unary(body, g.limit(), |request| {
                     g.$service.$method(request_of(caller, request))
                 })
@@ -160,11 +153,7 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
 /// `/v3/watch`: a watch stream; its requests are the body's messages.
 fn watches() -> MethodRouter<Arc<Gateway>> {
     post(
-        |State(g): State<Arc<Gateway>>,
-         headers: HeaderMap,
-         cn: Option<Extension<ClientCommonName>>,
-         body: Body| async move {
-            let caller = Caller::client(&headers, cn.as_deref());
+        |State(g): State<Arc<Gateway>>, caller: Caller, body: Body| async move {
             let requests = json::requests::<WatchRequest>(body, g.limit());
             json::streamed(g.watch.open(false, caller, requests))
         },
@@ -182,11 +171,7 @@ fn keep_alives() -> MethodRouter<Arc<Gateway>> {
 /// `/v3/maintenance/snapshot`: the backup in messages.
 fn snapshots() -> MethodRouter<Arc<Gateway>> {
     post(
-        |State(g): State<Arc<Gateway>>,
-         headers: HeaderMap,
-         cn: Option<Extension<ClientCommonName>>,
-         body: Body| async move {
-            let caller = Caller::client(&headers, cn.as_deref());
+        |State(g): State<Arc<Gateway>>, caller: Caller, body: Body| async move {
             server_streaming(body, g.limit(), |request: SnapshotRequest| {
                 g.maintenance.snapshot(request_of(caller, request))
             })
@@ -198,11 +183,7 @@ fn snapshots() -> MethodRouter<Arc<Gateway>> {
 /// `/v3/election/observe`: the election's leaders as they change.
 fn observations() -> MethodRouter<Arc<Gateway>> {
     post(
-        |State(g): State<Arc<Gateway>>,
-         headers: HeaderMap,
-         cn: Option<Extension<ClientCommonName>>,
-         body: Body| async move {
-            let caller = Caller::client(&headers, cn.as_deref());
+        |State(g): State<Arc<Gateway>>, caller: Caller, body: Body| async move {
             server_streaming(body, g.limit(), |request: LeaderRequest| {
                 g.election.observe(request_of(caller, request))
             })
