@@ -24,42 +24,9 @@ if ((${#need_apt[@]})); then
 fi
 export ETCDCTL_API=3
 
-KEEL_BIN=${KEEL_BIN:-}
-if [[ -z "$KEEL_BIN" ]]; then
-    cargo build --release --bin keel
-    KEEL_BIN=target/release/keel
-fi
-
-WORK=$(mktemp -d /tmp/keel-compat.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    [[ -n "${KEEP_COMPAT:-}" ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-fail() {
-    echo "compat: FAIL: $*" >&2
-    for log in "$WORK"/*.log; do
-        echo "--- $log (last 30 lines)" >&2
-        tail -30 "$log" >&2 || true
-    done
-    exit 1
-}
-
-# expect NAME WANT CMD...: runs CMD and compares its output with WANT.
-expect() {
-    local name=$1 want=$2
-    shift 2
-    local got
-    got=$("$@" 2>&1) || fail "$name: \`$*\` failed: $got"
-    [[ "$got" == "$want" ]] || fail "$name: \`$*\` printed
-$got
-but should print
-$want"
-    echo "ok   $name"
-}
+SCRIPT=compat KEEP_VAR=KEEP_COMPAT
+source scripts/lib/processes.sh
+keel_bin
 
 # expect_error NAME MESSAGE CMD...: CMD must fail, printing MESSAGE.
 expect_error() {

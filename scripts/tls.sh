@@ -22,42 +22,9 @@ if ((${#need_apt[@]})); then
 fi
 export ETCDCTL_API=3
 
-KEEL_BIN=${KEEL_BIN:-}
-if [[ -z "$KEEL_BIN" ]]; then
-    cargo build --release --bin keel
-    KEEL_BIN=target/release/keel
-fi
-
-WORK=$(mktemp -d /tmp/keel-tls.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    [[ -n "${KEEP_TLS:-}" ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-fail() {
-    echo "tls: FAIL: $*" >&2
-    for log in "$WORK"/*.log; do
-        echo "--- $log (last 30 lines)" >&2
-        tail -30 "$log" >&2 || true
-    done
-    exit 1
-}
-
-# expect NAME WANT CMD...: runs CMD and compares its output with WANT.
-expect() {
-    local name=$1 want=$2
-    shift 2
-    local got
-    got=$("$@" 2>&1) || fail "$name: \`$*\` failed: $got"
-    [[ "$got" == "$want" ]] || fail "$name: \`$*\` printed
-$got
-but should print
-$want"
-    echo "ok: $name"
-}
+SCRIPT=tls KEEP_VAR=KEEP_TLS
+source scripts/lib/processes.sh
+keel_bin
 
 # count NAME WANT PATTERN CMD...: CMD must print WANT lines matching PATTERN.
 count() {
@@ -69,7 +36,7 @@ count() {
         fail "$name: \`$*\` printed
 $got
 but should print $want lines with $pattern"
-    echo "ok: $name"
+    echo "ok   $name"
 }
 
 # refused NAME CMD...: CMD must fail.
@@ -79,7 +46,7 @@ refused() {
     if out=$("$@" 2>&1); then
         fail "$name: \`$*\` should have been refused but printed: $out"
     fi
-    echo "ok: $name (refused)"
+    echo "ok   $name (refused)"
 }
 
 echo "== certificates in $WORK"
