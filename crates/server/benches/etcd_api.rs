@@ -78,6 +78,11 @@ use keel_testkit::{Cluster, Flavor};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+/// The same allocator as the server, so the load generator (on the same two
+/// cores) costs as little as it can, whichever target it drives.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Bench settings, from the environment.
 #[derive(Clone, Debug)]
 struct Settings {

@@ -20,6 +20,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server as GrpcServer;
 use tonic_health::ServingStatus;
 
+use crate::api::coalesced_writes::CoalescedWrites;
 use crate::api::grpc::admission::AdmissionLayer;
 use crate::api::grpc::authority::LenientAuthority;
 use crate::api::grpc::handled::HandledLayer;
@@ -203,7 +204,9 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
                     TcpIncoming::from(listener).with_nodelay(Some(true)),
                     client_tls.serving.clone(),
                 )
-                .map(|accepted| accepted.map(LenientAuthority::new)),
+                .map(|accepted| {
+                    accepted.map(|conn| CoalescedWrites::new(LenientAuthority::new(conn)))
+                }),
                 signalled(clients_stopped.clone()),
             );
         client_servers.push(tokio::spawn(server));

@@ -7,7 +7,11 @@
 //!
 //! - [`http`]: on the client port too, etcd's JSON gateway (through the
 //!   same services, so the same error mapping), `/version` and `/health`.
-//!   The admin API, metrics and the dashboard will join it.
+//!   keel's admin API, `/metrics` and the dashboard.
+//!
+//! - [`coalesced_writes`]: what every client connection's bytes pass through
+//!   on the way out, so one scheduler round's responses share a `writev`.
 
+pub(crate) mod coalesced_writes;
 pub(crate) mod grpc;
 pub(crate) mod http;
