@@ -51,8 +51,9 @@
 //!   each put's start to each watcher's event.
 //! - "stall": N clients put `BENCH_STALL_PUTS` keys (a warm-up, not
 //!   reported), then as many with no watcher, then as many again while one
-//!   watcher of every key they write never reads its stream. Both rows give
-//!   the put rate and the leader's RSS before and after.
+//!   watcher of every key they write never reads its stream, then as many
+//!   again with the watcher gone (a control). Each row gives the put rate
+//!   and the leader's RSS before and after.
 //! - "leases": N clients grant `BENCH_LEASES` (100000) leases of 600 s, each
 //!   with a key (leader RSS before and after); then `BENCH_EXPIRING`
 //!   (10000) leases of 8 s, each with a key, are granted as fast as the
@@ -706,9 +707,17 @@ async fn run_stall(
     let beside = put_count(addr, clients, s.stall_puts, PREFIX, s).await;
     let beside = measured(before, leader_rss(), beside);
     drop((stalled, requests));
+
+    // A control: the same round again without the watcher, on a store as
+    // large as the stalled round's, so what the store itself adds per
+    // round can be told from what the watcher holds.
+    let before = leader_rss();
+    let after = put_count(addr, clients, s.stall_puts, PREFIX, s).await;
+    let after = measured(before, leader_rss(), after);
     vec![
         ("put, no watcher", alone),
         ("put, one stalled watcher", beside),
+        ("put, no watcher (after)", after),
     ]
 }
 

@@ -1,7 +1,8 @@
 //! The admin API (`/api/v1`) on real members: the cluster view with each
 //! member's raft progress, the key browser and a key's history, the
-//! actions (move the leader, compact, download a backup), errors a person
-//! can act on, and every path of the OpenAPI document served.
+//! actions (move the leader, promote and remove a member, compact, download
+//! a backup), errors a person can act on, and every path of the OpenAPI
+//! document served.
 
 mod common;
 
@@ -284,4 +285,97 @@ async fn every_path_of_the_openapi_document_is_served() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_promotes_a_learner_and_removes_a_member() {
+    let mut cluster = Cluster::start(1, &[]).await;
+    let addr = cluster.members[0].spec.client.clone();
+    let mut kv = cluster.kv(0).await;
+    for i in 0..20 {
+        kv.put(PutRequest {
+            key: Bytes::from(format!("k{i}")),
+            value: Bytes::from_static(b"v"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let (learner, id) = cluster.add_member(0, true).await.expect("member add");
+    let id = format!("{id:x}");
+
+    // The learner is shown as one until it is promoted, which waits for it
+    // to catch up (etcd refuses a learner that is behind).
+    let mut promoted = (0, Value::Null);
+    for _ in 0..150 {
+        let view = get(&addr, "/api/v1/cluster").await;
+        let shown = view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("no learner {id} in {view}"));
+        assert_eq!(shown["is_learner"], true, "{shown}");
+        promoted = call(
+            &addr,
+            "POST",
+            &format!("/api/v1/members/{id}/promote"),
+            Value::Null,
+        )
+        .await;
+        if promoted.0 == 200 {
+            break;
+        }
+        assert!(
+            promoted.1["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{promoted:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(promoted.0, 200, "{:?}", promoted.1);
+    assert_eq!(promoted.1["promoted"], id.as_str());
+    let view = get(&addr, "/api/v1/cluster").await;
+    assert_eq!(view["members"].as_array().unwrap().len(), 2, "{view}");
+    let voter = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(voter["is_learner"], false, "{voter}");
+
+    // Promoting a voter is refused with a message.
+    let (status, again) = call(
+        &addr,
+        "POST",
+        &format!("/api/v1/members/{id}/promote"),
+        Value::Null,
+    )
+    .await;
+    assert!((400..500).contains(&status), "{status} {again}");
+    assert!(again["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+    // Removing it leaves one member, which keeps serving writes.
+    let (status, removed) = call(
+        &addr,
+        "DELETE",
+        &format!("/api/v1/members/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{removed}");
+    assert_eq!(removed["removed"], id.as_str());
+    let view = get(&addr, "/api/v1/cluster").await;
+    assert_eq!(view["members"].as_array().unwrap().len(), 1, "{view}");
+    kv.put(PutRequest {
+        key: Bytes::from_static(b"after"),
+        value: Bytes::from_static(b"v"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cluster.kill(learner);
 }

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use keel_api::etcdserverpb::cluster_client::ClusterClient;
 use keel_api::etcdserverpb::maintenance_client::MaintenanceClient;
-use keel_api::etcdserverpb::{StatusRequest, StatusResponse};
+use keel_api::etcdserverpb::{MemberAddRequest, StatusRequest, StatusResponse};
 use tonic::transport::{Channel, ClientTlsConfig};
 
 /// How long [`Cluster::wait_for_leader`] waits for the members to agree.
@@ -219,6 +220,46 @@ impl Cluster {
     /// Keeps the data directory when the cluster is dropped (and says where).
     pub fn keep_dir(&mut self, keep: bool) {
         self.keep_dir = keep;
+    }
+
+    /// Adds a member through member `via` (etcd's `MemberAdd`, as a
+    /// learner if `learner`), then starts it to join the running cluster
+    /// (`--initial-cluster-state existing`). Returns its index in
+    /// [`members`](Self::members) and its member id.
+    pub async fn add_member(
+        &mut self,
+        via: usize,
+        learner: bool,
+    ) -> Result<(usize, u64), tonic::Status> {
+        let i = self.members.len();
+        let dir = self.dir.as_ref().expect("the cluster's directory").path();
+        let name = format!(
+            "{}{}",
+            self.members[0].spec.name.trim_end_matches(char::is_numeric),
+            i + 1
+        );
+        let spec = MemberSpec {
+            client: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            data_dir: dir.join(&name),
+            name,
+        };
+        let added = ClusterClient::new(self.channel(via))
+            .member_add(MemberAddRequest {
+                peer_ur_ls: vec![format!("{}://{}", self.tls.peer_scheme(), spec.peer)],
+                is_learner: learner,
+            })
+            .await?
+            .into_inner();
+        let id = added.member.map_or(0, |m| m.id);
+        self.members.push(Member {
+            log: dir.join(format!("{}.log", spec.name)),
+            spec,
+            process: None,
+            args: vec!["--initial-cluster-state".into(), "existing".into()],
+        });
+        self.spawn(i);
+        Ok((i, id))
     }
 
     /// Starts (or restarts) member `i`. Its log is appended to.
