@@ -8,6 +8,9 @@
 #     follower, so a follower's view of the leader is what is checked);
 #   - #/keys: the folder app/, and under prefix app/config/ the key
 #     app/config/a as a .key-entry;
+#   - #/leases: a lease granted with etcdctl, with its key;
+#   - #/watch from revision 1: the history's events, markup keys included;
+#   - #/metrics: rendered, with its proposals chart;
 #   - the markup keys and values as text only: escaped in the DOM, no
 #     element injected (no <img>, no extra <script>, no on* attribute) and no
 #     body[data-pwned];
@@ -66,6 +69,9 @@ ctl put app/readme 'see app/config/' >/dev/null || fail "etcdctl put app/readme"
 ctl put "$xss_script" '<script>alert(2)</script><b>bold</b>' >/dev/null || fail "etcdctl put $xss_script"
 ctl put "$xss_img" '<img src=x onerror="document.body.dataset.pwned=2">' >/dev/null || fail "etcdctl put $xss_img"
 [[ "$(ctl get app/config/a --print-value-only)" == hello ]] || fail "etcdctl get app/config/a does not read back hello"
+lease_hex=$(ctl lease grant 600 | awk '/granted/ {print $2}')
+[[ -n "$lease_hex" ]] || fail "etcdctl lease grant 600"
+ctl put --lease="$lease_hex" app/leased 'held by a lease' >/dev/null || fail "etcdctl put --lease"
 echo "ok   wrote app/config/{a,b}, app/readme and two keys of HTML markup with etcdctl"
 
 # ---- the checks on a dumped DOM (Python's html.parser; no dependencies)
@@ -179,6 +185,22 @@ elif check in ("keys", "folders"):  # TEXT...: .key-entry / .folder-entry elemen
     for want in args:
         if want not in have:
             die("no .%s showing %r; the page lists %r (%s)" % (cls, want, have[:50], page_state()))
+
+elif check == "lease":  # HEXID KEY...: a leases row for the lease, with these keys as chips
+    row = next((n for n in nodes if n.tag == "tr" and n.attrs.get("data-lease-id", "").lower() == args[0].lower()), None)
+    if row is None:
+        ids = [n.attrs["data-lease-id"] for n in nodes if "data-lease-id" in n.attrs]
+        die("no row with data-lease-id=%r; rows: %r (%s)" % (args[0], ids, page_state()))
+    chips = [c.text() for c in row.walk() if "chip" in c.classes()]
+    for want in args[1:]:
+        if want not in chips:
+            die("the lease's row lists keys %r, not %r" % (chips, want))
+
+elif check == "events":  # KEY...: watch events (.event-key) for these keys
+    have = [n.text() for n in by_class("event-key")]
+    for want in args:
+        if want not in have:
+            die("no watch event for %r; the events are for %r (%s)" % (want, have[:50], page_state()))
 
 elif check == "value":  # TEXT: the value viewer shows it as text
     pres = [n for n in nodes if n.tag == "pre" and "value" in n.classes()]
@@ -321,6 +343,24 @@ check key-img ready
 check key-img safe
 check key-img value '<img src=x onerror="document.body.dataset.pwned=2">'
 echo "ok   the markup keys' values are shown as text in the key view"
+
+# ---- #/leases, #/watch (replaying from revision 1), #/metrics
+dump leases "$base/#/leases"
+check leases ready
+check leases safe
+check leases lease "$lease_hex" app/leased
+echo "ok   #/leases: lease $lease_hex with its key app/leased"
+dump watch "$base/#/watch?prefix=&start=1&rev=1"
+check watch ready
+check watch safe
+check watch events app/config/a app/leased "$xss_script" "$xss_img"
+check watch escaped '&lt;script&gt;alert(1)&lt;/script&gt;'
+echo "ok   #/watch from revision 1: the history's events, the markup keys as text"
+dump metrics "$base/#/metrics"
+check metrics ready
+check metrics safe
+grep -q 'Proposals committed' "$work/metrics.html" || fail "#/metrics shows no proposals chart (the page: $work/metrics.html)"
+echo "ok   #/metrics: rendered with its charts"
 
 # ---- a screenshot of #/cluster
 shot="$shots/cluster.png"

@@ -1240,7 +1240,7 @@
       'aria-label': 'key or prefix', value: paramText(params, 'prefix') || ''
     });
     var isPrefix = h('input', { type: 'checkbox', checked: params.exact === undefined || params.exact === '0' });
-    var fromRev = h('input.input.input-narrow', { type: 'number', min: '1', placeholder: 'from rev', 'aria-label': 'start revision', title: 'replay changes since this revision (optional)' });
+    var fromRev = h('input.input.input-narrow', { type: 'number', min: '1', placeholder: 'from rev', 'aria-label': 'start revision', title: 'replay changes since this revision (optional)', value: paramText(params, 'rev') || '' });
     var startBtn = h('button.btn.btn-primary', { type: 'submit' }, 'Start');
     var stopBtn = button('Stop', { disabled: true });
     var clearBtn = button('Clear');
