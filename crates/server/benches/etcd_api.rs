@@ -705,8 +705,13 @@ async fn run_stall(
         .expect("opening the stalled watch");
     let before = leader_rss();
     let beside = put_count(addr, clients, s.stall_puts, PREFIX, s).await;
-    let beside = measured(before, leader_rss(), beside);
+    let held = leader_rss();
+    let mut beside = measured(before, held, beside);
     drop((stalled, requests));
+    // What the member frees when the stalled watcher goes: what it held.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let released = mb(held) - mb(leader_rss());
+    beside.notes += &format!("; {released:+.1} MB freed when the watcher closed");
 
     // A control: the same round again without the watcher, on a store as
     // large as the stalled round's, so what the store itself adds per
