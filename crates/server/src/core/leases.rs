@@ -4,7 +4,7 @@
 
 use crate::metrics::{LEASES_GRANTED, LEASES_RENEWED, LEASES_REVOKED};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use keel_api::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesResponse, LeaseRevokeRequest,
@@ -111,7 +111,10 @@ impl Core {
         if self.store.lease(request.id).is_none() {
             return Ok(response);
         }
-        if let Some((left, granted)) = self.lease_clock.remaining(request.id, Instant::now()) {
+        if let Some((left, granted)) = self
+            .lease_clock
+            .remaining(request.id, self.lease_clock.now())
+        {
             response.ttl = left;
             response.granted_ttl = granted;
         }

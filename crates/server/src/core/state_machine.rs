@@ -6,7 +6,6 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::time::Instant;
 
 use keel_api::keelpb::command::Op;
 use keel_api::mvccpb::Event;
@@ -48,7 +47,7 @@ impl MvccStateMachine {
         sinks: Vec<Arc<dyn EventSink>>,
         leases: LeaseClock,
     ) -> Self {
-        leases.reset(store.leases(), Instant::now());
+        leases.reset(store.leases(), leases.now());
         MvccStateMachine {
             store,
             peers,
@@ -64,7 +63,7 @@ impl MvccStateMachine {
         touched: Vec<Vec<(i64, bool)>>,
         responses: &[Result<WriteResponse, MvccError>],
     ) {
-        let now = Instant::now();
+        let now = self.leases.now();
         for (leases, response) in touched.into_iter().zip(responses) {
             if !matches!(response, Ok(r) if *r != WriteResponse::AlreadyApplied) {
                 continue;
@@ -134,7 +133,7 @@ impl StateMachine for MvccStateMachine {
 
     fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), String> {
         self.store.restore(snapshot).map_err(|e| e.to_string())?;
-        self.leases.reset(self.store.leases(), Instant::now());
+        self.leases.reset(self.store.leases(), self.leases.now());
         for sink in &self.sinks {
             sink.restored();
         }

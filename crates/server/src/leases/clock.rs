@@ -1,4 +1,13 @@
-//! When each lease runs out on this member.
+//! When each lease runs out on this member, in lease time.
+//!
+//! Lease time is the member's monotonic clock, except that one step between
+//! two readings counts for at most [`MAX_STEP`]. A process that was paused
+//! (SIGSTOP, a VM frozen or migrated) or whose clock jumped ahead would
+//! otherwise find every lease past its time at once, and expire leases
+//! whose holders kept them alive all along; instead the leases outlive such
+//! a gap. The leader reads the clock every 100 ms (to expire leases), so
+//! while it runs normally lease time is real time. A clock that runs fast
+//! shortens leases by its rate, as in etcd: no member can tell that alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -6,11 +15,58 @@ use std::time::{Duration, Instant};
 
 use keel_mvcc::Lease;
 
+/// The most lease time one step of the clock counts.
+const MAX_STEP: Duration = Duration::from_secs(1);
+
+/// A point in lease time: how much of it had passed since the member
+/// started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct LeaseInstant(Duration);
+
+impl std::ops::Add<Duration> for LeaseInstant {
+    type Output = LeaseInstant;
+
+    fn add(self, d: Duration) -> LeaseInstant {
+        LeaseInstant(self.0 + d)
+    }
+}
+
+impl LeaseInstant {
+    fn saturating_duration_since(self, earlier: LeaseInstant) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// Lease time's source: the last reading of the monotonic clock and the
+/// lease time counted up to it.
+#[derive(Debug)]
+struct Time {
+    read: Instant,
+    counted: Duration,
+}
+
+impl Time {
+    fn new() -> Time {
+        Time {
+            read: Instant::now(),
+            counted: Duration::ZERO,
+        }
+    }
+
+    /// Counts the time since the last reading, at most [`MAX_STEP`] of it.
+    fn advance(&mut self, read: Instant) -> LeaseInstant {
+        let step = read.saturating_duration_since(self.read);
+        self.read = self.read.max(read);
+        self.counted += step.min(MAX_STEP);
+        LeaseInstant(self.counted)
+    }
+}
+
 /// One lease's time on this member.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     /// When it runs out.
-    deadline: Instant,
+    deadline: LeaseInstant,
     /// Its granted TTL, in seconds.
     ttl: i64,
     /// The renewals the store had applied when the deadline was set.
@@ -19,7 +75,7 @@ struct Entry {
 
 impl Entry {
     /// `lease` (as the store holds it) granted or renewed at `at`.
-    fn new(lease: Lease, at: Instant) -> Entry {
+    fn new(lease: Lease, at: LeaseInstant) -> Entry {
         Entry {
             deadline: at + Duration::from_secs(lease.ttl.max(0) as u64),
             ttl: lease.ttl,
@@ -29,10 +85,21 @@ impl Entry {
 }
 
 /// The deadlines of this member's leases, set as their grants and renewals
-/// are applied. Cloning is cheap; clones share the clock.
-#[derive(Clone, Default)]
+/// are applied, and the lease time they are in. Cloning is cheap; clones
+/// share the clock.
+#[derive(Clone)]
 pub(crate) struct LeaseClock {
     entries: Arc<Mutex<HashMap<i64, Entry>>>,
+    time: Arc<Mutex<Time>>,
+}
+
+impl Default for LeaseClock {
+    fn default() -> Self {
+        LeaseClock {
+            entries: Arc::default(),
+            time: Arc::new(Mutex::new(Time::new())),
+        }
+    }
 }
 
 impl LeaseClock {
@@ -40,9 +107,15 @@ impl LeaseClock {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Lease time now.
+    pub(crate) fn now(&self) -> LeaseInstant {
+        let mut time = self.time.lock().unwrap_or_else(PoisonError::into_inner);
+        time.advance(Instant::now())
+    }
+
     /// Lease `id` (as the store holds it now) was granted or renewed at
     /// `at`: it runs out a TTL later.
-    pub(crate) fn renewed(&self, id: i64, lease: Lease, at: Instant) {
+    pub(crate) fn renewed(&self, id: i64, lease: Lease, at: LeaseInstant) {
         self.lock().insert(id, Entry::new(lease, at));
     }
 
@@ -53,7 +126,7 @@ impl LeaseClock {
 
     /// Starts over from `leases` (after opening or restoring the store):
     /// each gets its full TTL from `at`, so nothing expires at once.
-    pub(crate) fn reset(&self, leases: Vec<(i64, Lease)>, at: Instant) {
+    pub(crate) fn reset(&self, leases: Vec<(i64, Lease)>, at: LeaseInstant) {
         *self.lock() = leases
             .into_iter()
             .map(|(id, lease)| (id, Entry::new(lease, at)))
@@ -62,7 +135,7 @@ impl LeaseClock {
 
     /// Lease `id`'s whole seconds left at `now` (rounded down, as etcd
     /// reports them) and its granted TTL.
-    pub(crate) fn remaining(&self, id: i64, now: Instant) -> Option<(i64, i64)> {
+    pub(crate) fn remaining(&self, id: i64, now: LeaseInstant) -> Option<(i64, i64)> {
         let entry = *self.lock().get(&id)?;
         let left = entry.deadline.saturating_duration_since(now);
         Some((left.as_secs() as i64, entry.ttl))
@@ -70,8 +143,8 @@ impl LeaseClock {
 
     /// Up to `limit` leases past their time at `now`, earliest first, with
     /// the renewals seen.
-    pub(crate) fn expired(&self, now: Instant, limit: usize) -> Vec<(i64, u64)> {
-        let mut due: Vec<(Instant, i64, u64)> = self
+    pub(crate) fn expired(&self, now: LeaseInstant, limit: usize) -> Vec<(i64, u64)> {
+        let mut due: Vec<(LeaseInstant, i64, u64)> = self
             .lock()
             .iter()
             .filter(|(_, e)| e.deadline <= now)
@@ -98,7 +171,7 @@ mod tests {
     #[test]
     fn deadlines_follow_renewals_and_expire_earliest_first() {
         let clock = LeaseClock::default();
-        let t0 = Instant::now();
+        let t0 = clock.now();
         let lease = |ttl, renewals| Lease { ttl, renewals };
         clock.renewed(1, lease(10, 0), t0);
         clock.renewed(2, lease(5, 0), t0);
@@ -127,5 +200,62 @@ mod tests {
         clock.reset(vec![(9, lease(30, 4))], t0);
         assert_eq!(clock.len(), 1);
         assert_eq!(clock.expired(t0 + Duration::from_secs(30), 10), [(9, 4)]);
+    }
+
+    #[test]
+    fn lease_time_follows_the_clock_but_counts_a_jump_or_a_pause_as_one_step() {
+        let start = Instant::now();
+        let mut time = Time {
+            read: start,
+            counted: Duration::ZERO,
+        };
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(
+            time.advance(at(100)),
+            LeaseInstant(Duration::from_millis(100))
+        );
+        assert_eq!(
+            time.advance(at(350)),
+            LeaseInstant(Duration::from_millis(350))
+        );
+        // Sixty seconds at once (a pause, a jump): one step's worth.
+        assert_eq!(
+            time.advance(at(60_350)),
+            LeaseInstant(Duration::from_millis(1_350))
+        );
+        assert_eq!(
+            time.advance(at(60_450)),
+            LeaseInstant(Duration::from_millis(1_450))
+        );
+        // A reading from before the last one counts nothing.
+        assert_eq!(
+            time.advance(at(60_000)),
+            LeaseInstant(Duration::from_millis(1_450))
+        );
+        assert_eq!(
+            time.advance(at(60_550)),
+            LeaseInstant(Duration::from_millis(1_550))
+        );
+    }
+
+    #[test]
+    fn a_lease_kept_alive_survives_its_member_being_paused_past_its_ttl() {
+        let clock = LeaseClock::default();
+        clock.renewed(
+            1,
+            Lease {
+                ttl: 5,
+                renewals: 0,
+            },
+            clock.now(),
+        );
+        // The member's clock jumps ahead of the deadline; the lease stays.
+        let jumped = {
+            let mut time = clock.time.lock().unwrap();
+            let read = time.read + Duration::from_secs(30);
+            time.advance(read)
+        };
+        assert!(clock.expired(jumped, 10).is_empty());
+        assert_eq!(clock.remaining(1, jumped).map(|(left, _)| left), Some(4));
     }
 }

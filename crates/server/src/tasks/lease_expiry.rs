@@ -4,7 +4,7 @@
 //! expiry is spread out rather than flooding the log, as etcd's is.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keel_api::keelpb::{command::Op, Command as CommandPb, LeaseExpire};
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,7 @@ pub(crate) async fn expire_leases(core: Arc<Core>, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         let mut expiries = tokio::task::JoinSet::new();
-        for (id, renewals) in core.lease_clock.expired(Instant::now(), PER_TICK) {
+        for (id, renewals) in core.lease_clock.expired(core.lease_clock.now(), PER_TICK) {
             let core = core.clone();
             expiries.spawn(async move {
                 let command = CommandPb {

@@ -3,7 +3,6 @@
 //! from this member's store as it has applied it.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use bytes::Bytes;
@@ -285,7 +284,7 @@ struct Leases {
 pub(super) async fn leases(State(g): State<Arc<Gateway>>) -> Answer {
     let core = g.core.clone();
     let leases = blocking("leases", move || -> Result<Leases, AdminError> {
-        let now = Instant::now();
+        let now = core.lease_clock.now();
         let mut leases = Vec::new();
         for (id, lease) in core.store.leases().into_iter().take(MAX_LEASES) {
             let (remaining, ttl) = core
