@@ -17,6 +17,8 @@
 //! missing segment, refuses to start with an error naming file and offset.
 
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod record;
 mod segment;
 
@@ -329,6 +331,15 @@ impl Wal {
 
 /// Applies one replayed record to the recovered state.
 fn replay(state: &mut Recovered, record: Record) -> Result<(), String> {
+    // No log reaches the last index: refusing it keeps `last + 1` in range.
+    let index = match &record {
+        Record::Entry(e) => e.index,
+        Record::Snapshot { last, .. } => last.index,
+        Record::HardState(_) => 0,
+    };
+    if index == Index::MAX {
+        return Err(format!("index {index} is out of range"));
+    }
     match record {
         Record::HardState(hs) => state.hard_state = hs,
         Record::Snapshot { last, replaces_log } => {
