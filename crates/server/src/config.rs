@@ -59,6 +59,10 @@ pub(crate) struct Settings {
     /// Store size in bytes past which writes are refused (NOSPACE alarm).
     #[arg(long)]
     pub quota_backend_bytes: Option<u64>,
+    /// Bytes kept free on the data directory's disk: below this, writes
+    /// are refused (reads go on) until space returns. `0`: no reserve.
+    #[arg(long)]
+    pub min_free_disk_bytes: Option<u64>,
     /// Milliseconds a request may wait for raft before it fails.
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
@@ -169,6 +173,7 @@ impl Settings {
             max_request_bytes,
             max_txn_ops,
             quota_backend_bytes,
+            min_free_disk_bytes,
             request_timeout_ms,
             auto_compaction_mode,
             auto_compaction_retention,
@@ -247,6 +252,8 @@ pub(crate) struct Config {
     pub max_txn_ops: usize,
     /// The store size quota in bytes.
     pub quota_backend_bytes: u64,
+    /// Bytes kept free on the data directory's disk (0: none).
+    pub min_free_disk_bytes: u64,
     /// How long a request may wait on raft.
     pub request_timeout: Duration,
     /// How much history the leader keeps when compacting automatically;
@@ -405,6 +412,7 @@ impl Config {
                 s.quota_backend_bytes.unwrap_or(2 * 1024 * 1024 * 1024),
                 "quota_backend_bytes",
             )?,
+            min_free_disk_bytes: s.min_free_disk_bytes.unwrap_or(64 * 1024 * 1024),
             request_timeout: Duration::from_millis(positive(
                 s.request_timeout_ms.unwrap_or(5000),
                 "request_timeout_ms",

@@ -32,7 +32,7 @@ use crate::api::http::{self, Gateway, StatusClients};
 use crate::cluster::{Peers, RecordedAddresses};
 use crate::config::{host_port, ClusterState, Config};
 use crate::coordination::Coordinator;
-use crate::core::{AuthSettings, Core, Limits, MvccStateMachine};
+use crate::core::{AuthSettings, Core, DiskSpace, Limits, MvccStateMachine};
 use crate::identity::{self, Identity};
 use crate::leases::{LeaseClock, Renewer};
 use crate::tasks::{self, Tasks};
@@ -127,6 +127,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
             max_txn_ops: config.max_txn_ops,
             quota_backend_bytes: config.quota_backend_bytes,
             request_timeout: config.request_timeout,
+            disk: DiskSpace::new(&config.data_dir, config.min_free_disk_bytes),
         },
         (lease_clock, renewer, config.min_lease_ttl()),
         AuthSettings::new(config.auth_token_ttl, config.bcrypt_cost),
@@ -258,7 +259,17 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     }
     tracing::info!(clients = ?config.listen_client, peers = %config.listen_peer, "serving");
 
-    shutdown.await;
+    // The node stops by itself only when it cannot go on (it could not
+    // persist, say): then the member stops too, with an error, for its
+    // supervisor to restart it, rather than serve without a raft node.
+    let mut node_status = node.watch();
+    let node_failed = tokio::select! {
+        _ = shutdown => false,
+        _ = node_status.wait_for(|s| !s.running) => true,
+    };
+    if node_failed {
+        tracing::error!("the raft node stopped (see the error above); shutting the member down");
+    }
     tracing::info!("shutting down: finishing in-flight requests");
     health
         .set_service_status("", ServingStatus::NotServing)
@@ -277,6 +288,9 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     node.stop().await;
     let _ = stop_peers.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), peer_server).await;
+    if node_failed {
+        bail!("the raft node stopped on an error; the member cannot serve without it");
+    }
     tracing::info!("stopped");
     Ok(())
 }

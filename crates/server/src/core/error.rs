@@ -29,6 +29,14 @@ pub(crate) enum ServerError {
     /// The request is over `max_request_bytes`.
     #[error("request is too large")]
     TooLarge,
+    /// Less than `min_free_disk_bytes` is free on the data directory's disk.
+    #[error("no space left on the data directory's disk: {available} bytes free, {reserve} kept free (min_free_disk_bytes)")]
+    DiskFull {
+        /// Bytes free.
+        available: u64,
+        /// Bytes the member keeps free.
+        reserve: u64,
+    },
     /// The store refused the request.
     #[error(transparent)]
     Mvcc(#[from] MvccError),

@@ -8,6 +8,7 @@
 //! leader otherwise ([`write`]); linearizable reads wait for a ReadIndex.
 
 mod auth;
+mod disk_space;
 mod error;
 mod kv;
 mod leases;
@@ -27,12 +28,13 @@ use crate::identity::Identity;
 use crate::leases::{LeaseClock, Renewer};
 
 pub(crate) use auth::AuthSettings;
+pub(crate) use disk_space::DiskSpace;
 pub(crate) use error::ServerError;
 pub(crate) use maintenance::Backup;
 pub(crate) use state_machine::{EventSink, MvccStateMachine};
 
 /// How far a request may go.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub(crate) struct Limits {
     /// The largest request accepted.
     pub(crate) max_request_bytes: usize,
@@ -42,6 +44,8 @@ pub(crate) struct Limits {
     pub(crate) quota_backend_bytes: u64,
     /// How long a request may wait on raft.
     pub(crate) request_timeout: Duration,
+    /// The space writes must leave on the data directory's disk.
+    pub(crate) disk: DiskSpace,
 }
 
 /// One member's store, raft node and identity, and the operations on them.

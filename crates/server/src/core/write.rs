@@ -23,6 +23,7 @@ impl Core {
             self.raise_nospace().await;
             return Err(MvccError::NoSpace.into());
         }
+        self.limits.disk.check()?;
         let deadline = Instant::now() + self.limits.request_timeout;
         loop {
             let attempt = match self.node.status().leader {
@@ -58,6 +59,7 @@ impl Core {
             return Err(ServerError::NotLeader);
         }
         validate::command(&command, self.limits.max_txn_ops)?;
+        self.limits.disk.check()?;
         let deadline = Instant::now() + self.limits.request_timeout;
         self.propose_here(command, deadline).await
     }

@@ -16,6 +16,9 @@ impl From<ServerError> for Status {
             ServerError::NoLeader => Status::unavailable("etcdserver: no leader"),
             ServerError::Timeout => Status::unavailable("etcdserver: request timed out"),
             ServerError::TooLarge => Status::invalid_argument("etcdserver: request is too large"),
+            e @ ServerError::DiskFull { .. } => {
+                Status::resource_exhausted(format!("etcdserver: {e}"))
+            }
             ServerError::Mvcc(e) => mvcc(e),
             ServerError::TooManyLogins => Status::resource_exhausted(
                 "etcdserver: too many failed authentication attempts; retry later",
