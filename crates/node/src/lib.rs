@@ -92,6 +92,8 @@ pub mod guide {}
 pub mod codec;
 mod config;
 mod error;
+#[cfg(all(test, feature = "grpc"))]
+mod fuzz_tests;
 #[cfg(feature = "grpc")]
 mod grpc;
 mod node;

@@ -151,7 +151,7 @@ impl FileSnapshot {
         file.read_exact_at(&mut trailer, file_len - TRAILER)?;
         let size = u64::from_le_bytes(trailer[..8].try_into().expect("8 bytes"));
         let crc = u32::from_le_bytes(trailer[8..].try_into().expect("4 bytes"));
-        if data_offset + size + TRAILER != file_len {
+        if size.checked_add(data_offset + TRAILER) != Some(file_len) {
             return Err(bad("data length does not match the file"));
         }
         let snapshot = FileSnapshot {
