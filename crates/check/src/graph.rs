@@ -146,6 +146,7 @@ impl Graph {
         let mut parent: HashMap<usize, Step> = HashMap::new();
         // The nodes not reached yet, by call, for real-time edges.
         let mut by_call: BTreeSet<(u64, usize)> = BTreeSet::new();
+        let times = times.filter(|t| t.kind & allowed != 0);
         if let Some(t) = times {
             by_call.extend(
                 (0..within.len())
