@@ -678,4 +678,105 @@ mod tests {
         let v = check_watchers(&h, &[]).unwrap_err();
         assert_eq!(v.guarantee, WatchGuarantee::History, "{v}");
     }
+
+    /// What a correct server sends a watcher over `history`: sessions cut
+    /// at random revisions, whole revisions grouped into responses (a
+    /// revision of several events sometimes in fragments), progress
+    /// notifications at revisions it has caught up with.
+    fn served(history: &[StoreEvent], w: &mut Watcher, plan: &[(u8, u8)]) {
+        let mine: Vec<&StoreEvent> = history.iter().filter(|e| w.watches(&e.key)).collect();
+        let mut revisions: Vec<Vec<StoreEvent>> = Vec::new();
+        for e in mine {
+            match revisions.last_mut() {
+                Some(r) if r[0].revision == e.revision => r.push(e.clone()),
+                _ => revisions.push(vec![e.clone()]),
+            }
+        }
+        let last = history.last().map_or(0, |e| e.revision);
+        let mut sessions = vec![WatchSession {
+            start_revision: 1,
+            responses: Vec::new(),
+        }];
+        let mut plan = plan.iter().cycle();
+        for (i, events) in revisions.iter().enumerate() {
+            let &(how, cut) = plan.next().unwrap();
+            let session = sessions.last_mut().unwrap();
+            let open = session.responses.last().is_some_and(|r| !r.progress);
+            if how % 3 == 0 || !open {
+                if events.len() > 1 && how % 2 == 0 {
+                    for (j, e) in events.iter().enumerate() {
+                        session.responses.push(WatchResponseRecord {
+                            header_revision: e.revision,
+                            events: vec![e.clone()],
+                            progress: false,
+                            fragment: j + 1 < events.len(),
+                        });
+                    }
+                } else {
+                    session.responses.push(response(events.clone()));
+                }
+            } else {
+                session
+                    .responses
+                    .last_mut()
+                    .unwrap()
+                    .events
+                    .extend(events.clone());
+            }
+            let seen = events[0].revision;
+            // Caught up to just before the next revision it watches.
+            let next = revisions.get(i + 1).map_or(last + 1, |r| r[0].revision);
+            if cut % 4 == 0 {
+                session
+                    .responses
+                    .push(progress(seen + (cut as i64 / 4) % (next - seen)));
+            }
+            if cut % 5 == 0 {
+                let resumed_at = session.responses.iter().rev().find_map(|r| {
+                    r.events
+                        .last()
+                        .map(|e| e.revision)
+                        .or(r.progress.then_some(r.header_revision))
+                });
+                sessions.push(WatchSession {
+                    start_revision: resumed_at.unwrap_or(seen).max(seen) + 1,
+                    responses: Vec::new(),
+                });
+            }
+        }
+        w.sessions = sessions;
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn what_a_correct_server_sends_passes(
+            writes in proptest::collection::vec((0u8..5, 0u8..4, 0u8..3), 1..40),
+            plan in proptest::collection::vec((0u8..6, 0u8..20), 1..20),
+        ) {
+            let keys = ["a/1", "a/2", "b", "c", "a0"];
+            let mut history = Vec::new();
+            for (i, &(key, more, kind)) in writes.iter().enumerate() {
+                let revision = i as i64 + 1;
+                for k in 0..=(more as usize % 3) {
+                    let key = keys[(key as usize + k) % keys.len()];
+                    history.push(if kind == 0 { delete(revision, key) } else { put(revision, key, &format!("v{i}")) });
+                }
+            }
+            let mut watchers = vec![
+                watcher("a/", "a0", Vec::new()),
+                watcher("b", "", Vec::new()),
+                watcher("\0", "\0", Vec::new()),
+            ];
+            for w in &mut watchers {
+                served(&history, w, &plan);
+            }
+            let checked = check_watchers(&history, &watchers);
+            proptest::prop_assert!(checked.is_ok(), "{}\n{:#?}", checked.unwrap_err(), watchers);
+            // And any event altered is caught.
+            let all = &mut watchers[2];
+            let first = all.sessions.iter_mut().flat_map(|s| &mut s.responses).flat_map(|r| &mut r.events).next().unwrap();
+            first.value.push(b'!');
+            proptest::prop_assert!(check_watchers(&history, &watchers).is_err());
+        }
+    }
 }
