@@ -3,6 +3,7 @@
 //! forwarded so the leader never passes them on again), over one cached
 //! channel per peer.
 
+use std::error::Error as _;
 use std::time::Duration;
 
 use keel_api::etcdserverpb::cluster_client::ClusterClient;
@@ -20,6 +21,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use super::Peers;
+use crate::api::grpc::status::{LEADER_CHANGED, NOT_LEADER, NO_LEADER};
 use crate::tls::Channels;
 
 /// The gRPC metadata key that marks a membership request a member passed
@@ -29,9 +31,14 @@ pub(crate) const FORWARDED_KEY: &str = "keel-forwarded";
 /// Why the leader did not answer a forwarded request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub(crate) enum ForwardError {
-    /// The leader could not be reached, or no longer leads: try again.
+    /// The request never reached a leader, or the leader said it did not
+    /// propose it: trying again cannot apply it twice.
     #[error("the leader could not be reached")]
     Unreachable,
+    /// The request was sent and no answer came back (the connection broke
+    /// mid-call): it may or may not have been applied.
+    #[error("no answer from the leader: {0}")]
+    Unanswered(String),
     /// The leader answered with a failure (a gRPC status, kept verbatim).
     #[error("the leader refused: {message}")]
     Refused {
@@ -50,15 +57,38 @@ pub(crate) enum ForwardError {
 
 impl From<Status> for ForwardError {
     fn from(status: Status) -> Self {
-        match status.code() {
-            // The leader is unreachable or just lost office.
-            Code::Unavailable => ForwardError::Unreachable,
-            code => ForwardError::Refused {
-                code: code as i32,
+        if never_sent(&status) || not_proposed(&status) {
+            ForwardError::Unreachable
+        } else if status.source().is_some() {
+            // A failure of this side's call, not an answer of the leader's.
+            ForwardError::Unanswered(status.message().to_string())
+        } else {
+            ForwardError::Refused {
+                code: status.code() as i32,
                 message: status.message().to_string(),
-            },
+            }
         }
     }
+}
+
+/// Whether the call failed while connecting, before anything was sent.
+fn never_sent(status: &Status) -> bool {
+    let mut source = status.source();
+    while let Some(error) = source {
+        if error.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Whether the leader answered that it did not propose the request (it
+/// does not lead, or the entry was replaced before it could commit).
+fn not_proposed(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && status.source().is_none()
+        && [NOT_LEADER, NO_LEADER, LEADER_CHANGED].contains(&status.message())
 }
 
 /// Channels to the peers, made on first use.
@@ -189,4 +219,36 @@ fn forwarded<T>(request: T) -> Request<T> {
         tonic::metadata::MetadataValue::from_static("1"),
     );
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_request_that_was_never_proposed_is_sent_again() {
+        // The leader's own answers that it did not propose: retried.
+        for message in [NOT_LEADER, NO_LEADER, LEADER_CHANGED] {
+            let status = Status::unavailable(message);
+            assert_eq!(ForwardError::from(status), ForwardError::Unreachable);
+        }
+        // Failing to connect: nothing was sent.
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let status = Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(ForwardError::from(status), ForwardError::Unreachable);
+
+        // The leader timed out or cannot tell: its answer, kept, not retried.
+        let status = Status::unavailable("etcdserver: request timed out");
+        assert!(matches!(
+            ForwardError::from(status),
+            ForwardError::Refused { code, .. } if code == Code::Unavailable as i32
+        ));
+        // The connection broke after the request went out: unknown.
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let status = Status::from_error(Box::new(reset));
+        assert!(matches!(
+            ForwardError::from(status),
+            ForwardError::Unanswered(_)
+        ));
+    }
 }

@@ -41,7 +41,8 @@ pub(crate) enum ServerError {
     #[error(transparent)]
     Mvcc(#[from] MvccError),
     /// The proposal may or may not have been applied (the member caught up
-    /// by a snapshot past it).
+    /// by a snapshot past it, or the leader it was passed on to never
+    /// answered).
     #[error("request result is unknown")]
     Indeterminate,
     /// This member is shutting down.
@@ -147,6 +148,7 @@ impl From<ForwardError> for ServerError {
     fn from(error: ForwardError) -> Self {
         match error {
             ForwardError::Unreachable => ServerError::LeaderChanged,
+            ForwardError::Unanswered(_) => ServerError::Indeterminate,
             ForwardError::Refused { code, message } => ServerError::Peer { code, message },
             ForwardError::Mvcc(e) => ServerError::Mvcc(e),
             ForwardError::BadAddress(why) => ServerError::Internal(why),

@@ -14,7 +14,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
-mod status;
+pub(crate) mod status;
 mod watch;
 
 pub(crate) use auth::AuthService;

@@ -8,12 +8,19 @@ use tonic::{Code, Status};
 
 use crate::core::ServerError;
 
+/// etcd's message for a request sent to a member that does not lead.
+pub(crate) const NOT_LEADER: &str = "etcdserver: not leader";
+/// etcd's message for a proposal dropped by a change of leader.
+pub(crate) const LEADER_CHANGED: &str = "etcdserver: leader changed";
+/// etcd's message for a request while no leader is known.
+pub(crate) const NO_LEADER: &str = "etcdserver: no leader";
+
 impl From<ServerError> for Status {
     fn from(error: ServerError) -> Status {
         match error {
-            ServerError::NotLeader => Status::unavailable("etcdserver: not leader"),
-            ServerError::LeaderChanged => Status::unavailable("etcdserver: leader changed"),
-            ServerError::NoLeader => Status::unavailable("etcdserver: no leader"),
+            ServerError::NotLeader => Status::unavailable(NOT_LEADER),
+            ServerError::LeaderChanged => Status::unavailable(LEADER_CHANGED),
+            ServerError::NoLeader => Status::unavailable(NO_LEADER),
             ServerError::Timeout => Status::unavailable("etcdserver: request timed out"),
             ServerError::TooLarge => Status::invalid_argument("etcdserver: request is too large"),
             e @ ServerError::DiskFull { .. } => {
@@ -24,7 +31,7 @@ impl From<ServerError> for Status {
                 "etcdserver: too many failed authentication attempts; retry later",
             ),
             ServerError::Indeterminate => Status::unavailable(
-                "etcdserver: request result is unknown (member caught up by snapshot)",
+                "etcdserver: request result is unknown: it may or may not have been applied",
             ),
             ServerError::Stopped => Status::unavailable("etcdserver: server stopped"),
             ServerError::Refused(why) => Status::unavailable(format!("etcdserver: {why}")),
