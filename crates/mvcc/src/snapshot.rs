@@ -140,7 +140,12 @@ impl Store {
         let mut batch = inner.db.batch();
         batch.insert(&keyspaces.meta, RESTORING, [1u8]);
         batch.commit()?;
-        self.reload()?;
+        // Not `reload`: the old contents may be what cannot be loaded.
+        inner
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .restoring = true;
         for keyspace in keyspaces.all() {
             self.clear(keyspace)?;
         }
@@ -182,6 +187,11 @@ impl Store {
         }
         // The indexes just built match the restored revision.
         batch.insert(&keyspaces.meta, INDEXED, revision);
+        batch.commit()?;
+        // Contents that would not load are refused: the store stays marked
+        // as restoring, to be restored again.
+        self.reload()?;
+        let mut batch = inner.db.batch();
         batch.remove(&keyspaces.meta, RESTORING);
         batch.commit()?;
         Ok(())
