@@ -119,16 +119,27 @@ async fn inject(world: &mut World, rng: &mut StdRng, topology: &Topology) {
             world.bridge(&order[..2], victim, &order[2..]);
         }
         5 | 6 => {
-            let to = *others.choose(rng).expect("others");
-            world.cut_one_way(leader.unwrap_or(victim), to);
+            let from = leader.unwrap_or(victim);
+            let to = *members
+                .iter()
+                .filter(|&&m| m != from)
+                .collect::<Vec<_>>()
+                .choose(rng)
+                .expect("others");
+            world.cut_one_way(from, *to);
         }
         7 => world.slow(victim, Duration::from_millis(rng.random_range(20..200))),
         8 => {
             if rng.random_bool(0.5) {
                 world.reset(victim);
             } else {
-                let to = *others.choose(rng).expect("others");
-                world.transfer_leader(to).await;
+                let to = members
+                    .iter()
+                    .filter(|&&m| Some(m) != leader)
+                    .collect::<Vec<_>>();
+                world
+                    .transfer_leader(**to.choose(rng).expect("others"))
+                    .await;
             }
         }
         9 if world.clocks_faked() && topology.clocks => {
