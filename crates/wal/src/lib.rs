@@ -17,12 +17,12 @@
 //! missing segment, refuses to start with an error naming file and offset.
 
 mod error;
+pub mod fs;
 #[cfg(test)]
 mod fuzz_tests;
 mod record;
 mod segment;
 
-use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +35,7 @@ use keel_raft::{Entry, EntryId, HardState, Index};
 
 use error::io;
 pub use error::WalError;
+pub use fs::{FileSystem, FsFile, StdFs};
 use record::Record;
 
 /// Tunables of the log.
@@ -75,13 +76,15 @@ struct Segment {
     last_index: Option<Index>,
 }
 
-/// An open write-ahead log.
-pub struct Wal {
+/// An open write-ahead log, on the real filesystem unless another
+/// [`FileSystem`] is given (see [`Wal::open_in`]).
+pub struct Wal<F: FileSystem = StdFs> {
+    fs: F,
     dir: PathBuf,
     options: WalOptions,
     /// Every segment, oldest first; the last one is open for appending.
     segments: Vec<Segment>,
-    file: File,
+    file: F::File,
     file_len: u64,
     /// The state as of the last append, rewritten at the top of each new
     /// segment so that purging old segments never loses it.
@@ -96,9 +99,21 @@ pub struct Wal {
 impl Wal {
     /// Opens (or creates) the log in `dir` and replays it.
     pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
+        Wal::open_in(StdFs, dir, options)
+    }
+}
+
+impl<F: FileSystem> Wal<F> {
+    /// Opens (or creates) the log in `dir` of the filesystem `fs` and
+    /// replays it.
+    pub fn open_in(
+        fs: F,
+        dir: impl AsRef<Path>,
+        options: WalOptions,
+    ) -> Result<(Wal<F>, Recovered), WalError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-        let seqs = segment::list(&dir)?;
+        fs.create_dir_all(&dir).map_err(io("creating", &dir))?;
+        let seqs = segment::list(&fs, &dir)?;
         let mut state = Recovered::default();
         let mut segments = Vec::new();
         let mut tail = None;
@@ -111,7 +126,7 @@ impl Wal {
                 });
             }
             let is_last = i + 1 == seqs.len();
-            let contents = segment::read(&path, is_last)?;
+            let contents = segment::read(&fs, &path, is_last)?;
             let mut last_index = None;
             for (n, r) in contents.records.into_iter().enumerate() {
                 if let Record::Entry(e) = &r {
@@ -135,12 +150,7 @@ impl Wal {
             segments.push(Segment { seq, last_index });
         }
         if let Some((path, len)) = tail {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(io("opening", &path))?;
-            f.set_len(len).map_err(io("truncating", &path))?;
-            f.sync_all().map_err(io("syncing", &path))?;
+            fs.truncate(&path, len).map_err(io("truncating", &path))?;
         }
         let last_index = state
             .entries
@@ -151,14 +161,8 @@ impl Wal {
         let (file, file_len) = match segments.last() {
             Some(s) => {
                 let path = dir.join(segment::file_name(s.seq));
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .map_err(io("opening", &path))?;
-                let len = file
-                    .metadata()
-                    .map_err(io("reading metadata of", &path))?
-                    .len();
+                let file = fs.open_append(&path).map_err(io("opening", &path))?;
+                let len = file.len().map_err(io("reading metadata of", &path))?;
                 (file, len)
             }
             None => {
@@ -166,10 +170,11 @@ impl Wal {
                     seq: 0,
                     last_index: None,
                 });
-                (create_segment(&dir, 0)?, 0)
+                (create_segment(&fs, &dir, 0)?, 0)
             }
         };
         let wal = Wal {
+            fs,
             dir,
             options,
             segments,
@@ -264,10 +269,12 @@ impl Wal {
             .count();
         for s in self.segments.drain(..removable) {
             let path = self.dir.join(segment::file_name(s.seq));
-            fs::remove_file(&path).map_err(io("removing", &path))?;
+            self.fs
+                .remove_file(&path)
+                .map_err(io("removing", &path))?;
         }
         if removable > 0 {
-            sync_dir(&self.dir)?;
+            sync_dir(&self.fs, &self.dir)?;
         }
         Ok(removable)
     }
@@ -304,7 +311,7 @@ impl Wal {
             return Ok(());
         }
         let seq = self.segments.last().expect("an open segment").seq + 1;
-        self.file = create_segment(&self.dir, seq)?;
+        self.file = create_segment(&self.fs, &self.dir, seq)?;
         self.file_len = 0;
         self.segments.push(Segment {
             seq,
@@ -378,19 +385,13 @@ fn replay(state: &mut Recovered, record: Record) -> Result<(), String> {
     Ok(())
 }
 
-fn create_segment(dir: &Path, seq: u64) -> Result<File, WalError> {
+fn create_segment<F: FileSystem>(fs: &F, dir: &Path, seq: u64) -> Result<F::File, WalError> {
     let path = dir.join(segment::file_name(seq));
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(io("creating", &path))?;
-    sync_dir(dir)?;
+    let file = fs.create(&path, true).map_err(io("creating", &path))?;
+    sync_dir(fs, dir)?;
     Ok(file)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing directory", dir))
+fn sync_dir<F: FileSystem>(fs: &F, dir: &Path) -> Result<(), WalError> {
+    fs.sync_dir(dir).map_err(io("syncing directory", dir))
 }

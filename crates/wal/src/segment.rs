@@ -1,10 +1,10 @@
 //! Segment files: `{seq:016x}.wal` in the WAL directory, numbered without
 //! gaps, and reading one back with torn-tail detection.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{io, WalError};
+use crate::fs::FileSystem;
 use crate::record::{self, Bad, Record};
 
 /// The file name of segment `seq`.
@@ -13,12 +13,9 @@ pub(crate) fn file_name(seq: u64) -> String {
 }
 
 /// The sequence numbers of the segments in `dir`, ascending.
-pub(crate) fn list(dir: &Path) -> Result<Vec<u64>, WalError> {
+pub(crate) fn list<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<u64>, WalError> {
     let mut seqs = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io("listing", dir))? {
-        let entry = entry.map_err(io("listing", dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in fs.list_dir(dir).map_err(io("listing", dir))? {
         if let Some(hex) = name.strip_suffix(".wal") {
             if let Ok(seq) = u64::from_str_radix(hex, 16) {
                 if hex.len() == 16 {
@@ -42,8 +39,12 @@ pub(crate) struct SegmentContents {
 
 /// Reads segment `path`. A damaged record is a torn tail only if `is_last`
 /// and nothing but that record (or zeros) follows; otherwise it is corruption.
-pub(crate) fn read(path: &PathBuf, is_last: bool) -> Result<SegmentContents, WalError> {
-    let data = fs::read(path).map_err(io("reading", path))?;
+pub(crate) fn read<F: FileSystem>(
+    fs: &F,
+    path: &PathBuf,
+    is_last: bool,
+) -> Result<SegmentContents, WalError> {
+    let data = fs.read(path).map_err(io("reading", path))?;
     let mut records = Vec::new();
     let mut offset = 0usize;
     while offset < data.len() {
