@@ -19,7 +19,7 @@ mod tasks;
 mod tls;
 mod watch;
 
-use cli::{client, local_cluster, snapshot};
+use cli::{bench, client, local_cluster, snapshot};
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +47,8 @@ enum Command {
     /// Backups: `keel snapshot status BACKUP`.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Load etcd v3 endpoints and report ops/s and latency (etcd's `benchmark`).
+    Bench(Box<bench::BenchArgs>),
     /// Client commands against a running cluster.
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -67,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Cluster(args) => local_cluster::run(args),
         Command::Snapshot(command) => snapshot::run(command),
+        Command::Bench(args) => bench::run(*args),
         Command::Client(command) => client::run(command),
     };
     match result {

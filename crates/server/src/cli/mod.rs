@@ -2,6 +2,7 @@
 //! locks and elections), and a local three-member cluster for trying
 //! fail-over by hand.
 
+pub(crate) mod bench;
 pub(crate) mod client;
 pub(crate) mod lease;
 pub(crate) mod local_cluster;
