@@ -98,9 +98,9 @@ mod fuzz_tests;
 mod grpc;
 mod node;
 pub mod replica;
-mod snapshot_file;
+pub mod snapshot_file;
 mod state_machine;
-mod store;
+pub mod store;
 mod transport;
 
 pub use config::{NodeConfig, RaftTuning};

@@ -3,14 +3,16 @@
 //! membership) is known before the data, the data's length and checksum only
 //! after, so a snapshot streams to disk without being held in memory, and is
 //! served chunk by chunk with positioned reads.
+//!
+//! Both types work on the real filesystem by default, or on any
+//! [`FileSystem`] (a simulator's, that injects faults).
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use keel_raft::{ConfState, EntryId, NodeId, SnapshotData, SnapshotMeta, StorageError};
+use keel_wal::{FileSystem, FsFile, StdFs};
 
 /// Files whose data starts with the address book (see
 /// [`crate::addresses`]), then the state machine's part.
@@ -21,8 +23,9 @@ const TRAILER: u64 = 12;
 
 /// Writes a snapshot file under a temporary name; [`finish`](Self::finish)
 /// syncs it and gives it its final name.
-pub(crate) struct SnapshotWriter {
-    out: BufWriter<File>,
+pub struct SnapshotWriter<F: FileSystem = StdFs> {
+    fs: F,
+    out: BufWriter<F::File>,
     tmp: PathBuf,
     path: PathBuf,
     last: EntryId,
@@ -33,9 +36,22 @@ pub(crate) struct SnapshotWriter {
 
 impl SnapshotWriter {
     /// Starts `path` for the snapshot ending at `last` with membership `conf_state`.
-    pub(crate) fn create(path: PathBuf, last: EntryId, conf_state: ConfState) -> io::Result<Self> {
+    pub fn create(path: PathBuf, last: EntryId, conf_state: ConfState) -> io::Result<Self> {
+        SnapshotWriter::create_in(StdFs, path, last, conf_state)
+    }
+}
+
+impl<F: FileSystem> SnapshotWriter<F> {
+    /// Starts `path` on `fs` for the snapshot ending at `last` with
+    /// membership `conf_state`.
+    pub fn create_in(
+        fs: F,
+        path: PathBuf,
+        last: EntryId,
+        conf_state: ConfState,
+    ) -> io::Result<Self> {
         let tmp = path.with_extension("tmp");
-        let mut out = BufWriter::new(File::create(&tmp)?);
+        let mut out = BufWriter::new(fs.create(&tmp, false)?);
         let mut header = BytesMut::new();
         header.put_u64_le(last.term);
         header.put_u64_le(last.index);
@@ -55,6 +71,7 @@ impl SnapshotWriter {
         out.write_all(&header)?;
         out.write_all(&crc32c::crc32c(&header).to_le_bytes())?;
         Ok(SnapshotWriter {
+            fs,
             out,
             tmp,
             path,
@@ -65,22 +82,24 @@ impl SnapshotWriter {
         })
     }
 
-    /// Completes the file and returns the snapshot it holds.
-    pub(crate) fn finish(mut self) -> io::Result<FileSnapshot> {
+    /// Completes the file (synced, renamed, its directory synced) and
+    /// returns the snapshot it holds.
+    pub fn finish(mut self) -> io::Result<FileSnapshot<F>> {
         self.out.write_all(&self.len.to_le_bytes())?;
         self.out.write_all(&self.crc.to_le_bytes())?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&self.tmp, &self.path)?;
+        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        drop(file);
+        self.fs.rename(&self.tmp, &self.path)?;
         if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
+            self.fs.sync_dir(dir)?;
         }
         let meta = SnapshotMeta {
             last: self.last,
             conf_state: self.conf_state,
             size: self.len,
         };
-        FileSnapshot::open(&self.path).and_then(|s| {
+        FileSnapshot::open_in(self.fs, &self.path).and_then(|s| {
             if s.meta == meta {
                 Ok(s)
             } else {
@@ -90,7 +109,7 @@ impl SnapshotWriter {
     }
 }
 
-impl Write for SnapshotWriter {
+impl<F: FileSystem> Write for SnapshotWriter<F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
@@ -105,26 +124,34 @@ impl Write for SnapshotWriter {
 
 /// A complete snapshot file, read in place.
 #[derive(Debug)]
-pub(crate) struct FileSnapshot {
-    pub(crate) meta: SnapshotMeta,
-    file: File,
+pub struct FileSnapshot<F: FileSystem = StdFs> {
+    /// The snapshot's last entry, membership and data size.
+    pub meta: SnapshotMeta,
+    file: F::File,
     data_offset: u64,
     with_book: bool,
 }
 
 impl FileSnapshot {
     /// Opens and checks a snapshot file (both checksums).
-    pub(crate) fn open(path: &Path) -> io::Result<Self> {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        FileSnapshot::open_in(StdFs, path)
+    }
+}
+
+impl<F: FileSystem> FileSnapshot<F> {
+    /// Opens and checks a snapshot file of `fs` (both checksums).
+    pub fn open_in(fs: F, path: &Path) -> io::Result<Self> {
         let bad = |why: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}: {why}", path.display()),
             )
         };
-        let mut file = File::open(path)?;
-        let file_len = file.metadata()?.len();
+        let file = fs.open_read(path)?;
+        let file_len = file.len()?;
         let mut head = [0u8; 8];
-        file.read_exact(&mut head)
+        file.read_exact_at(&mut head, 0)
             .map_err(|_| bad("truncated header"))?;
         let with_book = match &head[..4] {
             m if m == MAGIC => true,
@@ -136,7 +163,7 @@ impl FileSnapshot {
             return Err(bad("header length beyond the file"));
         }
         let mut header = vec![0u8; header_len as usize + 4];
-        file.read_exact(&mut header)
+        file.read_exact_at(&mut header, 8)
             .map_err(|_| bad("truncated header"))?;
         let (header, crc) = header.split_at(header_len as usize);
         if crc32c::crc32c(header) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
@@ -165,14 +192,16 @@ impl FileSnapshot {
             with_book,
         };
         let mut actual = 0u32;
-        let mut reader = snapshot.reader()?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = reader.read(&mut buf)?;
-            if n == 0 {
-                break;
+        {
+            let mut reader = snapshot.reader()?;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                actual = crc32c::crc32c_append(actual, &buf[..n]);
             }
-            actual = crc32c::crc32c_append(actual, &buf[..n]);
         }
         if actual != crc {
             return Err(bad("data checksum mismatch"));
@@ -182,19 +211,37 @@ impl FileSnapshot {
 
     /// Whether the data starts with the address book (files written since
     /// keel-node kept one).
-    pub(crate) fn has_address_book(&self) -> bool {
+    pub fn has_address_book(&self) -> bool {
         self.with_book
     }
 
     /// The snapshot's data, from the start.
-    pub(crate) fn reader(&self) -> io::Result<impl Read> {
-        let mut file = self.file.try_clone()?;
-        file.seek(SeekFrom::Start(self.data_offset))?;
-        Ok(file.take(self.meta.size))
+    pub fn reader(&self) -> io::Result<impl Read + '_> {
+        Ok(DataReader {
+            file: &self.file,
+            pos: self.data_offset,
+            end: self.data_offset + self.meta.size,
+        })
     }
 }
 
-impl SnapshotData for FileSnapshot {
+/// Reads a snapshot's data with positioned reads.
+struct DataReader<'a, T> {
+    file: &'a T,
+    pos: u64,
+    end: u64,
+}
+
+impl<T: FsFile> Read for DataReader<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (self.end - self.pos).min(buf.len() as u64) as usize;
+        self.file.read_exact_at(&mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<F: FileSystem> SnapshotData for FileSnapshot<F> {
     fn len(&self) -> u64 {
         self.meta.size
     }
@@ -246,6 +293,8 @@ fn parse_header(mut b: &[u8]) -> Option<(EntryId, ConfState)> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn write(dir: &Path, data: &[u8]) -> FileSnapshot {

@@ -6,8 +6,10 @@
 //! before the WAL marker that names it is written, and older files are
 //! deleted only after; on start, the snapshot used is the one the WAL's
 //! marker names.
+//!
+//! Everything goes through a [`FileSystem`]: the real one by default, or a
+//! simulator's that injects faults.
 
-use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use keel_raft::{
     ConfState, Entry, HardState, Index, MemStorage, NodeId, SnapshotChunk, SnapshotData,
     SnapshotMeta,
 };
-use keel_wal::{Wal, WalOptions};
+use keel_wal::{FileSystem, StdFs, Wal, WalOptions};
 
 use crate::config::NodeConfig;
 use crate::error::StartError;
@@ -46,31 +48,43 @@ pub enum StoreError {
 }
 
 /// What a restarting node recovers.
-pub(crate) struct Opened {
-    pub(crate) store: DiskStore,
+pub struct Opened<F: FileSystem = StdFs> {
+    /// The store, ready for the node's `Replica`.
+    pub store: DiskStore<F>,
     /// The node had no state: it starts a new cluster or joins one.
-    pub(crate) fresh: bool,
+    pub fresh: bool,
     /// The snapshot to restore the state machine from, if any.
-    pub(crate) snapshot: Option<Arc<FileSnapshot>>,
+    pub snapshot: Option<Arc<FileSnapshot<F>>>,
 }
 
 /// The node's [`LogStore`] on disk.
-pub(crate) struct DiskStore {
+pub struct DiskStore<F: FileSystem = StdFs> {
+    fs: F,
     dir: PathBuf,
-    wal: Wal,
+    wal: Wal<F>,
     mem: MemStorage,
     /// The file a snapshot being received is streamed into.
-    receiving: Option<SnapshotWriter>,
+    receiving: Option<SnapshotWriter<F>>,
 }
 
 impl DiskStore {
-    pub(crate) fn open(config: &NodeConfig) -> Result<Opened, StartError> {
+    /// Opens the store in `config.data_dir` (see [`open_in`](Self::open_in)).
+    pub fn open(config: &NodeConfig) -> Result<Opened, StartError> {
+        DiskStore::open_in(StdFs, config)
+    }
+}
+
+impl<F: FileSystem> DiskStore<F> {
+    /// Opens the store in `config.data_dir` on `fs`: replays the WAL, opens
+    /// the snapshot its marker names, and for a new node of a new cluster
+    /// (`initial_members` set, no state) writes the bootstrap entry.
+    pub fn open_in(fs: F, config: &NodeConfig) -> Result<Opened<F>, StartError> {
         let dir = config.data_dir.clone();
         let options = WalOptions {
             sync: config.sync_wal,
             ..WalOptions::default()
         };
-        let (mut wal, mut recovered) = Wal::open(dir.join("wal"), options)?;
+        let (mut wal, mut recovered) = Wal::open_in(fs.clone(), dir.join("wal"), options)?;
         let voters: Vec<NodeId> = config.initial_members.keys().copied().collect();
         let fresh = recovered.entries.is_empty() && recovered.snapshot.is_none();
         if fresh && !voters.is_empty() && !voters.contains(&config.id) {
@@ -96,7 +110,7 @@ impl DiskStore {
             recovered.entries.push(entry);
             recovered.hard_state = hs;
         }
-        remove_temporary_files(&dir);
+        remove_temporary_files(&fs, &dir);
         // A restart rebuilds the membership from its snapshot and log, never
         // from the configuration.
         let mem = MemStorage::new(if fresh {
@@ -107,7 +121,7 @@ impl DiskStore {
         let snapshot = match recovered.snapshot {
             Some(id) => {
                 let path = snapshot_path(&dir, id.index);
-                let file = FileSnapshot::open(&path).map_err(|e| StartError::Snapshot {
+                let file = FileSnapshot::open_in(fs.clone(), &path).map_err(|e| StartError::Snapshot {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
@@ -137,6 +151,7 @@ impl DiskStore {
         Ok(Opened {
             fresh,
             store: DiskStore {
+                fs,
                 dir,
                 wal,
                 mem,
@@ -147,23 +162,28 @@ impl DiskStore {
     }
 
     /// fdatasync calls made by the WAL so far.
-    pub(crate) fn syncs(&self) -> u64 {
+    pub fn syncs(&self) -> u64 {
         self.wal.syncs()
     }
 
     /// The log the core reads.
-    pub(crate) fn storage(&self) -> MemStorage {
+    pub fn storage(&self) -> MemStorage {
         self.mem.clone()
     }
 
     /// The directory snapshot files live in.
-    pub(crate) fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The filesystem the store is on.
+    pub fn fs(&self) -> &F {
+        &self.fs
     }
 
     /// Records a snapshot of the local state (already complete in its file)
     /// and compacts the log up to it.
-    pub(crate) fn compact(&mut self, snapshot: Arc<FileSnapshot>) -> Result<(), StoreError> {
+    pub fn compact(&mut self, snapshot: Arc<FileSnapshot<F>>) -> Result<(), StoreError> {
         let last = snapshot.meta.last;
         let conf_state = snapshot.meta.conf_state.clone();
         self.mem
@@ -183,16 +203,14 @@ impl DiskStore {
     }
 
     fn remove_snapshots_except(&self, keep: Index) {
-        let Ok(dir) = fs::read_dir(&self.dir) else {
+        let Ok(names) = self.fs.list_dir(&self.dir) else {
             return;
         };
         let keep = snapshot_path(&self.dir, keep);
-        for entry in dir.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
+        for name in names {
+            let path = self.dir.join(&name);
             if name.starts_with("snap-") && name.ends_with(".bin") && path != keep {
-                if let Err(e) = fs::remove_file(&path) {
+                if let Err(e) = self.fs.remove_file(&path) {
                     tracing::warn!(file = %path.display(), error = %e, "could not remove an old snapshot");
                 }
             }
@@ -200,7 +218,7 @@ impl DiskStore {
     }
 }
 
-impl LogStore for DiskStore {
+impl<F: FileSystem> LogStore for DiskStore<F> {
     type Error = StoreError;
 
     /// One WAL write, one sync.
@@ -225,7 +243,8 @@ impl LogStore for DiskStore {
     fn receive_chunk(&mut self, chunk: SnapshotChunk) -> Result<(), StoreError> {
         let index = chunk.meta.last.index;
         if chunk.offset == 0 {
-            let writer = SnapshotWriter::create(
+            let writer = SnapshotWriter::create_in(
+                self.fs.clone(),
                 snapshot_path(&self.dir, index),
                 chunk.meta.last,
                 chunk.meta.conf_state.clone(),
@@ -275,15 +294,15 @@ impl LogStore for DiskStore {
 }
 
 /// Where the snapshot ending at `index` lives.
-pub(crate) fn snapshot_path(dir: &Path, index: Index) -> PathBuf {
+pub fn snapshot_path(dir: &Path, index: Index) -> PathBuf {
     dir.join(format!("snap-{index:016x}.bin"))
 }
 
 /// A snapshot file shared by the core (serving chunks) and the store.
 #[derive(Debug)]
-struct SharedSnapshot(Arc<FileSnapshot>);
+struct SharedSnapshot<F: FileSystem>(Arc<FileSnapshot<F>>);
 
-impl SnapshotData for SharedSnapshot {
+impl<F: FileSystem> SnapshotData for SharedSnapshot<F> {
     fn len(&self) -> u64 {
         self.0.len()
     }
@@ -294,13 +313,13 @@ impl SnapshotData for SharedSnapshot {
 }
 
 /// Snapshots half written when the node stopped are of no use.
-fn remove_temporary_files(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
+fn remove_temporary_files<F: FileSystem>(fs: &F, dir: &Path) {
+    let Ok(names) = fs.list_dir(dir) else {
         return;
     };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().ends_with(".tmp") {
-            let _ = fs::remove_file(entry.path());
+    for name in names {
+        if name.ends_with(".tmp") {
+            let _ = fs.remove_file(&dir.join(name));
         }
     }
 }
