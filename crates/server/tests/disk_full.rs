@@ -103,38 +103,52 @@ async fn get(
     Ok(answer.into_inner().kvs.first().map(|kv| kv.value.clone()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_refuses_writes_keeps_reads_loses_nothing_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = SmallDisk::mount(&dir.path().join("disk"), 160);
+/// One member with its data on a fresh tmpfs of `megabytes`, given
+/// `extra` flags, and 50 acknowledged 4 KiB puts (`before/N`).
+async fn member_on_a_small_disk(
+    dir: &Path,
+    megabytes: u32,
+    extra: &[&str],
+) -> (
+    SmallDisk,
+    Cluster,
+    KvClient<tonic::transport::Channel>,
+    Vec<String>,
+) {
+    let disk = SmallDisk::mount(&dir.join("disk"), megabytes);
     let exe = Path::new(env!("CARGO_BIN_EXE_keel"));
-    let mut cluster = Cluster::prepare(
-        Flavor::Keel,
-        exe,
-        1,
-        &[
-            "--heartbeat-interval-ms",
-            "50",
-            "--election-timeout-ms",
-            "500",
-        ],
-        Tls::default(),
-    );
+    let mut args = vec![
+        "--heartbeat-interval-ms",
+        "50",
+        "--election-timeout-ms",
+        "500",
+    ];
+    args.extend_from_slice(extra);
+    let mut cluster = Cluster::prepare(Flavor::Keel, exe, 1, &args, Tls::default());
     cluster.members[0].spec.data_dir = disk.path.join("data");
     cluster.spawn(0);
     cluster.wait_for_leader().await;
     let mut kv = KvClient::new(cluster.channel(0));
-
-    // Acknowledged writes before the disk fills.
-    let value = Bytes::from(vec![b'v'; 4096]);
     let mut acknowledged = Vec::new();
     for i in 0..50 {
         let key = format!("before/{i}");
-        put(&mut kv, &key, value.clone())
-            .await
-            .expect("a put with room");
+        put(&mut kv, &key, value()).await.expect("a put with room");
         acknowledged.push(key);
     }
+    (disk, cluster, kv, acknowledged)
+}
+
+/// Every value the tests write.
+fn value() -> Bytes {
+    Bytes::from(vec![b'v'; 4096])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_keeps_reads_loses_nothing_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, mut cluster, mut kv, mut acknowledged) =
+        member_on_a_small_disk(dir.path(), 160, &[]).await;
+    let value = value();
 
     // The ballast takes every byte left; writes fail, clearly.
     let ballast = disk.path.join("ballast");
@@ -218,36 +232,10 @@ async fn a_full_disk_refuses_writes_keeps_reads_loses_nothing_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_cannot_write_its_log_stops_and_restarts_with_everything_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = SmallDisk::mount(&dir.path().join("disk"), 96);
-    let exe = Path::new(env!("CARGO_BIN_EXE_keel"));
     // No reserve: the log itself meets the full disk.
-    let mut cluster = Cluster::prepare(
-        Flavor::Keel,
-        exe,
-        1,
-        &[
-            "--heartbeat-interval-ms",
-            "50",
-            "--election-timeout-ms",
-            "500",
-            "--min-free-disk-bytes",
-            "0",
-        ],
-        Tls::default(),
-    );
-    cluster.members[0].spec.data_dir = disk.path.join("data");
-    cluster.spawn(0);
-    cluster.wait_for_leader().await;
-    let mut kv = KvClient::new(cluster.channel(0));
-    let value = Bytes::from(vec![b'v'; 4096]);
-    let mut acknowledged = Vec::new();
-    for i in 0..50 {
-        let key = format!("before/{i}");
-        put(&mut kv, &key, value.clone())
-            .await
-            .expect("a put with room");
-        acknowledged.push(key);
-    }
+    let (disk, mut cluster, mut kv, mut acknowledged) =
+        member_on_a_small_disk(dir.path(), 96, &["--min-free-disk-bytes", "0"]).await;
+    let value = value();
     let ballast = disk.path.join("ballast");
     fill(&ballast);
     for i in 0..20 {

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use keel_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -21,13 +20,12 @@ use keel_api::etcdserverpb::request_op::Request as RequestKind;
 use keel_api::etcdserverpb::response_op::Response as ResponseKind;
 use keel_api::etcdserverpb::*;
 use keel_check::{AppendTxn, MicroOp, TxnOutcome};
-use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tonic::transport::Channel;
 
 use crate::since;
-use crate::world::Connections;
+use crate::world::Client;
 
 /// The lists.
 pub(crate) const KEYS: [&str; 6] = ["a0", "a1", "a2", "a3", "a4", "a5"];
@@ -103,18 +101,12 @@ pub(crate) async fn final_lists(addr: SocketAddr) -> Result<BTreeMap<String, Vec
 }
 
 /// One client: random transactions until `until`.
-pub(crate) async fn client(
-    id: usize,
-    addrs: Vec<SocketAddr>,
-    seed: u64,
-    zero: Instant,
-    until: Instant,
-    history: Arc<Mutex<Vec<AppendTxn>>>,
-) {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0xa99e_4d00 ^ (id as u64).wrapping_mul(0x9e37_79b9));
-    let mut members = Connections::new(addrs);
+pub(crate) async fn client(c: Client, history: Arc<Mutex<Vec<AppendTxn>>>) {
+    let (id, zero) = (c.id, c.zero);
+    let mut rng = c.rng(0xa99e_4d00);
+    let mut members = c.connections();
     let mut n = 0u64;
-    while Instant::now() < until {
+    while !c.done() {
         let Some((member, channel)) = members.any(&mut rng).await else {
             continue;
         };

@@ -13,14 +13,13 @@ use keel_api::etcdserverpb::kv_client::KvClient;
 use keel_api::etcdserverpb::lease_client::LeaseClient;
 use keel_api::etcdserverpb::*;
 use keel_check::LeaseLife;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::since;
-use crate::world::{channel, Connections};
+use crate::world::{channel, Client};
 
 /// Every lease's TTL.
 pub(crate) const TTL_SECS: i64 = 3;
@@ -76,18 +75,12 @@ pub(crate) struct LeaseRecord {
 }
 
 /// One client: leases one after another until `until`.
-pub(crate) async fn client(
-    id: usize,
-    addrs: Vec<SocketAddr>,
-    seed: u64,
-    zero: Instant,
-    until: Instant,
-    record: Arc<Mutex<LeaseRecord>>,
-) {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x1ea5_e000 ^ (id as u64).wrapping_mul(0x9e37_79b9));
-    let mut members = Connections::new(addrs);
+pub(crate) async fn client(c: Client, record: Arc<Mutex<LeaseRecord>>) {
+    let (id, zero, until) = (c.id, c.zero, c.until);
+    let mut rng = c.rng(0x1ea5_e000);
+    let mut members = c.connections();
     let mut n = 0u64;
-    while Instant::now() < until {
+    while !c.done() {
         n += 1;
         let key = format!("lease/c{id}-{n}");
         // Grant, then attach the key; a failure of either starts over.

@@ -227,49 +227,33 @@ async fn run(topology: Topology) {
     let appends = Arc::new(Mutex::new(Vec::new()));
     let leases = Arc::new(Mutex::new(leases::LeaseRecord::default()));
     let watched = Arc::new(Mutex::new(Vec::new()));
+    let plan = world::Client {
+        id: 0,
+        addrs,
+        seed,
+        zero,
+        until,
+    };
     let mut clients = Vec::new();
     for id in 0..register::CLIENTS {
-        let h = registers.clone();
-        clients.push(tokio::spawn(register::client(
-            id,
-            addrs.clone(),
-            seed,
-            zero,
-            until,
-            h,
-        )));
+        let run = register::client(plan.numbered(id), registers.clone());
+        clients.push(tokio::spawn(run));
     }
     for id in 0..append::CLIENTS {
-        let h = appends.clone();
         clients.push(tokio::spawn(append::client(
-            id,
-            addrs.clone(),
-            seed,
-            zero,
-            until,
-            h,
+            plan.numbered(id),
+            appends.clone(),
         )));
     }
     for id in 0..leases::CLIENTS {
-        let h = leases.clone();
         clients.push(tokio::spawn(leases::client(
-            id,
-            addrs.clone(),
-            seed,
-            zero,
-            until,
-            h,
+            plan.numbered(id),
+            leases.clone(),
         )));
     }
     for id in 0..watchers::RANGES.len() {
-        let h = watched.clone();
-        clients.push(tokio::spawn(watchers::watcher(
-            id,
-            addrs.clone(),
-            seed,
-            until,
-            h,
-        )));
+        let run = watchers::watcher(plan.numbered(id), watched.clone());
+        clients.push(tokio::spawn(run));
     }
     nemesis(&mut world, seed, until, &topology).await;
     world.heal();

@@ -1,9 +1,7 @@
 //! The register workload: get, put and compare-and-swap on a few keys,
 //! through any member, checked for linearizability (keel-check).
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use keel_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -11,11 +9,10 @@ use keel_api::etcdserverpb::kv_client::KvClient;
 use keel_api::etcdserverpb::request_op::Request as RequestKind;
 use keel_api::etcdserverpb::*;
 use keel_check::{Input, Operation, Output};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 use crate::since;
-use crate::world::Connections;
+use crate::world::Client;
 
 /// The registers.
 pub(crate) const KEYS: [&str; 3] = ["r0", "r1", "r2"];
@@ -30,18 +27,12 @@ pub(crate) struct Recorder {
 
 /// One client: random operations on random keys through random members
 /// until `until`.
-pub(crate) async fn client(
-    id: usize,
-    addrs: Vec<SocketAddr>,
-    seed: u64,
-    zero: Instant,
-    until: Instant,
-    history: Arc<Mutex<Recorder>>,
-) {
-    let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9e37_79b9));
-    let mut members = Connections::new(addrs);
+pub(crate) async fn client(c: Client, history: Arc<Mutex<Recorder>>) {
+    let (id, zero) = (c.id, c.zero);
+    let mut rng = c.rng(0);
+    let mut members = c.connections();
     let mut n = 0u64;
-    while Instant::now() < until {
+    while !c.done() {
         let Some((member, channel)) = members.any(&mut rng).await else {
             continue;
         };

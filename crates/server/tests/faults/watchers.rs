@@ -14,12 +14,11 @@ use keel_api::etcdserverpb::watch_request::RequestUnion;
 use keel_api::etcdserverpb::*;
 use keel_api::mvccpb::event::EventType;
 use keel_check::{EventKind, StoreEvent, WatchResponseRecord, WatchSession, Watcher};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::world::{channel, Connections};
+use crate::world::{channel, Client};
 
 /// What each watcher watches: (key, range_end).
 pub(crate) const RANGES: [(&str, &str); 3] = [("r0", ""), ("a", "b"), ("\0", "\0")];
@@ -65,19 +64,14 @@ fn last_seen(sessions: &[WatchSession]) -> i64 {
 }
 
 /// One watcher of `RANGES[id]` until `until`, from revision 1.
-pub(crate) async fn watcher(
-    id: usize,
-    addrs: Vec<SocketAddr>,
-    seed: u64,
-    until: Instant,
-    out: Arc<Mutex<Vec<Watcher>>>,
-) {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x3a7c_4000 ^ (id as u64).wrapping_mul(0x9e37_79b9));
+pub(crate) async fn watcher(c: Client, out: Arc<Mutex<Vec<Watcher>>>) {
+    let (id, until) = (c.id, c.until);
+    let mut rng = c.rng(0x3a7c_4000);
     let (key, range_end) = RANGES[id % RANGES.len()];
-    let mut members = Connections::new(addrs);
+    let mut members = c.connections();
     let mut sessions: Vec<WatchSession> = Vec::new();
-    while Instant::now() < until {
-        let Some((member, c)) = members.any(&mut rng).await else {
+    while !c.done() {
+        let Some((member, channel)) = members.any(&mut rng).await else {
             continue;
         };
         let start_revision = last_seen(&sessions) + 1;
@@ -85,7 +79,7 @@ pub(crate) async fn watcher(
         let _ = requests.send(create(key, range_end, start_revision)).await;
         let opened = tokio::time::timeout(
             Duration::from_secs(2),
-            WatchClient::new(c).watch(ReceiverStream::new(stream)),
+            WatchClient::new(channel).watch(ReceiverStream::new(stream)),
         )
         .await;
         let Ok(Ok(responses)) = opened else {

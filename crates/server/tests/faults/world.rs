@@ -622,3 +622,38 @@ impl Connections {
         self.channels.remove(&member);
     }
 }
+
+/// What each workload client is given: who it is, the members' client
+/// addresses, the run's seed, the clock of the histories and when to stop.
+#[derive(Clone)]
+pub(crate) struct Client {
+    pub(crate) id: usize,
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) seed: u64,
+    pub(crate) zero: Instant,
+    pub(crate) until: Instant,
+}
+
+impl Client {
+    /// This client, numbered `id`.
+    pub(crate) fn numbered(&self, id: usize) -> Client {
+        Client { id, ..self.clone() }
+    }
+
+    /// Its random choices in workload `salt`, from the run's seed.
+    pub(crate) fn rng(&self, salt: u64) -> rand::rngs::StdRng {
+        rand::SeedableRng::seed_from_u64(
+            self.seed ^ salt ^ (self.id as u64).wrapping_mul(0x9e37_79b9),
+        )
+    }
+
+    /// Its connections to the members.
+    pub(crate) fn connections(&self) -> Connections {
+        Connections::new(self.addrs.clone())
+    }
+
+    /// Whether its time is up.
+    pub(crate) fn done(&self) -> bool {
+        Instant::now() >= self.until
+    }
+}
