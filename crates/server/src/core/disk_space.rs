@@ -78,7 +78,7 @@ fn available_bytes(dir: &Path) -> io::Result<u64> {
         }
         stat
     };
-    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 #[cfg(test)]
