@@ -58,8 +58,9 @@ pub(crate) fn read<F: FileSystem>(
                 let torn = is_last
                     && match bad {
                         Bad::Truncated => true,
-                        // A zero-filled or half-written last record.
-                        Bad::Length(0) | Bad::Checksum => ends_here(rest),
+                        // A zero-filled or half-written last record, or
+                        // one whose length a torn write left as garbage.
+                        Bad::Length(_) | Bad::Checksum => ends_here(rest),
                         _ => false,
                     };
                 if !torn {

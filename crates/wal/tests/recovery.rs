@@ -167,6 +167,35 @@ fn a_zero_filled_tail_is_cut_off() {
     );
 }
 
+/// A crash tore the last write and left garbage where its length was (a
+/// filesystem may show stale blocks in a file's unsynced tail): that is a
+/// torn tail like any other, not corruption. Found by keel-sim's fault
+/// filesystem: the node refused to start with `Length(326293312)`.
+#[test]
+fn a_torn_tail_with_a_garbage_length_is_cut_off() {
+    for garbage in [
+        &[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4][..],
+        &[0x40, 0x72, 0x72, 0x13, 9, 9][..],
+        &[0x01, 0x00, 0x00, 0x80][..],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        wal.append(&entries(1, 1..=2), Some(hs(1, 1))).unwrap();
+        drop(wal);
+        let file = segments(dir.path()).pop().unwrap();
+        let len = fs::metadata(&file).unwrap().len();
+        OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap()
+            .write_all(garbage)
+            .unwrap();
+        let recovered = reopen(dir.path());
+        assert_eq!(recovered.entries, entries(1, 1..=2), "{garbage:?}");
+        assert_eq!(fs::metadata(&file).unwrap().len(), len, "cut off");
+    }
+}
+
 #[test]
 fn a_flipped_byte_before_the_tail_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
