@@ -96,6 +96,24 @@ impl IntoResponse for BadRequest {
     }
 }
 
+/// A request from its JSON, as the gateway reads it: a field given as
+/// `null` has its default value (the generated decoders refuse `null` for
+/// numbers and strings).
+fn from_json<T: DeserializeOwned>(mut json: serde_json::Value) -> serde_json::Result<T> {
+    fn drop_nulls(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                fields.retain(|_, v| !v.is_null());
+                fields.values_mut().for_each(drop_nulls);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+            _ => {}
+        }
+    }
+    drop_nulls(&mut json);
+    serde_json::from_value(json)
+}
+
 /// Decodes one request: an empty body is the empty message, as the
 /// gateway takes it; a message encoding to more than `max_request_bytes`
 /// is refused as etcd refuses it.
@@ -106,8 +124,9 @@ where
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    let request: T =
-        serde_json::from_slice(body).map_err(|e| BadRequest::Malformed(e.to_string()))?;
+    let request: T = serde_json::from_slice(body)
+        .and_then(from_json)
+        .map_err(|e| BadRequest::Malformed(e.to_string()))?;
     if request.encoded_len() > max_request_bytes {
         return Err(BadRequest::TooLarge);
     }
@@ -182,11 +201,12 @@ where
                 }
                 None => true,
             };
-            let mut values = serde_json::Deserializer::from_slice(&buffer).into_iter::<T>();
+            let mut values =
+                serde_json::Deserializer::from_slice(&buffer).into_iter::<serde_json::Value>();
             let mut used = 0;
             let mut failed = None;
             while let Some(value) = values.next() {
-                match value {
+                match value.and_then(from_json::<T>) {
                     Ok(request) if request.encoded_len() > max_request_bytes => {
                         failed = Some(Status::invalid_argument("etcdserver: request is too large"));
                         break;
@@ -282,6 +302,19 @@ where
 mod tests {
     use super::*;
     use keel_api::etcdserverpb::{watch_request::RequestUnion, WatchRequest};
+
+    #[test]
+    fn a_null_field_has_its_default_value_as_in_the_gateway() {
+        let body = br#"{"key": "YQ==", "limit": null, "range_end": null, "sort_order": null}"#;
+        let Ok(request) = decode::<keel_api::etcdserverpb::RangeRequest>(body, 1024) else {
+            panic!("a body with null fields is refused");
+        };
+        assert_eq!(&request.key[..], b"a");
+        assert_eq!((request.limit, request.range_end.len()), (0, 0));
+        let bad: Result<keel_api::etcdserverpb::RangeRequest, _> =
+            decode(br#"{"limit": "x"}"#, 1024);
+        assert!(matches!(bad, Err(BadRequest::Malformed(_))));
+    }
 
     /// The requests of a body arriving in `chunks`.
     async fn parse(chunks: Vec<&'static str>, limit: usize) -> Vec<Result<WatchRequest, Status>> {
