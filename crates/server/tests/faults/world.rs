@@ -358,75 +358,110 @@ impl World {
         ));
     }
 
+    /// Makes a membership change through any member in the cluster but
+    /// `skip`, trying them in turn for up to 20 s, until it is seen to have
+    /// happened: by its answer or, when the answer is lost (the change may
+    /// still have gone through), by the member list. Returns the member
+    /// list after it, or the distinct errors seen.
+    async fn change_membership<F, Fut>(
+        &self,
+        skip: Option<usize>,
+        call: F,
+        happened: impl Fn(&[keel_api::etcdserverpb::Member]) -> bool,
+    ) -> Result<Vec<keel_api::etcdserverpb::Member>, Vec<String>>
+    where
+        F: Fn(ClusterClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut errors: Vec<String> = Vec::new();
+        while Instant::now() < deadline {
+            for j in self.in_cluster() {
+                if Some(j) == skip {
+                    continue;
+                }
+                let Some(c) = channel(self.members[j].client).await else {
+                    continue;
+                };
+                let mut cluster = ClusterClient::new(c);
+                let answer = call(cluster.clone()).await;
+                let members = cluster
+                    .member_list(MemberListRequest { linearizable: true })
+                    .await
+                    .map(|m| m.into_inner().members);
+                match (answer, members) {
+                    (_, Ok(members)) if happened(&members) => return Ok(members),
+                    (Err(e), _) if !errors.iter().any(|seen| seen == e.message()) => {
+                        errors.push(e.message().to_string())
+                    }
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(errors)
+    }
+
     /// Removes member `i` from the cluster (through another member), then
     /// stops it and throws its data away.
     pub(crate) async fn remove(&mut self, i: usize) -> bool {
         let id = self.members[i].id;
-        let mut outcome = String::from("no member answered");
-        let mut done = false;
-        for j in self.in_cluster() {
-            if j == i {
-                continue;
-            }
-            let Some(c) = channel(self.members[j].client).await else {
-                continue;
-            };
-            match ClusterClient::new(c)
-                .member_remove(MemberRemoveRequest { id })
-                .await
-            {
-                Ok(_) => {
-                    outcome = format!("through m{j}: ok");
-                    done = true;
-                    break;
-                }
-                Err(e) => outcome = format!("through m{j}: {}", e.message()),
-            }
+        let removed = self
+            .change_membership(
+                Some(i),
+                |mut c| async move { c.member_remove(MemberRemoveRequest { id }).await.map(drop) },
+                |members| members.iter().all(|m| m.id != id),
+            )
+            .await;
+        self.note(format!(
+            "remove m{i} ({id:x}): {:?}",
+            removed.as_ref().map(|_| "ok")
+        ));
+        if removed.is_err() {
+            return false;
         }
-        self.note(format!("remove m{i} ({id:x}) {outcome}"));
-        if done {
-            self.faults += 1;
-            if let Some(mut child) = self.members[i].process.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            self.members[i].removed = true;
+        self.faults += 1;
+        if let Some(mut child) = self.members[i].process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        done
+        self.members[i].removed = true;
+        true
     }
 
     /// Adds member `i` back (as a learner if `learner`) with an empty data
     /// directory, and starts it.
     pub(crate) async fn add_back(&mut self, i: usize, learner: bool) -> bool {
         let url = format!("http://{}", self.members[i].advertised);
-        let mut outcome = String::from("no member answered");
-        let mut added = None;
-        for j in self.in_cluster() {
-            let Some(c) = channel(self.members[j].client).await else {
-                continue;
-            };
-            match ClusterClient::new(c)
-                .member_add(MemberAddRequest {
-                    peer_ur_ls: vec![url.clone()],
-                    is_learner: learner,
-                })
-                .await
-            {
-                Ok(r) => {
-                    added = r.into_inner().member.map(|m| m.id);
-                    outcome = format!("through m{j}: ok");
-                    break;
-                }
-                Err(e) => outcome = format!("through m{j}: {}", e.message()),
-            }
-        }
+        let request = MemberAddRequest {
+            peer_ur_ls: vec![url.clone()],
+            is_learner: learner,
+        };
+        let added = self
+            .change_membership(
+                None,
+                |mut c| {
+                    let request = request.clone();
+                    async move { c.member_add(request).await.map(drop) }
+                },
+                |members| members.iter().any(|m| m.peer_ur_ls.contains(&url)),
+            )
+            .await;
         let what = if learner {
             "as a learner"
         } else {
             "as a voter"
         };
-        self.note(format!("add m{i} back {what}: {outcome}"));
-        let Some(id) = added else {
+        let id = added
+            .as_ref()
+            .ok()
+            .and_then(|members| members.iter().find(|m| m.peer_ur_ls.contains(&url)))
+            .map(|m| m.id);
+        self.note(format!(
+            "add m{i} back {what}: {:?}",
+            added.as_ref().map(|_| "ok")
+        ));
+        let Some(id) = id else {
             return false;
         };
         self.faults += 1;
@@ -442,50 +477,22 @@ impl World {
     /// Promotes learner `i`, retrying while it catches up.
     pub(crate) async fn promote(&mut self, i: usize) -> bool {
         let id = self.members[i].id;
-        let mut errors: Vec<String> = Vec::new();
-        for _ in 0..50 {
-            for j in self.in_cluster() {
-                if j == i {
-                    continue;
-                }
-                let Some(c) = channel(self.members[j].client).await else {
-                    continue;
-                };
-                let mut cluster = ClusterClient::new(c);
-                match cluster.member_promote(MemberPromoteRequest { id }).await {
-                    Ok(_) => {
-                        self.note(format!("promote m{i}: ok through m{j}"));
-                        return true;
-                    }
-                    Err(e) => {
-                        // An answer lost after the promotion went through
-                        // leaves a voter behind: look.
-                        let members = cluster
-                            .member_list(MemberListRequest { linearizable: true })
-                            .await;
-                        let voter = members.is_ok_and(|m| {
-                            m.into_inner()
-                                .members
-                                .iter()
-                                .any(|m| m.id == id && !m.is_learner)
-                        });
-                        if voter {
-                            self.note(format!(
-                                "promote m{i}: a voter (the answer was {:?})",
-                                e.message()
-                            ));
-                            return true;
-                        }
-                        if !errors.iter().any(|seen| seen == e.message()) {
-                            errors.push(e.message().to_string());
-                        }
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        self.note(format!("promote m{i} failed: {errors:?}"));
-        false
+        let promoted = self
+            .change_membership(
+                Some(i),
+                |mut c| async move {
+                    c.member_promote(MemberPromoteRequest { id })
+                        .await
+                        .map(drop)
+                },
+                |members| members.iter().any(|m| m.id == id && !m.is_learner),
+            )
+            .await;
+        self.note(format!(
+            "promote m{i}: {:?}",
+            promoted.as_ref().map(|_| "ok")
+        ));
+        promoted.is_ok()
     }
 
     /// Ends every fault: links healed, clocks set right, paused members
