@@ -12,7 +12,7 @@
 //! while a nemesis injects faults at random, sometimes two at once: kill -9
 //! and restart, SIGSTOP/SIGCONT, partitions (a minority, the leader alone,
 //! a bridge, one way), slow links, reset connections, leadership transfer,
-//! clock jumps and drift on one member (libfaketime, when Debian's
+//! clock jumps and slow drift on one member (libfaketime, when Debian's
 //! `faketime` is installed; the test installs it when it can), and, with
 //! five members, removing a member and adding it back as a learner that is
 //! then promoted. Then everything heals, and:
@@ -143,11 +143,14 @@ async fn inject(world: &mut World, rng: &mut StdRng, topology: &Topology) {
             }
         }
         9 if world.clocks_faked() && topology.clocks => {
+            // A jump ahead, or a clock running slow. (One running fast
+            // shortens leases by its rate, in keel as in etcd: no member
+            // can tell that alone, so it is not a fault leases survive.)
             let clocked = leader.filter(|_| rng.random_bool(0.5)).unwrap_or(victim);
             if rng.random_bool(0.5) {
                 world.set_clock(clocked, rng.random_range(5..120), 1.0);
             } else {
-                world.set_clock(clocked, 0, [0.5, 0.9, 1.1, 2.0][rng.random_range(0..4)]);
+                world.set_clock(clocked, 0, [0.5, 0.75, 0.9][rng.random_range(0..3)]);
             }
         }
         9 => world.pause(victim),
