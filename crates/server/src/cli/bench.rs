@@ -667,13 +667,21 @@ enum Worker {
         origin: Instant,
         padding: Bytes,
     },
+    /// Keep-alives of `leases` in turn on one stream, opened with the
+    /// first request (etcd answers the stream's opening only then).
     KeepAlive {
-        requests: mpsc::Sender<LeaseKeepAliveRequest>,
-        responses: tonic::Streaming<LeaseKeepAliveResponse>,
+        lease: LeaseClient<Channel>,
+        stream: Option<KeepAliveStream>,
         leases: Vec<i64>,
         next: usize,
     },
 }
+
+/// An open keep-alive stream: where requests go, where answers come from.
+type KeepAliveStream = (
+    mpsc::Sender<LeaseKeepAliveRequest>,
+    tonic::Streaming<LeaseKeepAliveResponse>,
+);
 
 impl Worker {
     /// Sends one request and waits for its answer.
@@ -756,17 +764,33 @@ impl Worker {
                 kv.put(put).await.map_err(|e| describe(&e))?;
             }
             Worker::KeepAlive {
-                requests,
-                responses,
+                lease,
+                stream,
                 leases,
                 next,
             } => {
                 let id = leases[*next % leases.len()];
                 *next += 1;
-                requests
-                    .send(LeaseKeepAliveRequest { id })
-                    .await
-                    .map_err(|_| "keep-alive stream closed".to_string())?;
+                let request = LeaseKeepAliveRequest { id };
+                let responses = match stream {
+                    Some((requests, responses)) => {
+                        requests
+                            .send(request)
+                            .await
+                            .map_err(|_| "keep-alive stream closed".to_string())?;
+                        responses
+                    }
+                    None => {
+                        let (requests, queued) = mpsc::channel(1);
+                        let _ = requests.send(request).await;
+                        let responses = lease
+                            .lease_keep_alive(ReceiverStream::new(queued))
+                            .await
+                            .map_err(|e| describe(&e))?
+                            .into_inner();
+                        &mut stream.insert((requests, responses)).1
+                    }
+                };
                 match responses.message().await {
                     Ok(Some(answer)) if answer.ttl > 0 => {}
                     Ok(Some(_)) => return Err(format!("lease {id:x} not found")),
@@ -940,15 +964,9 @@ async fn execute(plan: Plan) -> anyhow::Result<Report> {
                     .skip(c % leases.len())
                     .step_by(plan.clients)
                     .collect();
-                let (requests, stream) = mpsc::channel(1);
-                let responses = LeaseClient::new(channels[c % channels.len()].clone())
-                    .lease_keep_alive(ReceiverStream::new(stream))
-                    .await
-                    .context("opening a keep-alive stream")?
-                    .into_inner();
                 workers.push(Worker::KeepAlive {
-                    requests,
-                    responses,
+                    lease: LeaseClient::new(channels[c % channels.len()].clone()),
+                    stream: None,
                     leases: mine,
                     next: 0,
                 });
