@@ -14,7 +14,8 @@
 #   bash scripts/bench-vs-etcd.sh --smoke         # or BENCH_SMOKE=1: one pass,
 #       # 1 s per row, written to a temporary file; fails unless every run
 #       # made progress without errors (what CI runs)
-#   BENCH_SECS=5 ...                              # seconds per row (full run: 10)
+#   BENCH_SECS=5 BENCH_PASSES=1 ...               # seconds per row (full run: 10),
+#                                                 # passes (full run: 2)
 #   KEEL_BIN=path/to/keel ...                     # skip the build
 #   KEEP_BENCH=1 ...                              # keep the work directory
 set -euo pipefail
@@ -57,7 +58,7 @@ if [[ -n "$smoke" ]]; then
     secs=${BENCH_SECS:-1} passes=1
     out=$(mktemp /tmp/keel-bench-smoke.XXXXXX.md)
 else
-    secs=${BENCH_SECS:-10} passes=2
+    secs=${BENCH_SECS:-10} passes=${BENCH_PASSES:-2}
 fi
 
 # A loopback port nothing listens on and no member of this run was given.
@@ -179,8 +180,8 @@ for pass in $(seq 1 "$passes"); do
             jq -c --argjson ticks "$((cpu_after - cpu_before))" --argjson hz "$TICKS" \
                 --argjson rss "$(rss_kb "${PID[$target$leader]}")" \
                 --argjson data "$(du -sk "${DIR[$target$leader]}" | cut -f1)" \
-                --arg row "$label" \
-                '. + {row: $row, cpu_s: ($ticks / $hz), leader_rss_kb: $rss, data_kb: $data}' \
+                --arg row "$label" --arg target "$target" --argjson pass "$pass" \
+                '. + {row: $row, target: $target, pass: $pass, cpu_s: ($ticks / $hz), leader_rss_kb: $rss, data_kb: $data}' \
                 "$result.raw" >"$result"
             printf '%-5s pass %d  %-40s %9.0f ops/s  p50 %s ms  p99 %s ms  errors %s\n' "$target" "$pass" \
                 "$label" "$(jq .ops_per_sec "$result")" "$(jq .latency_ms.p50 "$result")" \
@@ -211,8 +212,13 @@ row_line() {
         };
         (map(select(.target == "etcd")) | side) as $e
         | (map(select(.target == "keel")) | side) as $k
+        | (group_by(.pass) | map(
+              (map(select(.target == "etcd"))[0].ops_per_sec) as $eo
+              | (map(select(.target == "keel"))[0].ops_per_sec) as $ko
+              | if ($eo // 0) > 0 and $ko != null then fmt($ko / $eo) + "×" else "-" end)) as $runs
         | "| \($row) | \(int($e.ops)) | \(int($k.ops)) | "
-          + "\(if ($e.ops // 0) > 0 then fmt($k.ops / $e.ops) + "×" else "-" end) | "
+          + "\(if ($e.ops // 0) > 0 then fmt($k.ops / $e.ops) + "×" else "-" end)"
+          + "\(if ($runs | length) > 1 then " (" + ($runs | join(", ")) + ")" else "" end) | "
           + "\($e.lat) | \($k.lat) | \(int($e.cpu_us)) | \(int($k.cpu_us)) | "
           + "\(int($e.rss)) | \(int($k.rss)) | \(int($e.data)) | \(int($k.data)) | "
           + "\($e.errors) / \($k.errors) |"' -
@@ -238,13 +244,18 @@ row_line() {
     echo "Load average before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg). The bench client and the"
     echo "six members share the machine. **Date** — $(date -u +%Y-%m-%d). Run time: $took s."
     echo
-    echo "| row (clients/conns) | etcd ops/s | keel ops/s | keel / etcd | etcd latency ms | keel latency ms | etcd CPU µs/req | keel CPU µs/req | etcd leader RSS MB | keel leader RSS MB | etcd data MB | keel data MB | errors etcd / keel |"
+    echo "| row (clients/conns) | etcd ops/s | keel ops/s | keel / etcd (per pass) | etcd latency ms | keel latency ms | etcd CPU µs/req | keel CPU µs/req | etcd leader RSS MB | keel leader RSS MB | etcd data MB | keel data MB | errors etcd / keel |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for r in "${!ROWS[@]}"; do
-        for f in "$WORK"/results/*-"$r"-*.json; do
-            t=$(basename "$f"); jq -c --arg t "${t%%-*}" '. + {target: $t}' "$f"
-        done | row_line "${ROWS[r]%%|*}"
+        cat "$WORK"/results/*-"$r"-*.json | row_line "${ROWS[r]%%|*}"
     done
+    echo
+    cat "$WORK"/results/*.json | jq -rs '
+        map(select(.op == "txn-cas")) | group_by(.target)
+        | map("\(.[0].target) \((map(.cas_failed) | add) * 1000 / ([map(.ops) | add, 1] | max) | round / 10)%")
+        | "txn CAS: compares that failed (the key changed since the client last read it, or an"
+          + " earlier pass wrote it), counted in ops/s: \(join(", "))."'
+    echo
 } >>"$out"
 
 echo "== wrote the table to $out"
