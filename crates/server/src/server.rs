@@ -358,8 +358,9 @@ async fn establish_identity(
     Ok((identity, initial_members, addresses))
 }
 
-/// Asks the members listed in `initial_cluster` for the member list, and
-/// finds this member in it by its advertised peer URL.
+/// Asks the members listed in `initial_cluster` for the member list (as
+/// committed: linearizably), and finds this member in it by its advertised
+/// peer URL.
 async fn join(config: &Config, peer_dialer: &Dialer) -> anyhow::Result<(Identity, Vec<Member>)> {
     let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
     let others: Vec<&String> = config
@@ -378,8 +379,10 @@ async fn join(config: &Config, peer_dialer: &Dialer) -> anyhow::Result<(Identity
         for url in &others {
             let endpoint = peer_dialer.endpoint(&host_port(url)?)?;
             let answer = match endpoint.connect().await {
+                // Linearizable: a member cut off from the others may
+                // still list a removed member at this URL, under its old id.
                 Ok(channel) => ClusterClient::new(channel)
-                    .member_list(MemberListRequest::default())
+                    .member_list(MemberListRequest { linearizable: true })
                     .await
                     .map_err(anyhow::Error::new),
                 Err(e) => Err(anyhow::Error::new(e)),

@@ -154,6 +154,11 @@ async fn inject(world: &mut World, rng: &mut StdRng, topology: &Topology) {
             }
         }
         9 => world.pause(victim),
+        _ if let Some(learner) = members.iter().copied().find(|&m| world.members[m].learner) => {
+            // A learner whose promotion failed first: voters are not
+            // taken out one after another.
+            world.promote(learner).await;
+        }
         _ => {
             // Out and back in: removed, added back empty as a learner,
             // promoted once it has caught up.

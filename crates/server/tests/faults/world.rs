@@ -53,6 +53,8 @@ pub(crate) struct Member {
     pub(crate) id: u64,
     /// Out of the cluster (removed, not yet added back).
     pub(crate) removed: bool,
+    /// Added back as a learner and not promoted yet.
+    pub(crate) learner: bool,
     /// Its data directory's generation: a member added back starts empty.
     generation: u32,
     /// Starts by joining a running cluster (after being added back).
@@ -98,6 +100,7 @@ impl World {
                 paused: false,
                 id: 0,
                 removed: false,
+                learner: false,
                 generation: 0,
                 joining: false,
                 clock,
@@ -468,6 +471,7 @@ impl World {
         let m = &mut self.members[i];
         m.id = id;
         m.removed = false;
+        m.learner = learner;
         m.joining = true;
         m.generation += 1;
         self.spawn(i);
