@@ -683,6 +683,14 @@ pub fn write_snapshot_head(
     addresses::write_to_snapshot(addresses, out)
 }
 
+/// Reads the head [`write_snapshot_head`] wrote: the address book. What
+/// follows in `input` is the state machine's part.
+pub fn read_snapshot_head(
+    input: &mut dyn std::io::Read,
+) -> Result<BTreeMap<NodeId, String>, String> {
+    addresses::read_from_snapshot(input)
+}
+
 /// Refuses an empty command (through `reply` too): empty entries are the
 /// leaders' no-ops, never applied. Hands `reply` back otherwise.
 fn refuse_empty<R>(data: &[u8], reply: Reply<R>) -> Result<Reply<R>, ProposeError> {

@@ -121,10 +121,11 @@ impl<F: FileSystem> DiskStore<F> {
         let snapshot = match recovered.snapshot {
             Some(id) => {
                 let path = snapshot_path(&dir, id.index);
-                let file = FileSnapshot::open_in(fs.clone(), &path).map_err(|e| StartError::Snapshot {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                let file =
+                    FileSnapshot::open_in(fs.clone(), &path).map_err(|e| StartError::Snapshot {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
                 if file.meta.last != id {
                     return Err(StartError::Snapshot {
                         path,

@@ -334,6 +334,24 @@ impl Checker {
         self.commit_in_life.insert(node, durable);
     }
 
+    /// `node` restarted with its state machine restored from the snapshot
+    /// its disk names (`(index, digest)`), or empty: its applied index goes
+    /// back there (the state machine is rebuilt from the snapshot and the
+    /// log, as keel-node rebuilds an in-memory one), and the snapshot must
+    /// hold the state nodes reached at its index.
+    pub fn observe_recovery(
+        &mut self,
+        node: NodeId,
+        snapshot: Option<(Index, u64)>,
+    ) -> Result<(), Violation> {
+        let Some((index, digest)) = snapshot else {
+            self.applied_by_node.insert(node, 0);
+            return Ok(());
+        };
+        self.applied_by_node.insert(node, index.saturating_sub(1));
+        self.observe_snapshot(node, index, digest)
+    }
+
     /// The highest index any node has applied.
     pub fn max_applied(&self) -> Index {
         self.applied.keys().next_back().copied().unwrap_or(0)

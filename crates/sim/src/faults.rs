@@ -1,7 +1,7 @@
 //! The scenario's faults, struck once per tick during the fault phase:
 //! partitions (a node isolated, the cluster split in two, one link cut one
 //! way, or everything healed) and crashes. Crashes in the middle of a Ready
-//! come from the nodes' disks (see [`crate::disk`]).
+//! come from the nodes' disks (see [`crate::fault_fs`]).
 
 use keel_raft::NodeId;
 use rand::Rng;

@@ -2,7 +2,8 @@
 //!
 //! A deterministic simulator for keel-raft clusters. Each node runs
 //! keel-node's [`Replica`](keel_node::replica::Replica), the Ready handling
-//! that ships, over a simulated disk and network. Nodes, network and
+//! that ships, over keel-node's `DiskStore` (keel-wal and the snapshot
+//! files) on a fault-injecting disk ([`fault_fs`]) and a simulated network. Nodes, network and
 //! clients run in virtual time from one seed: messages are delayed,
 //! reordered, duplicated and lost; links are cut one way or both; nodes crash
 //! (even halfway through handling a `Ready`) and restart with only what they
@@ -15,7 +16,7 @@
 
 pub mod checker;
 pub mod clients;
-pub mod disk;
+pub mod fault_fs;
 pub mod faults;
 pub mod network;
 pub mod node;

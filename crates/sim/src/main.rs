@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use keel_sim::fault_fs::FaultStats;
 use keel_sim::{run, Scenario, SimOptions};
 
 /// Run deterministic keel-raft cluster simulations with faults.
@@ -29,9 +30,21 @@ struct Args {
     /// Ticks of load under faults before the network heals.
     #[arg(long, default_value_t = 300)]
     fault_ticks: u64,
+    /// Disk writes and syncs fail with EIO or ENOSPC now and then (on, off);
+    /// without it, drawn from each seed.
+    #[arg(long, value_parser = parse_on_off)]
+    disk_errors: Option<bool>,
     /// Print every message and event.
     #[arg(long)]
     verbose: bool,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: on or off")),
+    }
 }
 
 fn options_for(args: &Args, seed: u64) -> SimOptions {
@@ -43,6 +56,7 @@ fn options_for(args: &Args, seed: u64) -> SimOptions {
         .scenario
         .unwrap_or(Scenario::ALL[(seed / 2 % Scenario::ALL.len() as u64) as usize]);
     options.fault_ticks = args.fault_ticks;
+    options.disk_errors = args.disk_errors;
     options.verbose = args.verbose;
     options
 }
@@ -56,11 +70,13 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let (mut passed, mut failed) = (0u64, 0u64);
     let (mut commands, mut max_recovery, mut slowest_seed) = (0u64, 0u64, 0u64);
+    let mut disk = FaultStats::default();
     for seed in seeds {
         match run(options_for(&args, seed)) {
             Ok(report) => {
                 passed += 1;
                 commands += report.commands;
+                disk.add(&report.disk);
                 if report.recovery_ticks >= max_recovery {
                     max_recovery = report.recovery_ticks;
                     slowest_seed = seed;
@@ -79,6 +95,18 @@ fn main() -> ExitCode {
         "{passed} passed, {failed} failed ({commands} commands, slowest recovery {max_recovery} ticks \
          (seed {slowest_seed}), {:.1?})",
         started.elapsed()
+    );
+    println!(
+        "disks: {} crashes ({} in a sync), {} unsynced bytes lost, {} torn writes ({} with zeros \
+         or garbage), {} name changes lost, {} EIO, {} ENOSPC",
+        disk.crashes,
+        disk.crashes_in_sync,
+        disk.lost_unsynced_bytes,
+        disk.torn_writes,
+        disk.garbage_tails,
+        disk.lost_dir_ops,
+        disk.eio,
+        disk.enospc
     );
     if failed == 0 {
         ExitCode::SUCCESS

@@ -4,6 +4,7 @@
 use keel_raft::Index;
 
 use crate::checker::Violation;
+use crate::fault_fs::FaultStats;
 use crate::network::Time;
 use crate::scenario::Scenario;
 
@@ -21,6 +22,11 @@ pub struct SimOptions {
     /// Ticks allowed, once faults stop, for a leader to be elected and every
     /// command to be applied everywhere.
     pub liveness_ticks: Time,
+    /// Whether disk writes and syncs fail now and then with `EIO` or
+    /// `ENOSPC` (each failure stops the node, which restarts from its
+    /// disk); `None`: drawn from the seed (about half the seeds of the
+    /// scenarios with crashes).
+    pub disk_errors: Option<bool>,
     /// Print every event.
     pub verbose: bool,
 }
@@ -34,14 +40,20 @@ impl SimOptions {
             scenario: Scenario::Chaos,
             fault_ticks: 300,
             liveness_ticks: 500,
+            disk_errors: None,
             verbose: false,
         }
     }
 
     /// The command line that replays this run with a trace.
     pub fn replay_command(&self) -> String {
+        let disk_errors = match self.disk_errors {
+            Some(true) => " --disk-errors on",
+            Some(false) => " --disk-errors off",
+            None => "",
+        };
         format!(
-            "cargo run --release -p keel-sim -- --seed {} --nodes {} --scenario {} --fault-ticks {} --verbose",
+            "cargo run --release -p keel-sim -- --seed {} --nodes {} --scenario {} --fault-ticks {}{disk_errors} --verbose",
             self.seed, self.nodes, self.scenario, self.fault_ticks
         )
     }
@@ -74,6 +86,9 @@ pub struct RunReport {
     pub conf_changes: u64,
     /// Leadership transfers a leader accepted.
     pub transfers: u64,
+    /// What the nodes' disks injected: torn writes, lost unsynced bytes,
+    /// `EIO`, `ENOSPC` (see [`FaultStats`]).
+    pub disk: FaultStats,
 }
 
 /// A failed run: the broken property and how to replay it.

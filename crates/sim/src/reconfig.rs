@@ -143,7 +143,7 @@ impl Simulation {
         let idle = self.nodes.iter().find(|(id, n)| {
             !is_member(&conf, **id)
                 && !self.removals.contains_key(id)
-                && n.durable_conf() == ConfState::default()
+                && n.conf() == ConfState::default()
         });
         let spare = match idle {
             Some((id, _)) => Some(*id),
@@ -161,7 +161,7 @@ impl Simulation {
         // Nodes it adds come with an address, as keel-node's callers give.
         let addresses = added(&change)
             .into_iter()
-            .map(|id| (id, format!("sim-node-{id}")))
+            .map(|id| (id, crate::node::address(id)))
             .collect();
         match replica
             .expect("leader is up")
@@ -176,7 +176,8 @@ impl Simulation {
                 for id in added(&change) {
                     if !self.nodes.contains_key(&id) {
                         self.next_spare += 1;
-                        self.nodes.insert(id, SimNode::spare());
+                        let seed = crate::simulation::disk_seed(self.options.seed, id);
+                        self.nodes.insert(id, SimNode::spare(seed));
                         // Cannot fail: an empty disk is always valid.
                         let _ = self.start(id);
                     }
@@ -191,14 +192,21 @@ impl Simulation {
 
     /// Drops the removed nodes that no configuration can need any more:
     /// every other node applied past the removal, with a membership without
-    /// them (spares that never joined know no membership and do not count).
+    /// them (spares that never joined know no membership and do not count,
+    /// nor do nodes removed themselves: two removed nodes that lag, each
+    /// waiting for the other, would otherwise stay for good, and one that
+    /// never learned its removal disrupts elections).
     pub(crate) fn decommission_removed(&mut self) {
         let gone: Vec<NodeId> = self
             .removals
             .iter()
             .filter(|(&x, &at)| {
-                self.nodes.iter().filter(|(id, _)| **id != x).all(|(_, n)| {
-                    let conf = n.durable_conf();
+                let mut others = self
+                    .nodes
+                    .iter()
+                    .filter(|(id, _)| **id != x && !self.removals.contains_key(id));
+                others.all(|(_, n)| {
+                    let conf = n.conf();
                     conf == ConfState::default() || (n.applied() >= at && !is_member(&conf, x))
                 })
             })

@@ -61,6 +61,9 @@ pub struct Simulation {
     /// The chance of a crash on each side of each sync (crash scenarios,
     /// fault phase only).
     pub(crate) crash_in_sync: f64,
+    /// The chance that a disk write or sync fails with `EIO` or `ENOSPC`
+    /// (fault phase only; see [`SimOptions::disk_errors`]).
+    pub(crate) disk_error_chance: f64,
     pub(crate) reads: Reads,
     /// Nodes whose removal a leader accepted, with the index of the change.
     /// A node is dropped from the simulation once every other node applied
@@ -100,13 +103,22 @@ impl Simulation {
             config.read_mode = ReadMode::Lease;
         }
         let voters: Vec<NodeId> = (1..=options.nodes).collect();
-        let mut checker = Checker::default();
+        let checker = Checker::default();
         let mut nodes = BTreeMap::new();
         for &id in &voters {
-            let node = SimNode::bootstrap(id, &voters, &mut checker)
-                .expect("bootstrapping a fresh node cannot fail");
-            nodes.insert(id, node);
+            nodes.insert(id, SimNode::bootstrap(&voters, disk_seed(options.seed, id)));
         }
+        // Drawn apart from the run's RNG, so that the other choices of a
+        // seed stay as they were.
+        let mut disk_rng = StdRng::seed_from_u64(options.seed ^ 0xD15C_FA17);
+        let disk_errors = options
+            .disk_errors
+            .unwrap_or_else(|| options.scenario.crashes() && disk_rng.random_bool(0.5));
+        let disk_error_chance = if disk_errors {
+            disk_rng.random_range(0.0002..0.003)
+        } else {
+            0.0
+        };
         let next_spare = options.nodes + 1;
         let crash_in_sync = if options.scenario.crashes() {
             0.002
@@ -126,13 +138,16 @@ impl Simulation {
             report: RunReport::default(),
             tamper: None,
             crash_in_sync,
+            disk_error_chance,
             reads: Reads::default(),
             removals: BTreeMap::new(),
             next_spare,
             answers: Arc::default(),
         };
         for id in voters {
-            sim.start(id).expect("a fresh node always starts");
+            if let Err(v) = sim.start(id) {
+                panic!("node {id} fails its first start: {v}");
+            }
         }
         sim
     }
@@ -152,7 +167,11 @@ impl Simulation {
 
     /// Runs both phases; returns the report, or the first broken property.
     pub fn run(mut self) -> Result<RunReport, Failure> {
-        match self.run_phases() {
+        let result = self.run_phases();
+        for node in self.nodes.values() {
+            self.report.disk.add(&node.fs.stats());
+        }
+        match result {
             Ok(()) => Ok(self.report),
             Err(violation) => Err(Failure {
                 violation,
@@ -274,8 +293,9 @@ impl Simulation {
             ..NetworkFaults::none()
         };
         self.crash_in_sync = 0.0;
-        for replica in self.nodes.values_mut().filter_map(|n| n.replica.as_mut()) {
-            replica.store_mut().stop_crashing();
+        self.disk_error_chance = 0.0;
+        for node in self.nodes.values() {
+            node.fs.set_faults(0.0, 0.0);
         }
         for id in self.node_ids(false) {
             self.start(id)?;
@@ -406,6 +426,11 @@ impl Simulation {
         }
         Ok(())
     }
+}
+
+/// The seed of node `id`'s disk faults in the run of `seed`.
+pub(crate) fn disk_seed(seed: u64, id: NodeId) -> u64 {
+    seed ^ (id << 40) ^ 0x5EED_D15C
 }
 
 /// Runs one seed.

@@ -15,8 +15,8 @@ pub const SNAPSHOT_HEADER_BYTES: usize = 16;
 /// A client command: its id, and filler bytes so that sizes vary.
 pub type Command = (u64, Vec<u8>);
 
-/// A node's state machine: what it applied, summed up. Durable: it
-/// survives its node's crashes, like a store that keeps its state on disk.
+/// A node's state machine: what it applied, summed up. In memory: a
+/// restart restores it from the node's snapshot and applies the log again.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateMachine {
     /// The index of the last command applied.

@@ -269,9 +269,7 @@ impl<F: FileSystem> Wal<F> {
             .count();
         for s in self.segments.drain(..removable) {
             let path = self.dir.join(segment::file_name(s.seq));
-            self.fs
-                .remove_file(&path)
-                .map_err(io("removing", &path))?;
+            self.fs.remove_file(&path).map_err(io("removing", &path))?;
         }
         if removable > 0 {
             sync_dir(&self.fs, &self.dir)?;
