@@ -43,7 +43,9 @@ pub(crate) enum Op {
     /// Get a random key of the key space (what `put` wrote).
     Get,
     /// A transaction: if the key's mod revision is the one this client
-    /// last saw, put it (else read it, to learn the current one).
+    /// last saw, put it (else read it, to learn the current one). Each
+    /// client has keys of its own (every `--clients`-th), so a compare
+    /// fails only when something else wrote the key.
     TxnCas,
     /// Read `--range-keys` keys under one prefix, all of them each time.
     Range,
@@ -253,6 +255,9 @@ impl BenchArgs {
                 bail!("--watchers and --watch-streams must be at least 1");
             }
         }
+        if op == Op::TxnCas && self.clients as u64 > self.key_space {
+            bail!("txn-cas: --key-space must be at least --clients (each client has its keys)");
+        }
         if op == Op::LeaseKeepalive && self.leases == 0 {
             bail!("--leases must be at least 1");
         }
@@ -298,6 +303,17 @@ fn key(set: u8, index: u64, size: usize) -> Bytes {
     key.push(set);
     key.extend_from_slice(format!("{index:0>width$}", width = size.saturating_sub(1)).as_bytes());
     Bytes::from(key)
+}
+
+/// Client `client`'s (of `clients`) key nearest below `random` (any
+/// index below `key_space`): the clients own every `clients`-th key.
+fn owned_key(random: u64, client: u64, clients: u64, key_space: u64) -> u64 {
+    let index = random - random % clients + client;
+    if index < key_space {
+        index
+    } else {
+        index - clients
+    }
 }
 
 /// The latency at percentile `p` (0 to 1) of `sorted` (ascending), by
@@ -650,6 +666,8 @@ enum Worker {
     },
     TxnCas {
         kv: KvClient<Channel>,
+        /// Which client: its keys are those of this index modulo the clients.
+        client: u64,
         rng: SmallRng,
         value: Bytes,
         /// The mod revision this client last saw of each key (0: none).
@@ -716,11 +734,13 @@ impl Worker {
             }
             Worker::TxnCas {
                 kv,
+                client,
                 rng,
                 value,
                 seen,
             } => {
-                let index = rng.random_range(0..plan.key_space);
+                let (clients, space) = (plan.clients as u64, plan.key_space);
+                let index = owned_key(rng.random_range(0..space), *client, clients, space);
                 let key = key(plan.op.key_set(), index, plan.key_size);
                 let expected = seen.get(&index).copied().unwrap_or(0);
                 let txn = cas(key, expected, value.clone());
@@ -931,6 +951,7 @@ async fn execute(plan: Plan) -> anyhow::Result<Report> {
         Op::TxnCas => (0..plan.clients)
             .map(|c| Worker::TxnCas {
                 kv: kv(&channels, c),
+                client: c as u64,
                 rng: rng(c),
                 value: value.clone(),
                 seen: HashMap::new(),
@@ -1296,9 +1317,23 @@ mod tests {
         refused("watch --val-size 4", "--val-size");
         refused("watch --watchers 0", "--watchers");
         refused("lease-keepalive --leases 0", "--leases");
+        refused("txn-cas --clients 10 --key-space 5", "--key-space");
         refused("put --endpoints https://a:1", "plain http");
         refused("frobnicate", "invalid value");
         assert!(plan("put --key-size 6").is_ok());
+    }
+
+    #[test]
+    fn txn_cas_clients_own_their_keys() {
+        for random in 0..103 {
+            for client in 0..10 {
+                let index = owned_key(random, client, 10, 103);
+                assert!(index < 103);
+                assert_eq!(index % 10, client);
+                assert!(random.abs_diff(index) < 10);
+            }
+        }
+        assert_eq!(owned_key(7, 0, 1, 8), 7);
     }
 
     #[test]
