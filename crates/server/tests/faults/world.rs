@@ -496,6 +496,7 @@ impl World {
             "promote m{i}: {:?}",
             promoted.as_ref().map(|_| "ok")
         ));
+        self.members[i].learner &= promoted.is_err();
         promoted.is_ok()
     }
 
