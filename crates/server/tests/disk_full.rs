@@ -67,22 +67,28 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
+/// `call`'s answer, or a deadline error after 5 s.
+async fn within_5s<T>(
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no answer within 5 s"))?
+        .map(tonic::Response::into_inner)
+}
+
 async fn put(
     kv: &mut KvClient<tonic::transport::Channel>,
     key: &str,
     value: Bytes,
 ) -> Result<i64, tonic::Status> {
-    let answer = tokio::time::timeout(
-        Duration::from_secs(5),
-        kv.put(PutRequest {
-            key: Bytes::from(key.to_string()),
-            value,
-            ..Default::default()
-        }),
-    )
-    .await
-    .map_err(|_| tonic::Status::deadline_exceeded("no answer within 5 s"))??;
-    Ok(answer.into_inner().header.map_or(0, |h| h.revision))
+    let answer = within_5s(kv.put(PutRequest {
+        key: Bytes::from(key.to_string()),
+        value,
+        ..Default::default()
+    }))
+    .await?;
+    Ok(answer.header.map_or(0, |h| h.revision))
 }
 
 async fn get(
@@ -90,17 +96,13 @@ async fn get(
     key: &str,
     serializable: bool,
 ) -> Result<Option<Bytes>, tonic::Status> {
-    let answer = tokio::time::timeout(
-        Duration::from_secs(5),
-        kv.range(RangeRequest {
-            key: Bytes::from(key.to_string()),
-            serializable,
-            ..Default::default()
-        }),
-    )
-    .await
-    .map_err(|_| tonic::Status::deadline_exceeded("no answer within 5 s"))??;
-    Ok(answer.into_inner().kvs.first().map(|kv| kv.value.clone()))
+    let answer = within_5s(kv.range(RangeRequest {
+        key: Bytes::from(key.to_string()),
+        serializable,
+        ..Default::default()
+    }))
+    .await?;
+    Ok(answer.kvs.first().map(|kv| kv.value.clone()))
 }
 
 /// One member with its data on a fresh tmpfs of `megabytes`, given

@@ -205,6 +205,22 @@ fn an_entry_at_the_last_index_is_refused_not_a_panic() {
     assert!(matches!(err, WalError::Corrupt { .. }), "{err}");
 }
 
+/// Opening the log in `dir` gives consecutive entries above the snapshot,
+/// or refuses it as corrupt.
+fn opens_consistent_or_is_refused(dir: &Path) -> Result<(), TestCaseError> {
+    match Wal::open(dir, options()) {
+        Ok((_, state)) => {
+            let floor = state.snapshot.map_or(0, |s| s.index);
+            for pair in state.entries.windows(2) {
+                prop_assert_eq!(Some(pair[1].index), pair[0].index.checked_add(1));
+            }
+            prop_assert!(state.entries.iter().all(|e| e.index > floor));
+        }
+        Err(e) => prop_assert!(matches!(e, WalError::Corrupt { .. }), "{}", e),
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -273,16 +289,7 @@ proptest! {
             files[0] = head;
         }
         write_segments(dir.path(), &files);
-        match Wal::open(dir.path(), options()) {
-            Ok((_, state)) => {
-                let floor = state.snapshot.map_or(0, |s| s.index);
-                for pair in state.entries.windows(2) {
-                    prop_assert_eq!(Some(pair[1].index), pair[0].index.checked_add(1));
-                }
-                prop_assert!(state.entries.iter().all(|e| e.index > floor));
-            }
-            Err(e) => prop_assert!(matches!(e, WalError::Corrupt { .. }), "{}", e),
-        }
+        opens_consistent_or_is_refused(dir.path())?;
     }
 
     #[test]
@@ -291,16 +298,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         write_segments(dir.path(), &[encoded(&records)]);
-        match Wal::open(dir.path(), options()) {
-            Ok((_, state)) => {
-                let floor = state.snapshot.map_or(0, |s| s.index);
-                for pair in state.entries.windows(2) {
-                    prop_assert_eq!(Some(pair[1].index), pair[0].index.checked_add(1));
-                }
-                prop_assert!(state.entries.iter().all(|e| e.index > floor));
-            }
-            Err(e) => prop_assert!(matches!(e, WalError::Corrupt { .. }), "{}", e),
-        }
+        opens_consistent_or_is_refused(dir.path())?;
     }
 
     #[test]
