@@ -24,7 +24,7 @@ mod snapshot;
 mod store;
 pub mod validate;
 
-pub use apply::Applied;
+pub use apply::{txn_is_read_only, txn_is_serializable, Applied};
 pub use command::{Command, WriteResponse};
 pub use encoding::MAX_KEY_BYTES;
 pub use error::MvccError;

@@ -172,6 +172,13 @@ impl Store {
     /// Refused while a restore is unfinished: the keyspaces are then half
     /// old, half new.
     pub(crate) fn read_view(&self) -> Result<(Snapshot, i64, i64), MvccError> {
+        let (snapshot, state) = self.read_state()?;
+        Ok((snapshot, state.revision, state.compacted))
+    }
+
+    /// A storage snapshot with the state it holds, taken together; refused
+    /// while a restore is unfinished.
+    pub(crate) fn read_state(&self) -> Result<(Snapshot, State), MvccError> {
         let state = self
             .inner
             .state
@@ -180,7 +187,7 @@ impl Store {
         if state.restoring {
             return Err(MvccError::Restoring);
         }
-        Ok((self.inner.db.snapshot(), state.revision, state.compacted))
+        Ok((self.inner.db.snapshot(), state.clone()))
     }
 
     /// The raft index of the last applied command (0 while a restore is

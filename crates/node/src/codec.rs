@@ -115,6 +115,7 @@ fn refusal_to_pb(e: &raft::ProposeError) -> pb::ProposeRefusal {
             (pb.pending, pb.limit) = (*pending, *limit);
             Kind::UncommittedSizeExceeded
         }
+        E::NoActiveQuorum => Kind::NoActiveQuorum,
     };
     pb.kind = kind as i32;
     pb
@@ -149,6 +150,7 @@ fn refusal_from_pb(r: pb::ProposeRefusal) -> Result<raft::ProposeError, DecodeEr
             pending: r.pending,
             limit: r.limit,
         },
+        Kind::NoActiveQuorum => E::NoActiveQuorum,
     })
 }
 
@@ -422,6 +424,7 @@ mod tests {
                 pending: 10,
                 limit: 8,
             },
+            E::NoActiveQuorum,
         ];
         let all = all.into_iter().chain(refusals.into_iter().map(|e| {
             m(M::ProposeResponse {

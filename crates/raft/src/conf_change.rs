@@ -6,6 +6,7 @@
 use crate::error::ProposeError;
 use crate::membership::{ConfChange, ConfChangeOp, Membership};
 use crate::message::{Entry, EntryId, EntryKind, MessageBody};
+use crate::quorum::VoteResult;
 use crate::raft::{Raft, Role};
 use crate::storage::Storage;
 
@@ -38,7 +39,10 @@ impl<S: Storage> Raft<S> {
                 ProposeError::ConfChangeInProgress { index }
             });
         }
-        self.membership.apply(&change)?;
+        let next = self.membership.apply(&change)?;
+        if matches!(change, ConfChange::Change { .. }) && next.voters != self.membership.voters {
+            self.check_active_quorum(&next)?;
+        }
         if let ConfChange::Change { ops, .. } = &change {
             let last = self.log.last_index();
             for op in ops {
@@ -66,6 +70,25 @@ impl<S: Storage> Raft<S> {
         let id = self.propose_entry(EntryKind::ConfChange, change.encode_with_context(context))?;
         self.pending_conf_index = id.index;
         Ok(id)
+    }
+
+    /// Refuses a change of voters after which the voters this leader has
+    /// heard from within the last two election timeouts (itself included)
+    /// would not be a quorum: the cluster would stop until the others came
+    /// back.
+    fn check_active_quorum(&self, next: &Membership) -> Result<(), ProposeError> {
+        let me = self.id;
+        let up = |id| {
+            id == me
+                || self
+                    .progress
+                    .get(&id)
+                    .is_some_and(|pr| pr.recent_active || pr.was_active)
+        };
+        match next.voters.vote_result(|id| Some(up(id))) {
+            VoteResult::Won => Ok(()),
+            _ => Err(ProposeError::NoActiveQuorum),
+        }
     }
 
     /// A committed membership change is being handed out: it takes effect now.

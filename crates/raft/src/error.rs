@@ -114,6 +114,13 @@ pub enum ProposeError {
         /// The leader's last index.
         last: Index,
     },
+    /// The change would leave the cluster without a quorum of members the
+    /// leader has heard from lately (etcd's strict reconfiguration check):
+    /// removing a member that is up while others are down, or adding a
+    /// voter while too few are up, would stop the cluster. Bring the
+    /// members back (or remove the ones that are down) first.
+    #[error("the members heard from lately would not be a quorum of the new configuration")]
+    NoActiveQuorum,
     /// The leader holds too many uncommitted bytes; retry once some commit.
     #[error("too many uncommitted bytes at the leader ({pending} pending, limit {limit})")]
     UncommittedSizeExceeded {

@@ -52,6 +52,10 @@ pub(crate) struct Progress {
     pub(crate) probe_sent: bool,
     /// Heard from within the current election timeout (for CheckQuorum).
     pub(crate) recent_active: bool,
+    /// Heard from within the previous election timeout (with
+    /// `recent_active`: whether the peer counts as up for a membership
+    /// change).
+    pub(crate) was_active: bool,
     /// Send an append at the next flush even if it carries no entries.
     pub(crate) force_send: bool,
     /// The highest commit index sent to the peer.
@@ -70,6 +74,7 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             recent_active: false,
+            was_active: false,
             force_send: false,
             sent_commit: 0,
             inflights: Inflights::new(max_inflight, max_inflight_bytes),

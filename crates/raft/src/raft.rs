@@ -426,6 +426,7 @@ impl<S: Storage> Raft<S> {
             .voters
             .vote_result(|id| Some(id == me || progress.get(&id).is_some_and(|p| p.recent_active)));
         for (id, pr) in self.progress.iter_mut() {
+            pr.was_active = pr.recent_active;
             pr.recent_active = *id == me;
         }
         result == VoteResult::Won

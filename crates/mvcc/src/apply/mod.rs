@@ -17,6 +17,7 @@ mod auth;
 mod kv;
 mod leases;
 mod members;
+mod read_only;
 
 use std::collections::BTreeMap;
 use std::mem;
@@ -37,6 +38,7 @@ use crate::store::Store;
 use crate::{quota, Command, MvccError, WriteResponse};
 
 pub(crate) use auth::load as load_auth;
+pub use read_only::{txn_is_read_only, txn_is_serializable};
 
 /// What applying a batch of commands did.
 #[derive(Debug, Default)]
@@ -123,11 +125,17 @@ struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
+    /// A writer for a batch; the caller holds the writer lock, so the
+    /// state and the snapshot taken one after the other agree.
     fn new(store: &'a Store) -> Self {
-        let state = store.state();
+        Writer::over(store, store.inner.db.snapshot(), store.state())
+    }
+
+    /// A writer starting from `snapshot`, which holds `state`.
+    fn over(store: &'a Store, snapshot: Snapshot, state: State) -> Self {
         Writer {
             store,
-            snapshot: store.inner.db.snapshot(),
+            snapshot,
             snapshot_revision: state.revision,
             batch: store.inner.db.batch(),
             state,

@@ -66,6 +66,11 @@ pub(crate) enum ServerError {
     /// Promotion of a learner that has not caught up with the leader.
     #[error("learner has not caught up")]
     LearnerNotReady,
+    /// A membership change refused because the members the leader hears
+    /// from would not be a quorum after it (etcd's strict reconfiguration
+    /// check).
+    #[error("unhealthy cluster")]
+    Unhealthy,
     /// A leadership move asked of a member that does not lead.
     #[error("leadership can only be moved by the leader")]
     NotLeaderToMove,
@@ -127,6 +132,7 @@ impl From<ProposeError> for ServerError {
             ProposeError::Refused(RefusedProposal::NotCaughtUp { .. }) => {
                 ServerError::LearnerNotReady
             }
+            ProposeError::Refused(RefusedProposal::NoActiveQuorum) => ServerError::Unhealthy,
             ProposeError::Refused(e) => ServerError::Refused(e.to_string()),
             ProposeError::Encode(e) => ServerError::InvalidArgument(e),
             ProposeError::Stopped => ServerError::Stopped,

@@ -8,7 +8,7 @@ use keel_api::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use keel_api::keelpb::{command::Op, Command as CommandPb};
-use keel_mvcc::{validate, WriteResponse};
+use keel_mvcc::{txn_is_read_only, txn_is_serializable, validate, WriteResponse};
 
 use super::{blocking, Core, ServerError};
 use crate::auth::Caller;
@@ -65,11 +65,15 @@ impl Core {
 
     /// A transaction for `caller`. As in etcd, only the outer response's
     /// header is a full one: the responses inside carry their revision only.
+    /// One that only reads is served here, as a range is.
     pub(crate) async fn txn(
         &self,
         caller: &Caller,
         request: TxnRequest,
     ) -> Result<TxnResponse, ServerError> {
+        if txn_is_read_only(&request) {
+            return self.read_only_txn(caller, request).await;
+        }
         match self.write_op(caller, Op::Txn(request)).await? {
             WriteResponse::Txn(mut response) => {
                 self.complete(&mut response.header);
@@ -77,6 +81,34 @@ impl Core {
             }
             _ => Err(unexpected("txn")),
         }
+    }
+
+    /// A transaction of ranges only: after a read index (unless every
+    /// range is serializable), from this member's store, as etcd serves it.
+    /// It never enters the log, so its outcome is never in doubt.
+    async fn read_only_txn(
+        &self,
+        caller: &Caller,
+        request: TxnRequest,
+    ) -> Result<TxnResponse, ServerError> {
+        let serializable = txn_is_serializable(&request);
+        let mut command = CommandPb {
+            op: Some(Op::Txn(request)),
+            auth: None,
+        };
+        validate::command(&command, self.limits.max_txn_ops)?;
+        if !serializable {
+            self.linearizable().await?;
+        }
+        // After the read index, as for a range.
+        self.authorize(caller, &mut command)?;
+        let Some(Op::Txn(request)) = command.op else {
+            return Err(unexpected("txn"));
+        };
+        let store = self.store.clone();
+        let mut response = blocking("txn", move || store.read_txn(&request)).await??;
+        self.complete(&mut response.header);
+        Ok(response)
     }
 
     /// Compacts history up to a revision; a physical compaction answers

@@ -90,9 +90,17 @@ pub(crate) async fn final_lists(addr: SocketAddr) -> Result<BTreeMap<String, Vec
     let channel = crate::world::channel(addr)
         .await
         .ok_or_else(|| format!("{addr} does not connect"))?;
-    let lists = read(&mut KvClient::new(channel), &KEYS)
-        .await
-        .map_err(|e| e.message().to_string())?;
+    // The cluster agreed just now; a read may still meet a leader change.
+    let mut kv = KvClient::new(channel);
+    let mut tries = 0;
+    let lists = loop {
+        match read(&mut kv, &KEYS).await {
+            Ok(lists) => break lists,
+            Err(e) if tries == 20 => return Err(e.message().to_string()),
+            Err(_) => tries += 1,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
     Ok(KEYS
         .iter()
         .zip(lists)

@@ -185,6 +185,9 @@ async fn nemesis(world: &mut World, seed: u64, until: Instant, topology: &Topolo
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
         world.heal();
     }
+    if !world.reconcile().await {
+        world.note("no member answered with the member list after the faults".into());
+    }
     // A removed member whose re-adding failed is added back for the checks.
     for i in 0..world.members.len() {
         if world.members[i].removed && world.add_back(i, false).await {

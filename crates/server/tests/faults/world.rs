@@ -500,6 +500,66 @@ impl World {
         promoted.is_ok()
     }
 
+    /// After the faults: takes the cluster's word for who is a member. A
+    /// removal or an addition whose answer was lost may still have gone
+    /// through: a member the list no longer has is stopped, one it has
+    /// again is started (empty, joining). Returns false if no member
+    /// answered with the list within 30 s.
+    pub(crate) async fn reconcile(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let listed = loop {
+            let mut listed = None;
+            for i in self.in_cluster() {
+                let Some(c) = channel(self.members[i].client).await else {
+                    continue;
+                };
+                let list = ClusterClient::new(c)
+                    .member_list(MemberListRequest { linearizable: true })
+                    .await;
+                if let Ok(list) = list {
+                    listed = Some(list.into_inner().members);
+                    break;
+                }
+            }
+            match listed {
+                Some(members) => break members,
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                None => return false,
+            }
+        };
+        for i in 0..self.members.len() {
+            let url = format!("http://{}", self.members[i].advertised);
+            let entry = listed.iter().find(|m| m.peer_ur_ls.contains(&url));
+            match (entry, self.members[i].removed) {
+                (None, false) => {
+                    if let Some(mut child) = self.members[i].process.take() {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    self.members[i].removed = true;
+                    self.note(format!(
+                        "m{i} is no longer listed: its removal went through"
+                    ));
+                }
+                (Some(entry), true) => {
+                    let m = &mut self.members[i];
+                    m.id = entry.id;
+                    m.removed = false;
+                    m.learner = entry.is_learner;
+                    m.joining = true;
+                    m.generation += 1;
+                    self.spawn(i);
+                    self.note(format!("m{i} is listed again: its addition went through"));
+                }
+                (Some(entry), false) => self.members[i].learner = entry.is_learner,
+                (None, true) => {}
+            }
+        }
+        true
+    }
+
     /// Ends every fault: links healed, clocks set right, paused members
     /// resumed, killed ones restarted.
     pub(crate) fn heal(&mut self) {

@@ -302,6 +302,47 @@ fn a_leader_removing_itself_in_one_step_steps_down_once_applied() {
     assert!(leader.is_some(), "handed over with TimeoutNow");
 }
 
+/// etcd's strict reconfiguration check: with two of five voters down, the
+/// leader refuses to remove one that is up (the four left would need three,
+/// and only two of them answer), but removes one that is down, and the
+/// check counts the configuration after the change.
+#[test]
+fn a_change_that_would_leave_no_quorum_of_live_voters_is_refused() {
+    let mut net = Network::new(5);
+    net.elect(1);
+    net.isolate(4);
+    net.isolate(5);
+    // Two election timeouts: 4 and 5 are no longer heard from lately.
+    net.tick(&[1, 2, 3], 2 * election_tick() + 1);
+    assert_eq!(net.role(1), Role::Leader);
+    assert_eq!(
+        net.raw(1).propose_conf_change(ConfChange::remove(2)),
+        Err(ProposeError::NoActiveQuorum)
+    );
+    assert_eq!(
+        net.raw(1).propose_conf_change(ConfChange::remove(1)),
+        Err(ProposeError::NoActiveQuorum),
+        "the leader removing itself counts the same"
+    );
+    net.raw(1)
+        .propose_conf_change(ConfChange::remove(4))
+        .unwrap();
+    net.stabilize();
+    assert_eq!(net.conf(1), ConfState::with_voters(&[1, 2, 3, 5]));
+    // Of {1, 2, 3, 5}, three are up: removing one that is up leaves two of
+    // three, still a quorum.
+    net.raw(1)
+        .propose_conf_change(ConfChange::remove(3))
+        .unwrap();
+    net.stabilize();
+    assert_eq!(net.conf(1), ConfState::with_voters(&[1, 2, 5]));
+    assert_eq!(
+        net.raw(1).propose_conf_change(ConfChange::remove(2)),
+        Err(ProposeError::NoActiveQuorum),
+        "1 alone is not a quorum of {{1, 5}}"
+    );
+}
+
 // ----- joint consensus ---------------------------------------------------------------
 
 /// Thesis §4.3: a change of more than one voter goes through the joint

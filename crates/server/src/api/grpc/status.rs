@@ -48,6 +48,7 @@ impl From<ServerError> for Status {
             ServerError::LearnerNotReady => Status::failed_precondition(
                 "etcdserver: can only promote a learner member which is in sync with leader",
             ),
+            ServerError::Unhealthy => Status::unavailable("etcdserver: unhealthy cluster"),
             ServerError::NotLeaderToMove => Status::failed_precondition("etcdserver: not leader"),
             ServerError::BadLeaderTransferee => {
                 Status::failed_precondition("etcdserver: bad leader transferee")
