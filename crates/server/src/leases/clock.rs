@@ -6,8 +6,11 @@
 //! otherwise find every lease past its time at once, and expire leases
 //! whose holders kept them alive all along; instead the leases outlive such
 //! a gap. The leader reads the clock every 100 ms (to expire leases), so
-//! while it runs normally lease time is real time. A clock that runs fast
-//! shortens leases by its rate, as in etcd: no member can tell that alone.
+//! while it runs normally lease time is real time. A step counts up to
+//! [`MAX_STEP`] where less real time passed only once per jump, and leases
+//! run out [`GRACE`] after their deadline to make up for it: a jump ends no
+//! lease early. A clock that runs fast shortens leases by its rate, as in
+//! etcd: no member can tell that alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,8 +18,14 @@ use std::time::{Duration, Instant};
 
 use keel_mvcc::Lease;
 
-/// The most lease time one step of the clock counts.
-const MAX_STEP: Duration = Duration::from_secs(1);
+/// The most lease time one step of the clock counts: twice the period at
+/// which the leader reads it. A member starved of CPU reads it late and
+/// counts less than passed: its leases last longer, never shorter.
+const MAX_STEP: Duration = Duration::from_millis(200);
+
+/// How long after its deadline a lease runs out: the lease time a jump of
+/// the clock can count that did not pass.
+const GRACE: Duration = MAX_STEP;
 
 /// A point in lease time: how much of it had passed since the member
 /// started.
@@ -141,13 +150,13 @@ impl LeaseClock {
         Some((left.as_secs() as i64, entry.ttl))
     }
 
-    /// Up to `limit` leases past their time at `now`, earliest first, with
-    /// the renewals seen.
+    /// Up to `limit` leases past their time (and the [`GRACE`]) at `now`,
+    /// earliest first, with the renewals seen.
     pub(crate) fn expired(&self, now: LeaseInstant, limit: usize) -> Vec<(i64, u64)> {
         let mut due: Vec<(LeaseInstant, i64, u64)> = self
             .lock()
             .iter()
-            .filter(|(_, e)| e.deadline <= now)
+            .filter(|(_, e)| e.deadline + GRACE <= now)
             .map(|(id, e)| (e.deadline, *id, e.renewals))
             .collect();
         due.sort_unstable();
@@ -191,15 +200,20 @@ mod tests {
         // A renewal moves the deadline and is named in the expiry.
         clock.renewed(2, lease(5, 1), t0 + Duration::from_secs(8));
         assert_eq!(clock.expired(t0 + Duration::from_secs(11), 10), [(1, 0)]);
+        assert_eq!(clock.expired(t0 + Duration::from_secs(13), 10), [(1, 0)]);
         assert_eq!(
-            clock.expired(t0 + Duration::from_secs(13), 10),
-            [(1, 0), (2, 1)]
+            clock.expired(t0 + Duration::from_secs(13) + GRACE, 10),
+            [(1, 0), (2, 1)],
+            "a grace past the deadline"
         );
         clock.ended(1);
         assert_eq!(clock.remaining(1, t0), None);
         clock.reset(vec![(9, lease(30, 4))], t0);
         assert_eq!(clock.len(), 1);
-        assert_eq!(clock.expired(t0 + Duration::from_secs(30), 10), [(9, 4)]);
+        assert_eq!(
+            clock.expired(t0 + Duration::from_secs(30) + GRACE, 10),
+            [(9, 4)]
+        );
     }
 
     #[test]
@@ -210,32 +224,15 @@ mod tests {
             counted: Duration::ZERO,
         };
         let at = |ms| start + Duration::from_millis(ms);
-        assert_eq!(
-            time.advance(at(100)),
-            LeaseInstant(Duration::from_millis(100))
-        );
-        assert_eq!(
-            time.advance(at(350)),
-            LeaseInstant(Duration::from_millis(350))
-        );
+        let counted = |ms| LeaseInstant(Duration::from_millis(ms));
+        assert_eq!(time.advance(at(100)), counted(100));
+        assert_eq!(time.advance(at(250)), counted(250));
         // Sixty seconds at once (a pause, a jump): one step's worth.
-        assert_eq!(
-            time.advance(at(60_350)),
-            LeaseInstant(Duration::from_millis(1_350))
-        );
-        assert_eq!(
-            time.advance(at(60_450)),
-            LeaseInstant(Duration::from_millis(1_450))
-        );
+        assert_eq!(time.advance(at(60_250)), counted(450));
+        assert_eq!(time.advance(at(60_350)), counted(550));
         // A reading from before the last one counts nothing.
-        assert_eq!(
-            time.advance(at(60_000)),
-            LeaseInstant(Duration::from_millis(1_450))
-        );
-        assert_eq!(
-            time.advance(at(60_550)),
-            LeaseInstant(Duration::from_millis(1_550))
-        );
+        assert_eq!(time.advance(at(60_000)), counted(550));
+        assert_eq!(time.advance(at(60_450)), counted(650));
     }
 
     #[test]
@@ -257,5 +254,46 @@ mod tests {
         };
         assert!(clock.expired(jumped, 10).is_empty());
         assert_eq!(clock.remaining(1, jumped).map(|(left, _)| left), Some(4));
+    }
+
+    #[test]
+    fn a_jump_of_the_clock_ends_no_lease_before_its_ttl() {
+        let start = Instant::now();
+        let clock = LeaseClock {
+            entries: Arc::default(),
+            time: Arc::new(Mutex::new(Time {
+                read: start,
+                counted: Duration::ZERO,
+            })),
+        };
+        let ttl = Lease {
+            ttl: 3,
+            renewals: 0,
+        };
+        clock.renewed(1, ttl, clock.now());
+        // Read every 100 ms of true time, and by a keep-alive at 1.01 s,
+        // just after the clock jumped 80 s ahead.
+        let readings = (1..=40u64)
+            .map(|tick| Duration::from_millis(tick * 100))
+            .chain([Duration::from_millis(1010)]);
+        let mut readings: Vec<Duration> = readings.collect();
+        readings.sort();
+        let mut expired_at = None;
+        for true_time in readings {
+            let jump = Duration::from_secs(if true_time > Duration::from_secs(1) {
+                80
+            } else {
+                0
+            });
+            let now = clock.time.lock().unwrap().advance(start + true_time + jump);
+            if expired_at.is_none() && !clock.expired(now, 10).is_empty() {
+                expired_at = Some(true_time);
+            }
+        }
+        let expired_at = expired_at.expect("it runs out in the end");
+        assert!(
+            expired_at >= Duration::from_secs(3),
+            "ran out at {expired_at:?}"
+        );
     }
 }

@@ -59,8 +59,66 @@ pub(crate) struct Member {
     generation: u32,
     /// Starts by joining a running cluster (after being added back).
     joining: bool,
-    /// The libfaketime offset file, if its clock can be faked.
-    clock: Option<PathBuf>,
+    /// Its libfaketime clock, if its clock can be faked.
+    clock: Option<FakeClock>,
+}
+
+/// A member's clock under libfaketime: `offset` seconds off true time at
+/// the start of its process, running at `rate` since (libfaketime counts
+/// the rate from the process start). Every change keeps it continuous: a
+/// clock never steps back, as no monotonic clock does (one that did would
+/// stall every timer of the process until true time caught up: not a fault
+/// a real machine has).
+struct FakeClock {
+    file: PathBuf,
+    /// When its process started.
+    started: Instant,
+    offset: f64,
+    rate: f64,
+}
+
+impl FakeClock {
+    fn new(file: PathBuf) -> FakeClock {
+        let clock = FakeClock {
+            file,
+            started: Instant::now(),
+            offset: 0.0,
+            rate: 1.0,
+        };
+        clock.write();
+        clock
+    }
+
+    /// How far ahead of true time (negative: behind) the clock is now.
+    fn ahead(&self) -> f64 {
+        self.offset + (self.rate - 1.0) * self.started.elapsed().as_secs_f64()
+    }
+
+    /// Moves the clock `jump` seconds ahead and runs it at `rate` from
+    /// now on.
+    fn set(&mut self, jump: f64, rate: f64) {
+        let ahead = self.ahead() + jump;
+        self.offset = ahead - (rate - 1.0) * self.started.elapsed().as_secs_f64();
+        self.rate = rate;
+        self.write();
+    }
+
+    /// A new process starts now, where the clock is, at the normal rate.
+    fn restart(&mut self) {
+        self.offset = self.ahead();
+        self.rate = 1.0;
+        self.started = Instant::now();
+        self.write();
+    }
+
+    /// What libfaketime reads.
+    fn spec(&self) -> String {
+        format!("{:+.3} x{}", self.offset, self.rate)
+    }
+
+    fn write(&self) {
+        std::fs::write(&self.file, format!("{}\n", self.spec())).expect("writing a clock file");
+    }
 }
 
 /// The cluster, the proxies on its peer links, and the fault timeline.
@@ -87,11 +145,7 @@ impl World {
             let proxy = Proxy::start(SocketAddr::new(ip(i), 0), peer)
                 .await
                 .expect("a proxy");
-            let clock = fake_clocks.then(|| {
-                let file = dir.join(format!("m{i}.clock"));
-                std::fs::write(&file, "+0\n").expect("a clock file");
-                file
-            });
+            let clock = fake_clocks.then(|| FakeClock::new(dir.join(format!("m{i}.clock"))));
             members.push(Member {
                 client,
                 peer,
@@ -140,6 +194,9 @@ impl World {
     }
 
     fn spawn(&mut self, i: usize) {
+        if let Some(clock) = &mut self.members[i].clock {
+            clock.restart();
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -183,7 +240,7 @@ impl World {
         if let Some(clock) = &m.clock {
             command
                 .env("LD_PRELOAD", LIBFAKETIME)
-                .env("FAKETIME_TIMESTAMP_FILE", clock)
+                .env("FAKETIME_TIMESTAMP_FILE", &clock.file)
                 .env("FAKETIME_CACHE_DURATION", "1");
         }
         let child = command.spawn().expect("keel starts");
@@ -293,16 +350,18 @@ impl World {
         self.note(format!("reset the peer connections of m{i}"));
     }
 
-    /// Sets member `i`'s clock (wall and monotonic) `offset` ahead of true
-    /// time, running at `rate` (libfaketime's syntax: `+30 x1.05`).
-    pub(crate) fn set_clock(&mut self, i: usize, offset_secs: i64, rate: f64) {
-        let Some(file) = &self.members[i].clock else {
+    /// Moves member `i`'s clock (wall and monotonic) `jump_secs` ahead and
+    /// runs it at `rate` (see [`FakeClock`]).
+    pub(crate) fn set_clock(&mut self, i: usize, jump_secs: i64, rate: f64) {
+        let Some(clock) = &mut self.members[i].clock else {
             return;
         };
-        let spec = format!("{offset_secs:+} x{rate}\n");
-        std::fs::write(file, &spec).expect("writing a clock file");
+        clock.set(jump_secs as f64, rate);
+        let spec = clock.spec();
         self.faults += 1;
-        self.note(format!("clock of m{i}: {}", spec.trim()));
+        self.note(format!(
+            "clock of m{i}: {jump_secs:+} s, x{rate} (libfaketime {spec})"
+        ));
     }
 
     /// The index of a member that every reachable member in the cluster
@@ -560,15 +619,16 @@ impl World {
         true
     }
 
-    /// Ends every fault: links healed, clocks set right, paused members
+    /// Ends every fault: links healed, clocks at the normal rate, paused members
     /// resumed, killed ones restarted.
     pub(crate) fn heal(&mut self) {
         for proxy in &self.proxies {
             proxy.heal();
         }
         for i in 0..self.members.len() {
-            if let Some(file) = &self.members[i].clock {
-                let _ = std::fs::write(file, "+0\n");
+            // At the normal rate again; where it is stays (see FakeClock).
+            if let Some(clock) = &mut self.members[i].clock {
+                clock.set(0.0, 1.0);
             }
             if self.members[i].paused {
                 self.signal(i, libc::SIGCONT);
