@@ -152,6 +152,9 @@ pub struct ReplicaOptions {
 struct Waiter<T> {
     term: u64,
     reply: Reply<T>,
+    /// Appended to this replica's log when proposed (not a forwarded
+    /// proposal whose entry the leader named).
+    in_own_log: bool,
 }
 
 /// A proposal sent to the leader, waiting to hear which entry it became.
@@ -356,6 +359,7 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
             let waiter = Waiter {
                 term: id.term,
                 reply: waiting.reply,
+                in_own_log: false,
             };
             // A waiter of an earlier term at this index lost its entry.
             if let Some(replaced) = self.proposals.insert(id.index, waiter) {
@@ -433,6 +437,7 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
                 let waiter = Waiter {
                     term: id.term,
                     reply,
+                    in_own_log: true,
                 };
                 waiters(self).insert(id.index, waiter);
                 Ok(id)
@@ -490,6 +495,9 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         self.store
             .persist(&ready.entries, ready.hard_state)
             .map_err(Fatal::Store)?;
+        if let Some(last) = ready.entries.last() {
+            self.settle_cut_off(last.index);
+        }
         self.send(ready.persisted_messages);
         // Before applying: one of these entries may be a forwarded one's.
         for answer in ready.forwarded {
@@ -657,6 +665,17 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         settle(&mut self.changes, index, &error);
     }
 
+    /// Entries were just written and the log ends at `last`: a waiter past
+    /// `last` for an entry of an earlier term appended here had it cut off
+    /// with the rest of a deposed leader's log. It may still commit
+    /// through a member that kept it (`Indeterminate`); without this it
+    /// would wait for an index an idle cluster may never reach.
+    fn settle_cut_off(&mut self, last: Index) {
+        let term = self.raw.term();
+        settle_cut_off(&mut self.proposals, last, term);
+        settle_cut_off(&mut self.changes, last, term);
+    }
+
     fn run_reads(&mut self) {
         let applied = self.applied;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
@@ -712,6 +731,21 @@ fn settle<R>(waiters: &mut BTreeMap<Index, Waiter<R>>, index: Index, error: &Pro
             break;
         }
         (first.remove().reply)(Err(error.clone()));
+    }
+}
+
+/// Answers `Indeterminate` to the waiters past `last` whose entries, of a
+/// term before `term`, were appended to this replica's log.
+fn settle_cut_off<R>(waiters: &mut BTreeMap<Index, Waiter<R>>, last: Index, term: u64) {
+    let cut: Vec<Index> = waiters
+        .range(last + 1..)
+        .filter(|(_, w)| w.in_own_log && w.term < term)
+        .map(|(index, _)| *index)
+        .collect();
+    for index in cut {
+        if let Some(waiter) = waiters.remove(&index) {
+            (waiter.reply)(Err(ProposeError::Indeterminate));
+        }
     }
 }
 
@@ -847,6 +881,69 @@ mod tests {
         propose(&mut replica, &outcomes);
         drain(&mut replica).unwrap();
         assert_eq!(*outcomes.lock().unwrap(), vec![Ok(1), Ok(2)]);
+    }
+
+    /// A leader of three whose proposals were never acknowledged is deposed:
+    /// the new leader's first entry replaces them in its log, so they are
+    /// answered `Indeterminate` at once (they may still commit through a
+    /// member that holds them), not left waiting for indexes an idle
+    /// cluster never reaches.
+    #[test]
+    fn proposals_cut_off_a_deposed_leaders_log_are_answered() {
+        let mem = MemStorage::with_voters(&[1, 2, 3]);
+        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(1));
+        let mut config = Config::new(1);
+        config.pre_vote = false;
+        let raw = RawNode::new(config, mem.clone(), rng).unwrap();
+        let store = Store { mem, broken: false };
+        let mut replica = Replica::new(raw, store, Count::default(), Nowhere, Default::default());
+        replica.raw.campaign();
+        drain(&mut replica).unwrap();
+        let term = replica.raw.term();
+        let message = |term, body| Message {
+            from: 2,
+            to: 1,
+            term,
+            body,
+        };
+        replica
+            .step(message(
+                term,
+                keel_raft::MessageBody::VoteResponse(keel_raft::VoteResponse {
+                    pre_vote: false,
+                    granted: true,
+                }),
+            ))
+            .unwrap();
+        drain(&mut replica).unwrap();
+        assert_eq!(replica.raw.role(), keel_raft::Role::Leader);
+        let outcomes = Outcomes::default();
+        for _ in 0..3 {
+            propose(&mut replica, &outcomes);
+        }
+        drain(&mut replica).unwrap();
+        assert!(outcomes.lock().unwrap().is_empty(), "nothing committed");
+        // Node 2 leads a term later with only its own first entry.
+        let first = Entry {
+            term: term + 1,
+            index: 1,
+            kind: EntryKind::Normal,
+            data: Bytes::new(),
+        };
+        let append = keel_raft::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![first],
+            commit: 0,
+        };
+        replica
+            .step(message(term + 1, keel_raft::MessageBody::Append(append)))
+            .unwrap();
+        drain(&mut replica).unwrap();
+        assert_eq!(
+            *outcomes.lock().unwrap(),
+            vec![Err(ProposeError::Indeterminate); 3]
+        );
     }
 
     /// Waits for the leader's answer to a forwarded proposal, as if it had
