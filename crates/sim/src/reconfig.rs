@@ -3,8 +3,8 @@
 //! learner (the leader included), or several of these at once through the
 //! joint configuration. Every change keeps a minimum number of voters, so
 //! the cluster stays live through a single crash. Leadership transfers are
-//! requested at random too, and removed nodes are dropped once no
-//! configuration can need them.
+//! requested at random too, and removed nodes are dropped once a quorum of
+//! the leader's configuration has applied their removal.
 
 use keel_raft::{ConfChange, ConfChangeOp, ConfState, Membership, NodeId};
 use rand::rngs::StdRng;
@@ -190,25 +190,34 @@ impl Simulation {
         }
     }
 
-    /// Drops the removed nodes that no configuration can need any more:
-    /// every other node applied past the removal, with a membership without
-    /// them (spares that never joined know no membership and do not count,
-    /// nor do nodes removed themselves: two removed nodes that lag, each
-    /// waiting for the other, would otherwise stay for good, and one that
-    /// never learned its removal disrupts elections).
+    /// Drops the removed nodes no configuration needs any more, as an
+    /// operator stops a member once its removal is done: a quorum of the
+    /// leader's configuration (of both halves, while joint) applied past
+    /// the removal, with a membership without it. That quorum elects
+    /// leaders and brings every other member up to date without it.
+    /// Waiting for every node instead could wait for good: a removed node
+    /// that never learned of its removal keeps calling elections (with
+    /// neither pre-vote nor check-quorum nothing stops it), and the members
+    /// it disrupts never catch up.
     pub(crate) fn decommission_removed(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let conf = self.nodes[&leader].conf();
         let gone: Vec<NodeId> = self
             .removals
             .iter()
             .filter(|(&x, &at)| {
-                let mut others = self
-                    .nodes
-                    .iter()
-                    .filter(|(id, _)| **id != x && !self.removals.contains_key(id));
-                others.all(|(_, n)| {
-                    let conf = n.conf();
-                    conf == ConfState::default() || (n.applied() >= at && !is_member(&conf, x))
-                })
+                let done = |id: &NodeId| {
+                    *id != x
+                        && self
+                            .nodes
+                            .get(id)
+                            .is_some_and(|n| n.applied() >= at && !is_member(&n.conf(), x))
+                };
+                !is_member(&conf, x)
+                    && quorum(&conf.voters, done)
+                    && (conf.voters_outgoing.is_empty() || quorum(&conf.voters_outgoing, done))
             })
             .map(|(id, _)| *id)
             .collect();
@@ -218,6 +227,11 @@ impl Simulation {
             self.decommission(id);
         }
     }
+}
+
+/// Whether more than half of `voters` are `done`.
+fn quorum(voters: &[NodeId], done: impl Fn(&NodeId) -> bool) -> bool {
+    voters.iter().filter(|id| done(id)).count() > voters.len() / 2
 }
 
 #[cfg(test)]

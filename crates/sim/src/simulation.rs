@@ -66,8 +66,9 @@ pub struct Simulation {
     pub(crate) disk_error_chance: f64,
     pub(crate) reads: Reads,
     /// Nodes whose removal a leader accepted, with the index of the change.
-    /// A node is dropped from the simulation once every other node applied
-    /// past that index with a membership that no longer holds it.
+    /// A node is dropped from the simulation once a quorum of the
+    /// leader's configuration applied past that index with a membership
+    /// that no longer holds it.
     pub(crate) removals: BTreeMap<NodeId, Index>,
     /// The id the next spare node gets.
     pub(crate) next_spare: NodeId,
