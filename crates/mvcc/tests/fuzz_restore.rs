@@ -218,3 +218,28 @@ fn a_snapshot_that_does_not_load_is_refused_and_a_good_one_repairs_the_store() {
     assert!(!h.store.restoring());
     assert_eq!(h.store.range(&every_key()).unwrap().kvs, range.kvs);
 }
+
+/// A member that crashed in the middle of a restore opens its store again:
+/// marked as restoring (applied index 0, reads refused), and a good
+/// snapshot then restores it whole.
+#[test]
+fn a_half_restored_store_opens_after_a_restart_and_restores_again() {
+    let (good, range, revision) = source();
+    let h = target();
+    let cut = &good[..good.len() / 2];
+    assert!(h.store.restore(&mut &cut[..]).is_err());
+    let Harness { store, dir, .. } = h;
+    drop(store);
+    let store = Store::open(dir.path(), keel_mvcc::StoreOptions::default())
+        .expect("a half-restored store opens");
+    assert!(store.restoring());
+    assert_eq!(store.applied_index(), 0);
+    assert!(matches!(
+        store.range(&every_key()),
+        Err(MvccError::Restoring)
+    ));
+    store.restore(&mut &good[..]).unwrap();
+    assert!(!store.restoring());
+    assert_eq!(store.range(&every_key()).unwrap().kvs, range.kvs);
+    assert_eq!(store.revision(), *revision);
+}
