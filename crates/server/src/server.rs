@@ -244,6 +244,10 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> a
     let c = core.clone();
     background.spawn("lease renewals", |stop| renewals.run(c, stop));
     let c = core.clone();
+    background.spawn("lease time", |stop| {
+        tasks::lease_expiry::keep_lease_time(c, stop)
+    });
+    let c = core.clone();
     background.spawn_while_leader("lease expiry", status.clone(), move |stop| {
         tasks::lease_expiry::expire_leases(c.clone(), stop)
     });

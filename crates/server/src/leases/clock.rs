@@ -5,8 +5,9 @@
 //! (SIGSTOP, a VM frozen or migrated) or whose clock jumped ahead would
 //! otherwise find every lease past its time at once, and expire leases
 //! whose holders kept them alive all along; instead the leases outlive such
-//! a gap. The leader reads the clock every 100 ms (to expire leases), so
-//! while it runs normally lease time is real time. A step counts up to
+//! a gap. Every member reads the clock every 100 ms (a task for it; the
+//! leader's expiry task too), so while it runs normally lease time is real
+//! time. A step counts up to
 //! [`MAX_STEP`] where less real time passed only once per jump, and leases
 //! run out [`GRACE`] after their deadline to make up for it: a jump ends no
 //! lease early. A clock that runs fast shortens leases by its rate, as in
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use keel_mvcc::Lease;
 
 /// The most lease time one step of the clock counts: twice the period at
-/// which the leader reads it. A member starved of CPU reads it late and
+/// which every member reads it. A member starved of CPU reads it late and
 /// counts less than passed: its leases last longer, never shorter.
 const MAX_STEP: Duration = Duration::from_millis(200);
 

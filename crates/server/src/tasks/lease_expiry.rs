@@ -1,6 +1,6 @@
-//! On the leader: expires the leases past their time, by proposing each
-//! one's expiry through the log (so every member deletes the same keys at
-//! the same revision). At most [`PER_TICK`] a tick, earliest first: a mass
+//! Lease time kept current on every member; and on the leader, expiring
+//! the leases past their time by proposing each one's expiry through the
+//! log (so every member deletes the same keys at the same revision). At most [`PER_TICK`] a tick, earliest first: a mass
 //! expiry is spread out rather than flooding the log, as etcd's is.
 
 use std::sync::Arc;
@@ -15,6 +15,21 @@ use crate::core::Core;
 const TICK: Duration = Duration::from_millis(100);
 /// The most expiries proposed a tick (1,000 a second).
 const PER_TICK: usize = 100;
+
+/// On every member: reads the lease clock every tick until `stop`, so that
+/// its lease time follows the monotonic clock whether or not it leads (a
+/// step between two readings counts for little: a member that read it
+/// seldom would fall behind, and expire leases late once it leads).
+pub(crate) async fn keep_lease_time(core: Arc<Core>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        core.lease_clock.now();
+    }
+}
 
 /// Runs until `stop`.
 pub(crate) async fn expire_leases(core: Arc<Core>, stop: CancellationToken) {
