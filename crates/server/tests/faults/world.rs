@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use keel_api::etcdserverpb::cluster_client::ClusterClient;
 use keel_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_api::etcdserverpb::*;
-use keel_testkit::proxy::{Faults, Proxy};
+pub(crate) use keel_testkit::proxy::Faults;
+use keel_testkit::proxy::Proxy;
 use tonic::transport::Channel;
 
 /// libfaketime, where Debian's `faketime` package puts it.
@@ -315,6 +316,13 @@ impl World {
         self.proxies[to].set_from(ip(from), Faults::cut());
         self.faults += 1;
         self.note(format!("one-way cut m{from} -> m{to}"));
+    }
+
+    /// Sets the link between members `a` and `b`, both ways, to `faults`
+    /// (not a fault of the nemesis: a step of a scripted scenario).
+    pub(crate) fn set_link(&mut self, a: usize, b: usize, faults: Faults) {
+        self.proxies[b].set_from(ip(a), faults);
+        self.proxies[a].set_from(ip(b), faults);
     }
 
     /// Delays every chunk on member `i`'s links (both ways) by `delay`.
