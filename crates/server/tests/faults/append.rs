@@ -27,8 +27,18 @@ use tonic::transport::Channel;
 use crate::since;
 use crate::world::Client;
 
-/// The lists.
-pub(crate) const KEYS: [&str; 6] = ["a0", "a1", "a2", "a3", "a4", "a5"];
+/// Lists written at once.
+const LISTS: usize = 6;
+/// How long one generation of lists is written (then the next six): a read
+/// returns whole lists, so lists that grew all run long would make the
+/// history grow with the square of its length (a ten-minute run once held
+/// 19 GB).
+const GENERATION_NANOS: u64 = 20_000_000_000;
+
+/// The lists of generation `generation`.
+fn keys_of(generation: u64) -> Vec<String> {
+    (0..LISTS).map(|i| format!("a{i}.{generation}")).collect()
+}
 /// Append clients.
 pub(crate) const CLIENTS: usize = 3;
 
@@ -53,7 +63,7 @@ fn decode(value: &[u8]) -> Vec<u64> {
 /// Each key's list and mod_revision (0: absent), read in one Txn.
 async fn read(
     kv: &mut KvClient<Channel>,
-    keys: &[&str],
+    keys: &[String],
 ) -> Result<Vec<(Vec<u64>, i64)>, tonic::Status> {
     let success = keys
         .iter()
@@ -85,27 +95,32 @@ async fn read(
         .collect())
 }
 
-/// Every key's final list, read linearizably through the member at `addr`.
-pub(crate) async fn final_lists(addr: SocketAddr) -> Result<BTreeMap<String, Vec<u64>>, String> {
+/// Every key's final list, read linearizably through the member at `addr`:
+/// the lists of every generation up to `since(zero)` now.
+pub(crate) async fn final_lists(
+    addr: SocketAddr,
+    zero: std::time::Instant,
+) -> Result<BTreeMap<String, Vec<u64>>, String> {
     let channel = crate::world::channel(addr)
         .await
         .ok_or_else(|| format!("{addr} does not connect"))?;
-    // The cluster agreed just now; a read may still meet a leader change.
     let mut kv = KvClient::new(channel);
-    let mut tries = 0;
-    let lists = loop {
-        match read(&mut kv, &KEYS).await {
-            Ok(lists) => break lists,
-            Err(e) if tries == 20 => return Err(e.message().to_string()),
-            Err(_) => tries += 1,
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    };
-    Ok(KEYS
-        .iter()
-        .zip(lists)
-        .map(|(k, (list, _))| (k.to_string(), list))
-        .collect())
+    let mut lists = BTreeMap::new();
+    for generation in 0..=since(zero) / GENERATION_NANOS {
+        let keys = keys_of(generation);
+        // The cluster agreed just now; a read may still meet a leader change.
+        let mut tries = 0;
+        let read = loop {
+            match read(&mut kv, &keys).await {
+                Ok(read) => break read,
+                Err(e) if tries == 20 => return Err(e.message().to_string()),
+                Err(_) => tries += 1,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
+        lists.extend(keys.into_iter().zip(read).map(|(k, (list, _))| (k, list)));
+    }
+    Ok(lists)
 }
 
 /// One client: random transactions until `until`.
@@ -120,7 +135,10 @@ pub(crate) async fn client(c: Client, history: Arc<Mutex<Vec<AppendTxn>>>) {
         };
         let mut kv = KvClient::new(channel);
         let count = rng.random_range(1..=3);
-        let keys: Vec<&str> = KEYS.choose_multiple(&mut rng, count).copied().collect();
+        let keys: Vec<String> = keys_of(since(zero) / GENERATION_NANOS)
+            .choose_multiple(&mut rng, count)
+            .cloned()
+            .collect();
         // Which keys are appended to (the others only read).
         let appends: Vec<Option<u64>> = keys
             .iter()

@@ -280,7 +280,7 @@ async fn run(topology: Topology) {
         .map(|i| (format!("m{i}"), world.members[i].client))
         .collect();
     let reader = members[0].1;
-    let lists = append::final_lists(reader).await;
+    let lists = append::final_lists(reader, zero).await;
     let history = match &agreed {
         Ok(revision) => watchers::history(reader, *revision).await,
         Err(e) => Err(e.clone()),
