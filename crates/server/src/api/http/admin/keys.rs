@@ -12,7 +12,7 @@ use keel_mvcc::prefix_end;
 use prost::Message;
 use serde::Serialize;
 
-use super::{base64, hex, ok, AdminError, Answer, Query};
+use super::{base64, lease_hex, ok, AdminError, Answer, Query};
 use crate::api::http::Gateway;
 use crate::auth::Caller;
 use crate::core::blocking;
@@ -40,7 +40,7 @@ impl From<&KeyValue> for KeyView {
             create_revision: kv.create_revision,
             mod_revision: kv.mod_revision,
             version: kv.version,
-            lease: hex(kv.lease as u64),
+            lease: lease_hex(kv.lease),
         }
     }
 }
@@ -243,7 +243,7 @@ fn newest_changes(
                 create_revision: kv.create_revision,
                 version: kv.version,
                 value: base64(&kv.value),
-                lease: hex(kv.lease as u64),
+                lease: lease_hex(kv.lease),
             });
         }
         to = from - 1;
@@ -296,7 +296,7 @@ pub(super) async fn leases(State(g): State<Arc<Gateway>>) -> Answer {
                 .lease_keys(id)
                 .map_err(crate::core::ServerError::from)?;
             leases.push(LeaseView {
-                id: hex(id as u64),
+                id: lease_hex(id),
                 ttl,
                 remaining,
                 key_count: keys.len(),

@@ -188,6 +188,14 @@ fn hex(id: u64) -> String {
     format!("{id:x}")
 }
 
+/// A lease id as etcdctl prints it: 16 hex digits ("0" for no lease).
+fn lease_hex(id: i64) -> String {
+    match id {
+        0 => "0".into(),
+        id => format!("{:016x}", id as u64),
+    }
+}
+
 /// Reads an id written in hex (as etcdctl prints it).
 fn parse_id(text: &str, what: &str) -> Result<u64, AdminError> {
     u64::from_str_radix(text.trim_start_matches("0x"), 16)
@@ -288,5 +296,15 @@ mod tests {
             "etcdserver: mvcc: required revision has been compacted",
         ));
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn lease_ids_are_written_as_etcdctl_writes_them() {
+        assert_eq!(lease_hex(0x0bde_4e6f_f89c_6d0b), "0bde4e6ff89c6d0b");
+        assert_eq!(lease_hex(0), "0");
+        assert_eq!(
+            parse_id(&lease_hex(0x0bde_4e6f_f89c_6d0b), "lease").ok(),
+            Some(0x0bde_4e6f_f89c_6d0b)
+        );
     }
 }
