@@ -7,10 +7,18 @@
 //! Faults can be set for the connections from one source address only,
 //! so one proxy in front of a member can cut some of its peers and not
 //! the others (each member on its own 127.0.0.N, dialing from it).
+//!
+//! A proxy started with [`Proxy::start_grpc`] also relays HTTP/2 stream
+//! by stream (see `relay`), and can then lose or duplicate whole messages
+//! of streaming gRPC calls.
+
+mod relay;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,6 +37,13 @@ pub struct Faults {
     pub delay: Duration,
     /// Every connection is closed, and new ones are refused.
     pub reset: bool,
+    /// Percent of a streaming gRPC call's messages (after its first) that
+    /// are lost ([`Proxy::start_grpc`] proxies only).
+    pub lose_percent: u8,
+    /// Percent of a streaming gRPC call's messages (after its first, and
+    /// not lost) that are passed on twice ([`Proxy::start_grpc`] proxies
+    /// only).
+    pub duplicate_percent: u8,
 }
 
 impl Faults {
@@ -60,9 +75,27 @@ impl Plan {
     }
 }
 
+/// How a proxy passes a connection on.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Bytes as they come.
+    Bytes,
+    /// HTTP/2 stream by stream, with message faults; the seed drives
+    /// which messages they hit.
+    Grpc { seed: u64 },
+}
+
+/// How many messages a gRPC proxy's faults have lost and duplicated.
+#[derive(Debug, Default)]
+struct MessageTally {
+    lost: AtomicU64,
+    duplicated: AtomicU64,
+}
+
 /// One proxied link; dropping it stops the proxy and its connections.
 pub struct Proxy {
     addr: SocketAddr,
+    tally: Arc<MessageTally>,
     plan: watch::Sender<Plan>,
     task: JoinHandle<()>,
 }
@@ -71,11 +104,33 @@ impl Proxy {
     /// Listens on `listen` (port 0: any) and passes connections on to
     /// `target`.
     pub async fn start(listen: SocketAddr, target: SocketAddr) -> io::Result<Proxy> {
+        Proxy::start_in(listen, target, Mode::Bytes).await
+    }
+
+    /// Like [`Proxy::start`], for a link that speaks gRPC over cleartext
+    /// HTTP/2: the proxy relays it stream by stream, so that
+    /// [`Faults::lose_percent`] and [`Faults::duplicate_percent`] can act
+    /// on whole messages; `seed` drives which ones.
+    pub async fn start_grpc(
+        listen: SocketAddr,
+        target: SocketAddr,
+        seed: u64,
+    ) -> io::Result<Proxy> {
+        Proxy::start_in(listen, target, Mode::Grpc { seed }).await
+    }
+
+    async fn start_in(listen: SocketAddr, target: SocketAddr, mode: Mode) -> io::Result<Proxy> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (plan, watching) = watch::channel(Plan::default());
-        let task = tokio::spawn(accept(listener, target, watching));
-        Ok(Proxy { addr, plan, task })
+        let tally = Arc::new(MessageTally::default());
+        let task = tokio::spawn(accept(listener, target, watching, mode, tally.clone()));
+        Ok(Proxy {
+            addr,
+            tally,
+            plan,
+            task,
+        })
     }
 
     /// Where clients connect.
@@ -101,6 +156,15 @@ impl Proxy {
         self.plan.send_replace(Plan::default());
     }
 
+    /// How many streamed messages the link has lost and duplicated so far
+    /// (always none for a proxy of bytes).
+    pub fn messages_lost_and_duplicated(&self) -> (u64, u64) {
+        (
+            self.tally.lost.load(Ordering::Relaxed),
+            self.tally.duplicated.load(Ordering::Relaxed),
+        )
+    }
+
     /// What the link does to connections from `source` now.
     pub fn faults(&self, source: IpAddr) -> Faults {
         self.plan.borrow().of(source)
@@ -113,8 +177,15 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept(listener: TcpListener, target: SocketAddr, plan: watch::Receiver<Plan>) {
+async fn accept(
+    listener: TcpListener,
+    target: SocketAddr,
+    plan: watch::Receiver<Plan>,
+    mode: Mode,
+    tally: Arc<MessageTally>,
+) {
     let mut connections = tokio::task::JoinSet::new();
+    let mut accepted = 0u64;
     loop {
         let Ok((client, from)) = listener.accept().await else {
             continue;
@@ -124,29 +195,68 @@ async fn accept(listener: TcpListener, target: SocketAddr, plan: watch::Receiver
             drop(client);
             continue;
         }
+        accepted += 1;
         let faults = plan.clone();
-        connections.spawn(async move {
-            let Ok(server) = TcpStream::connect(target).await else {
-                return;
-            };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            let to_target = pump(client_read, server_write, faults.clone(), source, |f| {
-                f.cut_to_target
-            });
-            let from_target = pump(server_read, client_write, faults, source, |f| {
-                f.cut_from_target
-            });
-            // Either direction ending (or a reset) ends the connection.
-            tokio::select! {
-                _ = to_target => {}
-                _ = from_target => {}
+        let _ = client.set_nodelay(true);
+        let (client_read, client_write) = client.into_split();
+        match mode {
+            Mode::Bytes => {
+                connections.spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = server.set_nodelay(true);
+                    let (server_read, server_write) = server.into_split();
+                    copy_both_ways(
+                        client_read,
+                        client_write,
+                        server_read,
+                        server_write,
+                        faults,
+                        source,
+                    )
+                    .await;
+                });
             }
-        });
+            Mode::Grpc { seed } => {
+                let tally = tally.clone();
+                connections.spawn(async move {
+                    // The byte-level faults sit between the client and the
+                    // relay, which dials the target itself.
+                    let (near, far) = tokio::io::duplex(256 * 1024);
+                    let (relay_read, relay_write) = tokio::io::split(near);
+                    let seed = seed ^ accepted.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    tokio::select! {
+                        _ = copy_both_ways(client_read, client_write, relay_read, relay_write, faults.clone(), source) => {}
+                        _ = relay::relay(far, target, faults, source, seed, tally) => {}
+                    }
+                });
+            }
+        }
         // Reap the finished ones so the set does not grow.
         while connections.try_join_next().is_some() {}
+    }
+}
+
+/// Copies bytes between a client and a server as `plan` allows, until
+/// either direction ends (or the link is reset).
+async fn copy_both_ways(
+    client_read: impl AsyncReadExt + Unpin,
+    client_write: impl AsyncWriteExt + Unpin,
+    server_read: impl AsyncReadExt + Unpin,
+    server_write: impl AsyncWriteExt + Unpin,
+    plan: watch::Receiver<Plan>,
+    source: IpAddr,
+) {
+    let to_target = pump(client_read, server_write, plan.clone(), source, |f| {
+        f.cut_to_target
+    });
+    let from_target = pump(server_read, client_write, plan, source, |f| {
+        f.cut_from_target
+    });
+    tokio::select! {
+        _ = to_target => {}
+        _ = from_target => {}
     }
 }
 

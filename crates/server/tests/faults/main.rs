@@ -11,7 +11,9 @@
 //!
 //! while a nemesis injects faults at random, sometimes two at once: kill -9
 //! and restart, SIGSTOP/SIGCONT, partitions (a minority, the leader alone,
-//! a bridge, one way), slow links, reset connections, leadership transfer,
+//! a bridge, one way), slow links, links that lose and duplicate raft
+//! messages (the proxies relay HTTP/2 message by message), reset
+//! connections, leadership transfer,
 //! clock jumps and slow drift on one member (libfaketime, when Debian's
 //! `faketime` is installed; the test installs it when it can), and, with
 //! five members, removing a member and adding it back as a learner that is
@@ -128,7 +130,10 @@ async fn inject(world: &mut World, rng: &mut StdRng, topology: &Topology) {
                 .expect("others");
             world.cut_one_way(from, *to);
         }
-        7 => world.slow(victim, Duration::from_millis(rng.random_range(20..200))),
+        7 if rng.random_bool(0.5) => {
+            world.slow(victim, Duration::from_millis(rng.random_range(20..200)))
+        }
+        7 => world.lossy(rng.random_range(5..40), rng.random_range(5..40)),
         8 => {
             if rng.random_bool(0.5) {
                 world.reset(victim);
@@ -229,7 +234,7 @@ async fn run(topology: Topology) {
         },
         dir.display()
     );
-    let mut world = World::new(dir.clone(), topology.members, clocks).await;
+    let mut world = World::new(dir.clone(), topology.members, clocks, seed).await;
     world.learn_ids().await;
     let zero = Instant::now();
     let until = zero + Duration::from_secs(secs);
@@ -304,8 +309,9 @@ async fn run(topology: Topology) {
     write(&dir, "watchers.txt", &format!("{watchers:#?}"));
     write(&dir, "timeline.txt", &world.timeline);
     let unknown = ops.iter().filter(|op| op.is_unknown()).count();
+    let (lost, duplicated) = world.messages_lost_and_duplicated();
     eprintln!(
-        "faults ({}): {} faults; {} register operations ({unknown} unknown), {} append transactions, {} leases, {} watcher sessions; the timeline:\n{}",
+        "faults ({}): {} faults ({lost} raft messages lost and {duplicated} duplicated by lossy links); {} register operations ({unknown} unknown), {} append transactions, {} leases, {} watcher sessions; the timeline:\n{}",
         topology.name,
         world.faults,
         ops.len(),
@@ -386,7 +392,7 @@ async fn a_member_added_back_beside_a_stale_member_joins_under_its_new_id() {
         .tempdir()
         .expect("a temporary directory")
         .keep();
-    let mut world = World::new(dir.clone(), 5, false).await;
+    let mut world = World::new(dir.clone(), 5, false, 0).await;
     world.learn_ids().await;
     // m4 is cut off: it goes on listing m3's first incarnation.
     world.partition(&[4]);

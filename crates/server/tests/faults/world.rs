@@ -135,15 +135,17 @@ pub(crate) struct World {
 
 impl World {
     /// Starts `n` members; with `fake_clocks` (and libfaketime installed)
-    /// each runs under libfaketime, its clock offset in a file.
-    pub(crate) async fn new(dir: PathBuf, n: usize, fake_clocks: bool) -> World {
+    /// each runs under libfaketime, its clock offset in a file. The peer
+    /// links' proxies relay gRPC message by message; `seed` drives which
+    /// messages a lossy link loses or duplicates.
+    pub(crate) async fn new(dir: PathBuf, n: usize, fake_clocks: bool, seed: u64) -> World {
         let fake_clocks = fake_clocks && Path::new(LIBFAKETIME).exists();
         let mut members = Vec::new();
         let mut proxies = Vec::new();
         for i in 0..n {
             let client = SocketAddr::new(ip(i), free_port(ip(i)));
             let peer = SocketAddr::new(ip(i), free_port(ip(i)));
-            let proxy = Proxy::start(SocketAddr::new(ip(i), 0), peer)
+            let proxy = Proxy::start_grpc(SocketAddr::new(ip(i), 0), peer, seed ^ i as u64)
                 .await
                 .expect("a proxy");
             let clock = fake_clocks.then(|| FakeClock::new(dir.join(format!("m{i}.clock"))));
@@ -331,14 +333,46 @@ impl World {
             delay,
             ..Faults::default()
         };
-        for j in 0..self.members.len() {
-            if j != i {
-                self.proxies[j].set_from(ip(i), slow);
-                self.proxies[i].set_from(ip(j), slow);
-            }
-        }
+        self.set_links_of(i, slow);
         self.faults += 1;
         self.note(format!("slow links of m{i}: +{delay:?} a chunk"));
+    }
+
+    /// Makes every peer link lose and duplicate the given percentages of
+    /// the messages of streaming calls (raft's messages).
+    pub(crate) fn lossy(&mut self, lose_percent: u8, duplicate_percent: u8) {
+        let lossy = Faults {
+            lose_percent,
+            duplicate_percent,
+            ..Faults::default()
+        };
+        for proxy in &self.proxies {
+            proxy.set(lossy);
+        }
+        self.faults += 1;
+        self.note(format!(
+            "lossy links: {lose_percent}% of raft messages lost, {duplicate_percent}% duplicated"
+        ));
+    }
+
+    /// Raft messages the lossy links lost and duplicated, all proxies'
+    /// counts together.
+    pub(crate) fn messages_lost_and_duplicated(&self) -> (u64, u64) {
+        self.proxies
+            .iter()
+            .map(Proxy::messages_lost_and_duplicated)
+            .fold((0, 0), |(l, d), (pl, pd)| (l + pl, d + pd))
+    }
+
+    /// Sets every link of member `i` with the others, both ways, to
+    /// `faults`.
+    fn set_links_of(&mut self, i: usize, faults: Faults) {
+        for j in 0..self.members.len() {
+            if j != i {
+                self.proxies[j].set_from(ip(i), faults);
+                self.proxies[i].set_from(ip(j), faults);
+            }
+        }
     }
 
     /// Resets every peer connection of member `i` and refuses new ones for
@@ -348,12 +382,7 @@ impl World {
             reset: true,
             ..Faults::default()
         };
-        for j in 0..self.members.len() {
-            if j != i {
-                self.proxies[j].set_from(ip(i), reset);
-                self.proxies[i].set_from(ip(j), reset);
-            }
-        }
+        self.set_links_of(i, reset);
         self.faults += 1;
         self.note(format!("reset the peer connections of m{i}"));
     }
