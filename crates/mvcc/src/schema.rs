@@ -57,19 +57,31 @@ pub(crate) struct Keyspaces {
     pub auth: Keyspace,
 }
 
+/// Each keyspace's memtable: flushed once it holds this much. fjall's
+/// default (64 MiB) kept up to 64 MiB per busy keyspace in memory; the
+/// raft log already holds recent writes, so a smaller table costs nothing
+/// in durability and halves a member's resident memory under writes (see
+/// docs/benchmarks.md, "Memtables and RSS").
+const MEMTABLE_BYTES: u64 = 8 << 20;
+
 impl Keyspaces {
     /// Opens (or creates) every keyspace of `db`.
     pub(crate) fn open(db: &Database) -> Result<Keyspaces, MvccError> {
+        let open = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
+        };
         Ok(Keyspaces {
-            kv: db.keyspace("kv", KeyspaceCreateOptions::default)?,
-            live: db.keyspace("live", KeyspaceCreateOptions::default)?,
-            changes: db.keyspace("changes", KeyspaceCreateOptions::default)?,
-            attached: db.keyspace("attached", KeyspaceCreateOptions::default)?,
-            meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
-            members: db.keyspace("members", KeyspaceCreateOptions::default)?,
-            alarms: db.keyspace("alarms", KeyspaceCreateOptions::default)?,
-            leases: db.keyspace("leases", KeyspaceCreateOptions::default)?,
-            auth: db.keyspace("auth", KeyspaceCreateOptions::default)?,
+            kv: open("kv")?,
+            live: open("live")?,
+            changes: open("changes")?,
+            attached: open("attached")?,
+            meta: open("meta")?,
+            members: open("members")?,
+            alarms: open("alarms")?,
+            leases: open("leases")?,
+            auth: open("auth")?,
         })
     }
 
