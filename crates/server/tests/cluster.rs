@@ -260,3 +260,49 @@ async fn the_leader_compacts_automatically_by_the_retention() {
         .into_inner();
     assert_eq!(&now.kvs[0].value[..], b"4");
 }
+
+/// A member added as a learner stays one once it has caught up: it is
+/// promoted only when asked. (Its first act on joining, recording its name
+/// and URLs, once read the learner flag from its own store before that
+/// store held its record, asked to vote, and the leader promoted it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_as_a_learner_stays_one_after_catching_up() {
+    use keel_api::etcdserverpb::cluster_client::ClusterClient;
+    use keel_api::etcdserverpb::MemberListRequest;
+
+    let mut cluster = Cluster::start(1, &[]).await;
+    for i in 0..200 {
+        put(&cluster, 0, &format!("k{i}"), "v").await.unwrap();
+    }
+    let (learner, id) = cluster.add_member(0, true).await.expect("member add");
+    // Caught up: it answers with the leader's revision.
+    let revision = cluster.status(0).await.unwrap().header.unwrap().revision;
+    let mut caught_up = false;
+    for _ in 0..100 {
+        if cluster
+            .status(learner)
+            .await
+            .and_then(|s| s.header)
+            .is_some_and(|h| h.revision >= revision)
+        {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(caught_up, "the learner did not catch up");
+    // The leader looks for learners to promote every 200 ms; give it time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let members = ClusterClient::new(cluster.channel(0).await)
+        .member_list(MemberListRequest { linearizable: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    let member = members.iter().find(|m| m.id == id).expect("the learner");
+    assert!(
+        member.is_learner,
+        "promoted without being asked: {member:?}"
+    );
+    assert!(!member.name.is_empty(), "it published its name: {member:?}");
+}

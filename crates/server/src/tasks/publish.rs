@@ -14,6 +14,19 @@ use crate::core::Core;
 pub(crate) async fn publish_member(core: Arc<Core>, config: Config, stop: CancellationToken) {
     let id = core.identity.member_id;
     while !stop.is_cancelled() {
+        // The record's learner flag says whether the member asked to vote,
+        // and a member that just joined may not have applied the record
+        // its MemberAdd wrote yet: read it only once this store has
+        // everything committed so far (else a learner asks to vote).
+        let caught_up = tokio::select! {
+            _ = stop.cancelled() => return,
+            read = core.linearizable() => read,
+        };
+        if let Err(e) = caught_up {
+            tracing::debug!(error = %e, "publishing this member: will retry");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
         let record = core.store.members().into_iter().find(|m| m.id == id);
         let wanted = Member {
             id,

@@ -28,9 +28,10 @@ use super::{MessageTally, Plan};
 /// Each side's HTTP/2 windows, as large as a tonic server's.
 const WINDOW: u32 = 1024 * 1024;
 
-/// The largest gRPC message the relay holds whole before passing it on;
-/// a larger one ends its stream (peers' messages are far smaller).
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// The largest gRPC message, prefix included, the relay holds whole before
+/// passing it on: keel-node's largest message batch (64 MiB). A larger one
+/// ends its stream.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024 + 5;
 
 /// Relays one client connection (`client`, already past the byte-level
 /// faults) to `target` until either side closes.
