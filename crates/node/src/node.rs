@@ -533,7 +533,16 @@ impl<S: StateMachine> RaftNode<S> {
     ) -> Result<ConfState, ProposeError> {
         let (tx, rx) = oneshot::channel();
         self.send(Request::ConfChange(change, addresses, tx))?;
-        rx.await.map_err(|_| ProposeError::Indeterminate)?
+        let state = rx.await.map_err(|_| ProposeError::Indeterminate)??;
+        // The change is answered as it applies, and the driver publishes
+        // its status right after that Ready: wait for it, so that status()
+        // (and a member list built on it) shows a change once it is
+        // answered. The bound covers a later change applied in the same
+        // round, which the status would show instead.
+        let mut status = self.status.clone();
+        let shown = status.wait_for(|s| s.conf_state == state || !s.running);
+        let _ = tokio::time::timeout(STATUS_PATIENCE, shown).await;
+        Ok(state)
     }
 
     /// Hands leadership to voter `to`.
@@ -610,6 +619,10 @@ impl<S: StateMachine> RaftNode<S> {
             .map_err(|_| ProposeError::Stopped)
     }
 }
+
+/// How long an answered membership change waits for the status to show
+/// it (see `RaftNode::conf_change`).
+const STATUS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn status_of(raw: &RawNode<MemStorage>, running: bool) -> Status {
     let s = raw.status();

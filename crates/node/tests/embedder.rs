@@ -537,3 +537,27 @@ async fn a_forwarded_proposal_whose_answer_is_lost_is_indeterminate_never_not_ap
         node.stop().await;
     }
 }
+
+/// Once a membership change is answered, `status()` shows it: a caller
+/// that lists the members right after adding one finds it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_is_in_the_status_once_it_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_network, nodes) = local_cluster(dir.path());
+    let leader = leader_of(&nodes).await;
+    for id in 10..60 {
+        let answered = leader
+            .add_learner(id, format!("node-{id}"))
+            .await
+            .expect("added");
+        assert!(answered.learners.contains(&id), "{answered:?}");
+        let shown = leader.status().conf_state;
+        assert!(
+            shown.learners.contains(&id),
+            "learner {id} was answered as added but the status shows {shown:?}"
+        );
+    }
+    for node in &nodes {
+        node.stop().await;
+    }
+}
