@@ -10,6 +10,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::core::Core;
 
+/// How long one ReadIndex before publishing may take before it is asked
+/// again.
+const READ_PATIENCE: Duration = Duration::from_millis(300);
+
 /// Runs until the record is published or `stop`.
 pub(crate) async fn publish_member(core: Arc<Core>, config: Config, stop: CancellationToken) {
     let id = core.identity.member_id;
@@ -18,13 +22,21 @@ pub(crate) async fn publish_member(core: Arc<Core>, config: Config, stop: Cancel
         // and a member that just joined may not have applied the record
         // its MemberAdd wrote yet: read it only once this store has
         // everything committed so far (else a learner asks to vote).
+        // A leader first, then a ReadIndex, asked again if unanswered (one
+        // asked of a leader still settling can go unanswered).
         let caught_up = tokio::select! {
             _ = stop.cancelled() => return,
-            read = core.linearizable() => read,
+            read = async {
+                core.leader().await?;
+                tokio::time::timeout(READ_PATIENCE, core.node.read_index())
+                    .await
+                    .map_err(|_| crate::core::ServerError::Timeout)?
+                    .map_err(crate::core::ServerError::from)
+            } => read,
         };
         if let Err(e) = caught_up {
             tracing::debug!(error = %e, "publishing this member: will retry");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         let record = core.store.members().into_iter().find(|m| m.id == id);
