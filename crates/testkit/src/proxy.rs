@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -198,7 +198,6 @@ async fn accept(
         accepted += 1;
         let faults = plan.clone();
         let _ = client.set_nodelay(true);
-        let (client_read, client_write) = client.into_split();
         match mode {
             Mode::Bytes => {
                 connections.spawn(async move {
@@ -206,16 +205,7 @@ async fn accept(
                         return;
                     };
                     let _ = server.set_nodelay(true);
-                    let (server_read, server_write) = server.into_split();
-                    copy_both_ways(
-                        client_read,
-                        client_write,
-                        server_read,
-                        server_write,
-                        faults,
-                        source,
-                    )
-                    .await;
+                    copy_both_ways(client, server, faults, source).await;
                 });
             }
             Mode::Grpc { seed } => {
@@ -224,10 +214,9 @@ async fn accept(
                     // The byte-level faults sit between the client and the
                     // relay, which dials the target itself.
                     let (near, far) = tokio::io::duplex(256 * 1024);
-                    let (relay_read, relay_write) = tokio::io::split(near);
                     let seed = seed ^ accepted.wrapping_mul(0x9e37_79b9_7f4a_7c15);
                     tokio::select! {
-                        _ = copy_both_ways(client_read, client_write, relay_read, relay_write, faults.clone(), source) => {}
+                        _ = copy_both_ways(client, near, faults.clone(), source) => {}
                         _ = relay::relay(far, target, faults, source, seed, tally) => {}
                     }
                 });
@@ -241,13 +230,13 @@ async fn accept(
 /// Copies bytes between a client and a server as `plan` allows, until
 /// either direction ends (or the link is reset).
 async fn copy_both_ways(
-    client_read: impl AsyncReadExt + Unpin,
-    client_write: impl AsyncWriteExt + Unpin,
-    server_read: impl AsyncReadExt + Unpin,
-    server_write: impl AsyncWriteExt + Unpin,
+    client: impl AsyncRead + AsyncWrite,
+    server: impl AsyncRead + AsyncWrite,
     plan: watch::Receiver<Plan>,
     source: IpAddr,
 ) {
+    let (client_read, client_write) = tokio::io::split(client);
+    let (server_read, server_write) = tokio::io::split(server);
     let to_target = pump(client_read, server_write, plan.clone(), source, |f| {
         f.cut_to_target
     });

@@ -128,7 +128,12 @@ impl Core {
 
     /// Waits until reading the local store is linearizable (ReadIndex).
     pub(crate) async fn linearizable(&self) -> Result<(), ServerError> {
-        match tokio::time::timeout(self.limits.request_timeout, self.node.read_index()).await {
+        self.linearizable_within(self.limits.request_timeout).await
+    }
+
+    /// [`Core::linearizable`], giving up after `patience`.
+    pub(crate) async fn linearizable_within(&self, patience: Duration) -> Result<(), ServerError> {
+        match tokio::time::timeout(patience, self.node.read_index()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ServerError::Timeout),

@@ -28,10 +28,7 @@ pub(crate) async fn publish_member(core: Arc<Core>, config: Config, stop: Cancel
             _ = stop.cancelled() => return,
             read = async {
                 core.leader().await?;
-                tokio::time::timeout(READ_PATIENCE, core.node.read_index())
-                    .await
-                    .map_err(|_| crate::core::ServerError::Timeout)?
-                    .map_err(crate::core::ServerError::from)
+                core.linearizable_within(READ_PATIENCE).await
             } => read,
         };
         if let Err(e) = caught_up {

@@ -200,10 +200,10 @@ impl MessageFaults {
     /// How many times the `nth` message of its stream (from 1) is passed
     /// on: 0 (lost), 1, or 2 (duplicated).
     fn copies(&mut self, nth: u64) -> usize {
-        let faults = self.plan.borrow().of(self.source);
         if nth < 2 {
             return 1;
         }
+        let faults = self.plan.borrow().of(self.source);
         if self.rng.percent() < faults.lose_percent {
             self.tally.lost.fetch_add(1, Ordering::Relaxed);
             0
