@@ -82,6 +82,12 @@ impl Store {
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, MvccError> {
         let db = Database::builder(path)
             .cache_size(options.cache_bytes)
+            // One background thread flushes and compacts. With two (fjall's
+            // default on two cores) the first hands every compaction to the
+            // second by sending it back into their shared queue, and spins
+            // on its own message while the second is busy: ~10% of a
+            // member's CPU under writes (docs/benchmarks.md).
+            .worker_threads(1)
             .open()?;
         let keyspaces = Keyspaces::open(&db)?;
         let state = State::load(&db.snapshot(), &keyspaces)?;
