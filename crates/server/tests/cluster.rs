@@ -306,3 +306,59 @@ async fn a_member_added_as_a_learner_stays_one_after_catching_up() {
     );
     assert!(!member.name.is_empty(), "it published its name: {member:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_a_follower_each_get_their_own_answer() {
+    // A follower sends the writes that queue up for the leader in batches:
+    // each caller must still get the answer of its own write.
+    let cluster = Cluster::start(3, &[]).await;
+    let follower = (cluster.wait_for_leader().await + 1) % 3;
+    let kv = cluster.kv(follower).await;
+    const WRITES: usize = 400;
+    let wave = |value: &'static str, prev_kv: bool| {
+        let tasks: Vec<_> = (0..WRITES)
+            .map(|n| {
+                let mut kv = kv.clone();
+                tokio::spawn(async move {
+                    let request = keel_api::etcdserverpb::PutRequest {
+                        key: format!("batch/{n:04}").into_bytes().into(),
+                        value: format!("{value}{n}").into_bytes().into(),
+                        prev_kv,
+                        ..Default::default()
+                    };
+                    (n, kv.put(request).await.expect("put").into_inner())
+                })
+            })
+            .collect();
+        async move {
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await.expect("put task"));
+            }
+            answers
+        }
+    };
+    wave("first", false).await;
+    let answers = wave("second", true).await;
+    let mut revisions = std::collections::BTreeSet::new();
+    for (n, answer) in answers {
+        let prev = answer.prev_kv.expect("the first wave's version");
+        assert_eq!(
+            (prev.key.as_ref(), prev.value.as_ref()),
+            (
+                format!("batch/{n:04}").as_bytes(),
+                format!("first{n}").as_bytes()
+            ),
+            "write {n} got another write's answer"
+        );
+        let revision = answer.header.expect("header").revision;
+        assert!(
+            revisions.insert(revision),
+            "two writes answered with revision {revision}"
+        );
+    }
+    let expected = (0..WRITES)
+        .map(|n| (format!("batch/{n:04}"), format!("second{n}")))
+        .collect();
+    assert_holds(&cluster, follower, "batch/", &expected, false).await;
+}

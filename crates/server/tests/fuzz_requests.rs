@@ -16,7 +16,7 @@ use keel_api::etcdserverpb::cluster_client::ClusterClient;
 use keel_api::etcdserverpb::kv_client::KvClient;
 use keel_api::etcdserverpb::*;
 use keel_api::keelpb::forward_client::ForwardClient;
-use keel_api::keelpb::{command::Op, Command as CommandPb};
+use keel_api::keelpb::{answer, command::Op, Command as CommandPb, Proposals};
 use keel_mvcc::prefix_end;
 use prost::Message;
 use rand::rngs::StdRng;
@@ -940,17 +940,39 @@ async fn malformed_frames_and_nonsense_from_a_peer_get_errors_and_change_nothing
             failure: vec![put_op(b"known")],
         })),
     ];
-    for op in nonsense {
-        let description = format!("{op:?}").chars().take(300).collect::<String>();
-        let result =
-            tokio::time::timeout(CALL_TIMEOUT, forward.propose(CommandPb { op, auth: None })).await;
-        match result {
-            Ok(Err(status)) if status.code() == Code::InvalidArgument => {}
+    let batch = |ops: Vec<Option<Op>>| Proposals {
+        commands: ops
+            .into_iter()
+            .map(|op| CommandPb { op, auth: None })
+            .collect(),
+    };
+    // Each alone, then all in one batch: every one refused on its own.
+    let mut batches: Vec<_> = nonsense.iter().map(|op| vec![op.clone()]).collect();
+    batches.push(nonsense.to_vec());
+    for ops in batches {
+        let description = format!("{ops:?}").chars().take(300).collect::<String>();
+        let count = ops.len();
+        let result = tokio::time::timeout(CALL_TIMEOUT, forward.propose(batch(ops))).await;
+        let answers = match result {
+            Ok(Ok(answers)) => answers.into_inner().answers,
             other => panic!(
                 "forwarded {description}: {other:?}\nthe member's log ends:\n{}",
                 log_tail(&cluster.log(0), 30)
             ),
+        };
+        assert_eq!(answers.len(), count, "{description}");
+        for answer in answers {
+            match answer.result {
+                Some(answer::Result::Refusal(r)) if r.code == Code::InvalidArgument as i32 => {}
+                other => panic!("forwarded {description}: answered {other:?}"),
+            }
         }
+    }
+    // More writes than a batch may hold: the call is refused whole.
+    let oversized = batch(vec![Some(Op::Put(put(b"many"))); 513]);
+    match tokio::time::timeout(CALL_TIMEOUT, forward.propose(oversized)).await {
+        Ok(Err(status)) if status.code() == Code::InvalidArgument => {}
+        other => panic!("a batch of 513 writes: {other:?}"),
     }
     let after = everything(&mut clients).await;
     assert_eq!(before.kvs, after.kvs, "nonsense from a peer changed data");

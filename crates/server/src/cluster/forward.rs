@@ -12,7 +12,6 @@ use keel_api::etcdserverpb::{
     MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
     MemberUpdateResponse,
 };
-use keel_api::keelpb::forward_client::ForwardClient;
 use keel_api::keelpb::Command;
 use keel_mvcc::{MvccError, WriteResponse};
 use keel_node::NodeId;
@@ -20,6 +19,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+use super::batches::Batches;
 use super::Peers;
 use crate::api::grpc::status::{LEADER_CHANGED, NOT_LEADER, NO_LEADER};
 use crate::tls::Channels;
@@ -91,10 +91,12 @@ fn not_proposed(status: &Status) -> bool {
         && [NOT_LEADER, NO_LEADER, LEADER_CHANGED].contains(&status.message())
 }
 
-/// Channels to the peers, made on first use.
+/// Channels to the peers, made on first use, and the writes queued for
+/// the leader.
 pub(crate) struct Forwarder {
     peers: Peers,
     channels: Channels,
+    batches: Batches,
 }
 
 impl Forwarder {
@@ -105,23 +107,22 @@ impl Forwarder {
                 endpoint.connect_timeout(Duration::from_secs(1))
             }),
             peers,
+            batches: Batches::default(),
         }
     }
 
-    /// Has `leader` propose `command`, waiting until `deadline`.
+    /// Has `leader` propose `command` (with the next batch of writes for
+    /// it), waiting until `deadline`.
     pub(crate) async fn propose(
         &self,
         leader: NodeId,
         command: Command,
         deadline: Instant,
     ) -> Result<WriteResponse, ForwardError> {
-        let mut request = Request::new(command);
-        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        let outcome = ForwardClient::new(self.channel(leader)?)
-            .propose(request)
-            .await?
-            .into_inner();
-        Ok(WriteResponse::from_outcome(outcome)?)
+        let channel = self.channel(leader)?;
+        self.batches
+            .propose(leader, channel, command, deadline)
+            .await
     }
 
     /// Has `leader` add a member.
