@@ -218,6 +218,8 @@ impl<S: StateMachine> RaftNode<S> {
         let options = ReplicaOptions {
             addresses: addresses.clone(),
             read_timeout_ticks: 2 * u64::from(config.election_ticks),
+            // As etcd does after 500 ms: half its default election timeout.
+            read_retry_ticks: u64::from(config.election_ticks / 2).max(1),
             // Later lives start from later clocks: read ids never repeat.
             first_read_id: clock,
         };

@@ -141,6 +141,11 @@ pub struct ReplicaOptions {
     /// Ticks a read may wait for its confirmation before it fails with
     /// [`ReadError::Timeout`].
     pub read_timeout_ticks: u64,
+    /// Ticks after which a follower's read still unconfirmed asks the
+    /// leader again, as often as that until it times out: the request or
+    /// the answer may have been lost (0: never). Either answer confirms
+    /// it, and a second answer finds no one waiting.
+    pub read_retry_ticks: u64,
     /// The id of this life's first read request. Ids must not repeat
     /// across restarts: a leader's confirmation of a read sent by an
     /// earlier life may still be on its way, and must not confirm a new
@@ -166,6 +171,15 @@ struct Forwarded<T> {
     reply: Reply<T>,
 }
 
+/// A read waiting for the leader to confirm its index.
+struct WaitingRead<S: StateMachine> {
+    /// The tick after which it fails (`Timeout`).
+    deadline: u64,
+    /// The tick at which a follower asks the leader again.
+    ask_again: u64,
+    read: ReadFn<S>,
+}
+
 /// The most responses kept for forwarded proposals whose answer from the
 /// leader is late (their entry was applied before the answer came).
 const MAX_RECENT_RESPONSES: usize = 16_384;
@@ -180,7 +194,7 @@ pub struct Replica<S: StateMachine, L, T> {
     proposals: BTreeMap<Index, Waiter<S::Response>>,
     changes: BTreeMap<Index, Waiter<ConfState>>,
     /// Reads sent for confirmation: request id → (deadline tick, reader).
-    reads_waiting_index: BTreeMap<u64, (u64, ReadFn<S>)>,
+    reads_waiting_index: BTreeMap<u64, WaitingRead<S>>,
     /// Confirmed reads waiting for the applied index to reach theirs.
     reads_waiting_apply: Vec<(Index, ReadFn<S>)>,
     /// Proposals sent to the leader: request id → waiter.
@@ -270,15 +284,26 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         self.raw.tick();
         self.ticks += 1;
         let now = self.ticks;
-        let expired: Vec<u64> = self
-            .reads_waiting_index
-            .iter()
-            .filter(|(_, (deadline, _))| *deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut expired = Vec::new();
+        let mut ask_again = Vec::new();
+        let retry = self.options.read_retry_ticks;
+        for (id, waiting) in &mut self.reads_waiting_index {
+            if waiting.deadline <= now {
+                expired.push(*id);
+            } else if retry > 0 && waiting.ask_again <= now {
+                waiting.ask_again = now + retry;
+                ask_again.push(*id);
+            }
+        }
         for id in expired {
-            if let Some((_, read)) = self.reads_waiting_index.remove(&id) {
-                read(Err(ReadError::Timeout));
+            if let Some(waiting) = self.reads_waiting_index.remove(&id) {
+                (waiting.read)(Err(ReadError::Timeout));
+            }
+        }
+        if self.raw.role() != keel_raft::Role::Leader {
+            for id in ask_again {
+                // Without a leader now, the read waits for one or times out.
+                let _ = self.raw.read_index(id);
             }
         }
         // No answer from the leader: the proposal or its answer was lost.
@@ -412,8 +437,12 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         let request = self.next_request();
         match self.raw.read_index(request) {
             Ok(()) => {
-                let deadline = self.ticks + self.options.read_timeout_ticks;
-                self.reads_waiting_index.insert(request, (deadline, read));
+                let waiting = WaitingRead {
+                    deadline: self.ticks + self.options.read_timeout_ticks,
+                    ask_again: self.ticks + self.options.read_retry_ticks,
+                    read,
+                };
+                self.reads_waiting_index.insert(request, waiting);
             }
             Err(ReadIndexError::NoLeader) => read(Err(ReadError::NoLeader)),
         }
@@ -508,8 +537,8 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
             self.store.set_conf_state(cs);
         }
         for rs in ready.read_states {
-            if let Some((_, read)) = self.reads_waiting_index.remove(&rs.request) {
-                self.reads_waiting_apply.push((rs.index, read));
+            if let Some(waiting) = self.reads_waiting_index.remove(&rs.request) {
+                self.reads_waiting_apply.push((rs.index, waiting.read));
             }
         }
         self.run_reads();
@@ -528,7 +557,7 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         for (_, f) in std::mem::take(&mut self.forwarded) {
             (f.reply)(Err(ProposeError::Indeterminate));
         }
-        for (_, (_, read)) in std::mem::take(&mut self.reads_waiting_index) {
+        for (_, WaitingRead { read, .. }) in std::mem::take(&mut self.reads_waiting_index) {
             read(Err(ReadError::Stopped));
         }
         for (_, read) in std::mem::take(&mut self.reads_waiting_apply) {
@@ -842,7 +871,7 @@ mod tests {
         replica
     }
 
-    fn drain(replica: &mut Replica<Count, Store, Nowhere>) -> Result<(), Fatal<io::Error>> {
+    fn drain<T: Transport>(replica: &mut Replica<Count, Store, T>) -> Result<(), Fatal<io::Error>> {
         while let Some(ready) = replica.ready() {
             replica.handle_ready(ready)?;
         }
@@ -1049,6 +1078,94 @@ mod tests {
             *outcomes.lock().unwrap(),
             vec![Err(ProposeError::Indeterminate)]
         );
+    }
+
+    /// Sends every message into a list.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Message>>>);
+
+    impl Transport for Recorder {
+        fn send(&self, _: NodeId, messages: Vec<Message>) {
+            self.0.lock().unwrap().extend(messages);
+        }
+    }
+
+    /// A follower's read whose request to the leader was lost asks again
+    /// every `read_retry_ticks`, with the same id; the first answer runs
+    /// it, once.
+    #[test]
+    fn a_followers_read_asks_the_leader_again_until_answered() {
+        let mem = MemStorage::with_voters(&[1, 2]);
+        let rng = Box::new(rand::rngs::StdRng::seed_from_u64(1));
+        let raw = RawNode::new(Config::new(1), mem.clone(), rng).unwrap();
+        let store = Store { mem, broken: false };
+        let sent = Recorder::default();
+        let options = ReplicaOptions {
+            read_timeout_ticks: 20,
+            read_retry_ticks: 3,
+            ..Default::default()
+        };
+        let mut replica = Replica::new(raw, store, Count::default(), sent.clone(), options);
+        // Node 2 leads term 1: its heartbeat makes this replica its follower.
+        replica
+            .step(Message {
+                from: 2,
+                to: 1,
+                term: 1,
+                body: keel_raft::MessageBody::Heartbeat(keel_raft::Heartbeat {
+                    commit: 0,
+                    read_round: 0,
+                }),
+            })
+            .unwrap();
+        drain(&mut replica).unwrap();
+        let ran = Arc::new(Mutex::new(0));
+        let counter = ran.clone();
+        replica.read(Box::new(move |view| {
+            view.expect("the read is confirmed");
+            *counter.lock().unwrap() += 1;
+        }));
+        drain(&mut replica).unwrap();
+        let asked = || -> Vec<u64> {
+            sent.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|m| match m.body {
+                    keel_raft::MessageBody::ReadIndex { request } => Some(request),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(asked().len(), 1);
+        for _ in 0..7 {
+            replica.tick();
+            drain(&mut replica).unwrap();
+        }
+        let requests = asked();
+        assert_eq!(requests.len(), 3, "asked at ticks 0, 3 and 6: {requests:?}");
+        assert!(requests.iter().all(|r| *r == requests[0]), "{requests:?}");
+        // Two answers to the same request: the read runs once.
+        for _ in 0..2 {
+            replica
+                .step(Message {
+                    from: 2,
+                    to: 1,
+                    term: 1,
+                    body: keel_raft::MessageBody::ReadIndexResponse {
+                        request: requests[0],
+                        index: 0,
+                    },
+                })
+                .unwrap();
+            drain(&mut replica).unwrap();
+        }
+        assert_eq!(*ran.lock().unwrap(), 1);
+        for _ in 0..30 {
+            replica.tick();
+        }
+        assert_eq!(asked().len(), 3, "an answered read is not asked again");
+        assert_eq!(*ran.lock().unwrap(), 1);
     }
 
     #[test]
