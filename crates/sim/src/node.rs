@@ -188,6 +188,8 @@ impl Simulation {
         let options = ReplicaOptions {
             addresses: AddressBook::new(book),
             read_timeout_ticks: 2 * self.config.election_tick as u64,
+            // As keel-node's: a lost request or answer is asked again.
+            read_retry_ticks: (self.config.election_tick as u64 / 2).max(1),
             // Read ids never repeat across lives.
             first_read_id: node.incarnation << 40,
         };
