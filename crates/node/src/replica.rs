@@ -193,7 +193,7 @@ pub struct Replica<S: StateMachine, L, T> {
     options: ReplicaOptions,
     proposals: BTreeMap<Index, Waiter<S::Response>>,
     changes: BTreeMap<Index, Waiter<ConfState>>,
-    /// Reads sent for confirmation: request id → (deadline tick, reader).
+    /// Reads sent for confirmation, by request id.
     reads_waiting_index: BTreeMap<u64, WaitingRead<S>>,
     /// Confirmed reads waiting for the applied index to reach theirs.
     reads_waiting_apply: Vec<(Index, ReadFn<S>)>,
@@ -286,7 +286,11 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
         let now = self.ticks;
         let mut expired = Vec::new();
         let mut ask_again = Vec::new();
-        let retry = self.options.read_retry_ticks;
+        // A leader confirms its own reads with its heartbeat rounds.
+        let retry = match self.raw.role() {
+            keel_raft::Role::Leader => 0,
+            _ => self.options.read_retry_ticks,
+        };
         for (id, waiting) in &mut self.reads_waiting_index {
             if waiting.deadline <= now {
                 expired.push(*id);
@@ -300,11 +304,9 @@ impl<S: StateMachine, L: LogStore, T: Transport> Replica<S, L, T> {
                 (waiting.read)(Err(ReadError::Timeout));
             }
         }
-        if self.raw.role() != keel_raft::Role::Leader {
-            for id in ask_again {
-                // Without a leader now, the read waits for one or times out.
-                let _ = self.raw.read_index(id);
-            }
+        for id in ask_again {
+            // Without a leader now, the read waits for one or times out.
+            let _ = self.raw.read_index(id);
         }
         // No answer from the leader: the proposal or its answer was lost.
         let expired: Vec<u64> = self

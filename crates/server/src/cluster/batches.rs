@@ -129,6 +129,11 @@ impl Queue {
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(next) = self.waiting.front() {
+            // Its caller gave up: never sent, so it cannot apply.
+            if next.deadline <= now || next.reply.is_closed() {
+                self.waiting.pop_front();
+                continue;
+            }
             let size = next.command.encoded_len();
             let full = batch.len() == BATCH_COMMANDS || bytes + size > BATCH_BYTES;
             if full && !batch.is_empty() {
@@ -137,10 +142,6 @@ impl Queue {
             let Some(next) = self.waiting.pop_front() else {
                 break;
             };
-            // Its caller gave up: never sent, so it cannot apply.
-            if next.deadline <= now || next.reply.is_closed() {
-                continue;
-            }
             bytes += size;
             batch.push(next);
         }
@@ -160,25 +161,24 @@ async fn send(client: &mut ForwardClient<Channel>, batch: Vec<Waiting>) {
     request.set_timeout(deadline.saturating_duration_since(Instant::now()));
     let answers = match client.propose(request).await {
         Ok(answers) => answers.into_inner().answers,
-        Err(status) => {
-            for reply in replies {
-                let _ = reply.send(Err(ForwardError::from(status.clone())));
-            }
-            return;
-        }
+        Err(status) => return fail_all(replies, ForwardError::from(status)),
     };
     if answers.len() != sent {
         let nonsense = ForwardError::Mvcc(MvccError::Corrupt(format!(
             "the leader answered {} of {sent} forwarded writes",
             answers.len()
         )));
-        for reply in replies {
-            let _ = reply.send(Err(nonsense.clone()));
-        }
-        return;
+        return fail_all(replies, nonsense);
     }
     for (answer, reply) in answers.into_iter().zip(replies) {
         let _ = reply.send(answer_of(answer));
+    }
+}
+
+/// Hands every write of a batch the same failure.
+fn fail_all(replies: Vec<Reply>, error: ForwardError) {
+    for reply in replies {
+        let _ = reply.send(Err(error.clone()));
     }
 }
 

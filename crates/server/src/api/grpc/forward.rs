@@ -24,10 +24,11 @@ impl ForwardService {
 
     /// Proposes one forwarded write and waits for its answer.
     async fn answer(&self, command: Command) -> Answer {
-        let outcome = match self.0.propose_forwarded(command).await {
-            Ok(response) => response.into_outcome().map_err(ServerError::from),
-            Err(e) => Err(e),
-        };
+        let outcome = self
+            .0
+            .propose_forwarded(command)
+            .await
+            .and_then(|response| response.into_outcome().map_err(ServerError::from));
         let result = match outcome {
             Ok(outcome) => answer::Result::Outcome(outcome),
             Err(e) => {
